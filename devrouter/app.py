@@ -1,0 +1,142 @@
+"""Wiring: the HTTP server, the upstream session, the reloader and the listening sockets.
+
+The only module that knows how the pieces fit. The server is aiohttp's low-level
+`web.Server` with one handler: the router needs no URL dispatcher or middleware, and
+skipping them is a measurable share of the per-request cost.
+
+Server settings that differ from aiohttp's defaults, and why (security-catalog "aiohttp
+settings"): handler cancellation on, so a client that leaves cancels its upstream request;
+no request-body decompression; a 15 s keep-alive/header timeout against slowloris (the
+low-level default is an hour); explicit header limits; and only the addresses asked for,
+never `host=None`, which would bind every interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import http_parser, web
+
+from .config import ListenAddr
+from .proxy import Proxy
+from .reload import Reloader
+from .state import State
+from .upstream import make_session
+
+log = logging.getLogger("devrouter")
+
+#: Idle keep-alive connections, and clients that trickle their headers, are closed after
+#: this many seconds.
+KEEPALIVE_TIMEOUT_S = 15.0
+#: On SIGINT/SIGTERM, in-flight requests get this long to finish, in seconds.
+SHUTDOWN_GRACE_S = 5.0
+MAX_REQUEST_LINE_BYTES = 8190
+MAX_HEADER_FIELD_BYTES = 8190
+MAX_HEADERS = 100
+READ_BUFSIZE_BYTES = 256 * 1024
+LISTEN_BACKLOG = 1024
+
+
+class StartupError(Exception):
+    """Start-up failed; `str()` is the one line shown to the user (exit code 3)."""
+
+
+def c_parser_in_use() -> bool:
+    return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
+
+
+class Router:
+    def __init__(
+        self,
+        state: State,
+        listen: Sequence[ListenAddr],
+        config_path: Path | None,
+        *,
+        required: Sequence[ListenAddr] = (),
+    ) -> None:
+        self.state = state
+        self.listen = tuple(listen)
+        self.required = tuple(required)  # must bind; the rest may be skipped (no IPv6)
+        self.config_path = config_path
+        self.bound: list[ListenAddr] = []
+        self._runner: web.ServerRunner | None = None
+        self._stop = asyncio.Event()
+        self._reload_task: asyncio.Task[None] | None = None
+        self._session = make_session()
+        self.proxy = Proxy(state, self._session)
+
+    async def start(self) -> None:
+        if not c_parser_in_use():
+            log.warning(
+                "aiohttp's C HTTP parser is not in use (pure-Python fallback); request "
+                "parsing is slower and less strict. Reinstall aiohttp with its wheels."
+            )
+        server = web.Server(
+            self.proxy.handle,
+            handler_cancellation=True,
+            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
+            auto_decompress=False,
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_HEADER_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+            read_bufsize=READ_BUFSIZE_BYTES,
+            access_log=None,
+        )
+        self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await self._runner.setup()
+        try:
+            for addr in self.listen:
+                await self._bind(addr)
+            if not self.bound:
+                raise StartupError("could not listen on any address")
+        except BaseException:
+            await self.close()
+            raise
+        if self.config_path is not None:
+            reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
+            self._reload_task = asyncio.create_task(reloader.run(self._stop))
+
+    async def _bind(self, addr: ListenAddr) -> None:
+        assert self._runner is not None
+        site = web.TCPSite(
+            self._runner, addr.host, addr.port, backlog=LISTEN_BACKLOG, reuse_address=True
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {addr.port} on {addr.host} is already in use (another devrouter? "
+                    f"see `ss -ltnp 'sport = :{addr.port}'`, or use --listen with another port)"
+                ) from None
+            if addr not in self.required and exc.errno in (
+                errno.EADDRNOTAVAIL,
+                errno.EAFNOSUPPORT,
+            ):
+                log.warning("not listening on %s: %s", addr, exc.strerror)
+                return
+            raise StartupError(f"cannot listen on {addr}: {exc.strerror}") from None
+        self.bound.append(addr)
+
+    @property
+    def url(self) -> str:
+        port = self.bound[0].port if self.bound else 0
+        return f"http://localhost:{port}"
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._reload_task is not None:
+            await asyncio.gather(self._reload_task, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._session.close()

@@ -1,0 +1,247 @@
+"""Command line: parse, set up logging, call into the package, map failures to exit codes.
+
+Exit codes: 0 ok, 1 `check` found the config invalid, 2 usage, 3 start-up failure (bad
+config, port in use). A failure prints one line starting with `devrouter:`, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .app import Router, StartupError
+from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
+from .pages import route_url
+from .reload import find_config, read_config
+from .state import State
+
+log = logging.getLogger("devrouter")
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=("debug", "info", "warning", "error"),
+        help="how much to log (default: info)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="devrouter",
+        description="One loopback port, a name for every local dev service: "
+        "http://NAME.localhost:7355",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"devrouter {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run the router in the foreground",
+        description="Route NAME.localhost to local ports; reload the config when it changes.",
+    )
+    serve.add_argument("--config", metavar="PATH", help="config file (default: "
+                       "$DEVROUTER_CONFIG, ./devrouter.yaml, ~/.config/devrouter/config.yaml)")
+    _add_listen(serve)
+    serve.add_argument(
+        "--allow-remote", action="store_true",
+        help="allow a --listen address that is not loopback (exposes your services)",
+    )
+
+    check = sub.add_parser(
+        "check", parents=[common], help="validate a config and print its routes",
+        description="Validate a config file and print the route table; exit 1 if invalid.",
+    )
+    check.add_argument("--config", metavar="PATH", help="config file to check")
+
+    demo = sub.add_parser(
+        "demo", parents=[common], help="start the router with two demo services",
+        description="Start two small demo services and the router, and print their URLs.",
+    )
+    _add_listen(demo)
+    return parser
+
+
+def _add_listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen", metavar="ADDR", action="append", default=[],
+        help=f"HOST:PORT or PORT; repeatable (default: {DEFAULT_PORT} on 127.0.0.1 and ::1)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    _setup_logging(getattr(args, "log_level", "info"))
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": cmd_serve,
+        "check": cmd_check,
+        "demo": cmd_demo,
+    }
+    try:
+        return commands[args.command](args)
+    except UsageError as exc:
+        print(f"devrouter: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as exc:
+        print(f"devrouter: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
+
+
+def _listen(values: Sequence[str], allow_remote: bool = False) -> tuple[ListenAddr, ...] | None:
+    if not values:
+        return None
+    try:
+        addrs = listen_addrs(values)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
+    remote = [a for a in addrs if not a.is_loopback]
+    if remote and not allow_remote:
+        raise UsageError(
+            f"refusing to listen on {remote[0]}: it is reachable from other machines, which "
+            "would expose every routed service. Add --allow-remote if you really mean it."
+        )
+    for addr in remote:
+        log.warning("listening on %s: every routed service is reachable from the network", addr)
+    return addrs
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cli_listen = _listen(args.listen, args.allow_remote)
+    path = find_config(args.config, os.environ, Path.cwd())
+    own_ports = {a.port for a in cli_listen} if cli_listen else None
+    if path is None:
+        config = Config()
+        log.info("no config file found; serving an empty route table "
+                 "(create ./devrouter.yaml or pass --config)")
+    else:
+        try:
+            config = read_config(path, own_ports)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+    listen = cli_listen or config.listen or listen_addrs([DEFAULT_PORT])
+    required = listen if (cli_listen or config.listen) else listen[:1]
+    router = Router(State(config), listen, path, required=required)
+    return _run(_serve(router))
+
+
+async def _serve(router: Router, after_start: Callable[[], None] | None = None) -> int:
+    await router.start()
+    snapshot = router.state.snapshot
+    log.info(
+        "devrouter %s ready on %s (%s), %d route(s) from %s",
+        __version__, router.url, ", ".join(str(a) for a in router.bound),
+        len(snapshot.table.routes), snapshot.config.source,
+    )
+    if after_start is not None:
+        after_start()
+    _install_signals(router)
+    await router.wait()
+    log.info("shutting down (letting in-flight requests finish)")
+    await router.close()
+    return EXIT_OK
+
+
+def _install_signals(router: Router) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    count = 0
+
+    def on_signal() -> None:
+        nonlocal count
+        count += 1
+        if count == 1:
+            router.request_stop()
+        elif task is not None:
+            task.cancel()  # a second Ctrl-C: stop waiting for streams
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+
+def _run(coro: Awaitable[int]) -> int:
+    async def runner() -> int:
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            return EXIT_OK
+
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(runner())
+    return uvloop.run(runner())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    path = find_config(args.config, os.environ, Path.cwd())
+    if path is None:
+        print("devrouter: no config file found (looked for $DEVROUTER_CONFIG, ./devrouter.yaml "
+              "and ~/.config/devrouter/config.yaml)", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        config = read_config(path)
+    except ConfigError as exc:
+        print(f"devrouter: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    port = (config.listen or listen_addrs([DEFAULT_PORT]))[0].port
+    print(f"{path}: valid, {len(config.routes)} route(s)")
+    width = max((len(route_url(r, port)) for r in config.routes), default=0)
+    for r in config.routes:
+        print(f"  {route_url(r, port):<{width}}  -> {r.upstream.describe()}")
+        for p in r.paths:
+            print(f"  {'':<{width}}  {p.prefix} -> {p.upstream.describe()}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    listen = _listen(args.listen) or listen_addrs([DEFAULT_PORT])
+    return _run(_demo(listen))
+
+
+async def _demo(listen: tuple[ListenAddr, ...]) -> int:
+    from .demo import start_services
+
+    port = listen[0].port
+    runners, config = await start_services(port)
+    router = Router(State(config), listen, None, required=listen[:1])
+
+    def show() -> None:
+        print("\ndevrouter demo is running. Open in a browser:\n", flush=True)
+        for r in config.routes:
+            print(f"  {route_url(r, port):<32} -> {r.upstream.describe()}", flush=True)
+        print(f"  {f'http://localhost:{port}/':<32} -> the route list\n\nPress Ctrl-C to stop.",
+              flush=True)
+
+    try:
+        return await _serve(router, show)
+    finally:
+        for runner in runners:
+            await runner.cleanup()

@@ -1,0 +1,77 @@
+"""Every way a request can fail, as a type that carries the status it is answered with.
+
+    ProxyError                 base: status, title, detail, hint
+      BadRequest          400  malformed Host, request target or hop header
+      NotFound            404  a .localhost name with no route
+      MethodNotAllowed    405  CONNECT, OPTIONS *
+      MisdirectedRequest  421  a Host that is not ours (DNS rebinding, stray traffic)
+      VersionNotSupported 505  HTTP versions other than 1.0 and 1.1
+      LoopDetected        508  a route that leads back into the router
+      BadGateway          502  backend refused, reset, or sent something that is not HTTP
+      GatewayTimeout      504  backend silent past the route's timeout
+
+Upstream exceptions (aiohttp's, OSError, TimeoutError) are translated into these at one
+boundary, `devrouter.upstream.translate_errors`; the handler only ever sees these types.
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    status = 500
+    title = "Internal error"
+
+    def __init__(self, detail: str, hint: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.hint = hint
+
+
+class BadRequest(ProxyError):
+    status = 400
+    title = "Bad request"
+
+
+class NotFound(ProxyError):
+    status = 404
+    title = "No such route"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    title = "Method not allowed"
+
+
+class MisdirectedRequest(ProxyError):
+    status = 421
+    title = "Not a devrouter name"
+
+
+class VersionNotSupported(ProxyError):
+    status = 505
+    title = "HTTP version not supported"
+
+
+class LoopDetected(ProxyError):
+    status = 508
+    title = "Loop detected"
+
+
+class BadGateway(ProxyError):
+    status = 502
+    title = "Bad gateway"
+
+
+class GatewayTimeout(ProxyError):
+    status = 504
+    title = "Gateway timeout"
+
+
+class UpstreamStatus(ProxyError):
+    """A backend's refusal of a WebSocket handshake, passed through with its own status."""
+
+    title = "WebSocket refused by the backend"
+
+    def __init__(self, status: int, detail: str, hint: str = "") -> None:
+        super().__init__(detail, hint)
+        self.status = status

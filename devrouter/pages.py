@@ -1,0 +1,104 @@
+"""The router's own answers: error pages and the index page.
+
+Browsers (an `Accept` that names text/html) get a small self-contained HTML page; curl and
+scripts get one or two lines of text. Both say what happened and what to do. No page carries
+CORS headers or anything a web page on another origin could use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+from aiohttp import web
+
+from . import __version__
+from .config import Route
+from .errors import ProxyError
+
+_STYLE = (
+    "body{font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em;"
+    "color:#222}h1{font-size:1.4em}code{background:#f3f3f3;padding:0 .3em}"
+    "table{border-collapse:collapse}td,th{padding:.2em 1em .2em 0;text-align:left}"
+    "footer{margin-top:3em;color:#888;font-size:.85em}"
+)
+
+
+def wants_html(accept: str) -> bool:
+    return "text/html" in accept
+
+
+def route_url(route: Route, port: int) -> str:
+    host = route.host.replace("*.", "x.", 1) if route.name.startswith("*.") else route.host
+    return f"http://{host}:{port}/"
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{body}"
+        f"<footer>devrouter {__version__}</footer></body></html>"
+    )
+
+
+def _routes_html(routes: Sequence[Route], port: int) -> str:
+    if not routes:
+        return (
+            "<p>No routes yet. Add some to your config file, for example:</p>"
+            "<pre>routes:\n  api: 4001\n  web: 5173</pre>"
+        )
+    rows = "".join(
+        f"<tr><td><a href='{escape(route_url(r, port))}'>{escape(r.host)}</a></td>"
+        f"<td>{escape(r.upstream.describe())}</td></tr>"
+        for r in routes
+    )
+    return f"<table><tr><th>name</th><th>backend</th></tr>{rows}</table>"
+
+
+def _routes_text(routes: Iterable[Route], port: int) -> str:
+    lines = [f"  {route_url(r, port)} -> {r.upstream.describe()}" for r in routes]
+    return "\n".join(lines) if lines else "  (none yet: add routes to the config file)"
+
+
+def error_response(
+    err: ProxyError, accept: str, routes: Sequence[Route] | None = None, port: int = 0
+) -> web.Response:
+    """`routes` is given only for 404s on a `.localhost` name: listing them helps the user
+    and tells a rebinding page nothing it could not already reach."""
+    hint = err.hint
+    headers = {"Cache-Control": "no-store", "X-Devrouter-Error": str(err.status)}
+    if wants_html(accept):
+        body = f"<h1>{err.status} {escape(err.title)}</h1><p>{escape(err.detail)}</p>"
+        if hint:
+            body += f"<p>{escape(hint)}</p>"
+        if routes is not None:
+            body += "<h2>Routes</h2>" + _routes_html(routes, port)
+        return web.Response(
+            status=err.status,
+            text=_page(f"{err.status} {err.title}", body),
+            content_type="text/html",
+            headers=headers,
+        )
+    text = f"devrouter: {err.status} {err.title}: {err.detail}\n"
+    if hint:
+        text += f"{hint}\n"
+    if routes is not None:
+        text += "routes:\n" + _routes_text(routes, port) + "\n"
+    return web.Response(status=err.status, text=text, headers=headers)
+
+
+def index_response(routes: Sequence[Route], accept: str, port: int, source: str) -> web.Response:
+    """The page at http://localhost:PORT/: what is routed where."""
+    headers = {"Cache-Control": "no-store"}
+    if wants_html(accept):
+        body = (
+            f"<h1>devrouter</h1><p>Config: <code>{escape(source)}</code></p>"
+            + _routes_html(routes, port)
+        )
+        return web.Response(
+            text=_page("devrouter", body), content_type="text/html", headers=headers
+        )
+    return web.Response(
+        text=f"devrouter {__version__}, config {source}\nroutes:\n{_routes_text(routes, port)}\n",
+        headers=headers,
+    )

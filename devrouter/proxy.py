@@ -1,0 +1,354 @@
+"""The request handler: snapshot -> route -> forward -> stream.
+
+One function decides where a request goes (`Proxy.handle`); `forward` moves an HTTP
+exchange and `devrouter.websocket.bridge` a WebSocket. The table is read once per request,
+so a reload never changes a request's route halfway.
+
+What "invisible" means here, and where each rule comes from:
+- the upstream request line carries the client's raw target byte for byte (no
+  normalisation), and Host passes unchanged (RFC 9110 §7.2; dev servers check it);
+- hop-by-hop fields (RFC 9110 §7.6.1) and every field the Connection header names are
+  removed both ways; forwarding headers are the router's own, never the client's;
+- bodies stream in both directions with the transports' flow control bounding memory, the
+  router frames the upstream body itself, and nothing is decompressed;
+- once response headers have gone out, a failure aborts the client connection, so a cut
+  body never looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from . import websocket
+from .config import Route, Upstream
+from .errors import (
+    BadGateway,
+    BadRequest,
+    MethodNotAllowed,
+    MisdirectedRequest,
+    NotFound,
+    LoopDetected,
+    ProxyError,
+    VersionNotSupported,
+)
+from .pages import error_response, index_response
+from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
+from .state import State
+from .upstream import HostPreference, base_url, is_refused, translate_errors
+
+log = logging.getLogger("devrouter.proxy")
+
+HOPS_HEADER = "X-Devrouter-Hops"
+#: A request that has passed through the router this many times is a loop.
+MAX_HOPS = 5
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "http2-settings",
+    }
+)
+# Set by the router only: a client's values must never reach a backend as if ours.
+_REQUEST_DROP = HOP_BY_HOP | {
+    "expect",  # answered by the router itself; forwarding it can hang a backend
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    HOPS_HEADER.lower(),
+}
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_DEFAULTS_AIOHTTP_ADDS = (hdrs.CONTENT_TYPE, hdrs.DATE, hdrs.SERVER)
+
+
+class ProxyResponse(web.StreamResponse):
+    """A StreamResponse that adds nothing the backend did not send.
+
+    aiohttp fills in Content-Type, Date and Server when they are missing; through a proxy that
+    would change what the app sent.
+    """
+
+    def __init__(self, *, absent: tuple[str, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._absent = absent
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        for name in self._absent:
+            self._headers.popall(name, None)
+
+
+def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    values = headers.getall(hdrs.CONNECTION, ())
+    if not values:
+        return frozenset()
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def origin_form(raw_target: str, host: str) -> str:
+    """The request target as it goes upstream. Absolute-form (`GET http://a.localhost/x`) is
+    accepted only when its authority is the same name as Host, and never dialled."""
+    if raw_target.startswith("/"):
+        return raw_target
+    if raw_target == "*":
+        raise MethodNotAllowed("OPTIONS * is not forwarded")
+    scheme, sep, rest = raw_target.partition("://")
+    if not sep or scheme.lower() not in ("http", "ws"):
+        raise BadRequest("the request target must be a path such as /index.html")
+    authority, slash, path = rest.partition("/")
+    try:
+        same = parse_host(authority) == host
+    except HostError:
+        same = False
+    if not same:
+        raise BadRequest(
+            f"the absolute request target names {authority!r}, which is not this Host; "
+            "devrouter is not a forward proxy"
+        )
+    return slash + path if slash else "/"
+
+
+class Proxy:
+    def __init__(self, state: State, session: aiohttp.ClientSession) -> None:
+        self.state = state
+        self.session = session
+        self.prefer = HostPreference()
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        snapshot = self.state.snapshot  # one table for the whole request
+        try:
+            if request.version not in (HttpVersion11, HttpVersion10):
+                raise VersionNotSupported("devrouter speaks HTTP/1.0 and HTTP/1.1")
+            if request.method == hdrs.METH_CONNECT:
+                raise MethodNotAllowed("CONNECT is refused: devrouter is not a forward proxy")
+            host_values = request.headers.getall(hdrs.HOST, ())
+            if len(host_values) != 1:
+                raise BadRequest("the request needs exactly one Host header")
+            try:
+                host = parse_host(host_values[0])
+            except HostError as exc:
+                raise BadRequest(str(exc)) from None
+            target = origin_form(request.raw_path, host)
+            name = route_name(host)
+            if name is None or name == "devrouter":
+                if host in OWN_HOSTS:
+                    return index_response(
+                        snapshot.table.routes,
+                        request.headers.get(hdrs.ACCEPT, ""),
+                        self._local_port(request),
+                        snapshot.config.source,
+                    )
+                raise MisdirectedRequest(
+                    f"{host!r} is not a .localhost name; devrouter only answers NAME.localhost"
+                )
+            route = snapshot.table.lookup(name)
+            if route is None:
+                return error_response(
+                    NotFound(f"no route is named '{name}'", "Add it to the config file."),
+                    request.headers.get(hdrs.ACCEPT, ""),
+                    snapshot.table.routes,
+                    self._local_port(request),
+                )
+            hops = _hops(request.headers.get(HOPS_HEADER))
+            if hops >= MAX_HOPS:
+                raise LoopDetected(
+                    f"the request passed through devrouter {hops} times",
+                    f"Route '{route.name}' leads back into the router. If a dev server proxies "
+                    "to a .localhost name, point it at the backend's port instead, or make it "
+                    "rewrite Host (changeOrigin).",
+                )
+            try:
+                upstream = select_upstream(route, target)
+            except AmbiguousPath as exc:
+                raise BadRequest(str(exc)) from None
+            headers = self._upstream_headers(request, hops)
+            if websocket.is_upgrade(request):
+                return await websocket.bridge(self, request, route, upstream, target, headers)
+            return await self.forward(request, route, upstream, target, headers)
+        except ProxyError as err:
+            if err.status >= 500:
+                log.warning("%s %s%s: %d %s", request.method, request.host, request.raw_path,
+                            err.status, err.detail)
+            return error_response(err, request.headers.get(hdrs.ACCEPT, ""))
+
+    def _local_port(self, request: web.BaseRequest) -> int:
+        transport = request.transport
+        sockname = transport.get_extra_info("sockname") if transport is not None else None
+        return int(sockname[1]) if sockname else 0
+
+    def _upstream_headers(self, request: web.BaseRequest, hops: int) -> CIMultiDict[str]:
+        named = connection_tokens(request.headers)
+        out: CIMultiDict[str] = CIMultiDict()
+        xff = []
+        for key, value in request.headers.items():
+            lower = key.lower()
+            if lower in _REQUEST_DROP or lower in named:
+                continue
+            if lower == "x-forwarded-for":
+                xff.append(value)
+                continue
+            out.add(key, value)
+        peer = request.remote or "127.0.0.1"
+        host = request.headers.get(hdrs.HOST, "")
+        port = self._local_port(request)
+        xff.append(peer)
+        out[hdrs.X_FORWARDED_FOR] = ", ".join(xff)
+        out[hdrs.X_FORWARDED_PROTO] = "http"
+        out[hdrs.X_FORWARDED_HOST] = host
+        out["X-Forwarded-Port"] = str(port)
+        peer_token = f'"[{peer}]"' if ":" in peer else peer
+        out[hdrs.FORWARDED] = f'for={peer_token};host="{host}";proto=http'
+        out[HOPS_HEADER] = str(hops + 1)
+        return out
+
+    async def open(self, upstream: Upstream, attempt: Any) -> Any:
+        """Run `attempt(base_url)` on each address of the upstream until one is not refused
+        and return its result. Errors are left for `translate_errors`."""
+        hosts = self.prefer.order(upstream)
+        for i, host in enumerate(hosts):
+            try:
+                result = await attempt(base_url(host, upstream.port))
+            except aiohttp.ClientConnectorError as exc:
+                if i + 1 < len(hosts) and is_refused(exc):
+                    continue
+                raise
+            self.prefer.worked(upstream, host)
+            return result
+        raise AssertionError("unreachable: an upstream has at least one host")
+
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        upstream: Upstream,
+        target: str,
+        headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        deadline = Deadline(route.timeout_s)
+        body: AsyncIterator[bytes] | None = None
+        if request.body_exists:
+            if request.version == HttpVersion11 and "100-continue" in request.headers.get(
+                hdrs.EXPECT, ""
+            ).lower():
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            body = deadline.extend_on_progress(request.content)
+
+        async def attempt(base: str) -> aiohttp.ClientResponse:
+            return await self.session.request(
+                request.method,
+                aiohttp.client.URL(base + target, encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                auto_decompress=False,
+            )
+
+        with translate_errors(upstream, route.timeout_s):
+            async with deadline:
+                resp: aiohttp.ClientResponse = await self.open(upstream, attempt)
+        async with resp:
+            return await self._relay(request, resp, upstream)
+
+    async def _relay(
+        self, request: web.BaseRequest, resp: aiohttp.ClientResponse, upstream: Upstream
+    ) -> web.StreamResponse:
+        named = connection_tokens(resp.headers)
+        out_headers: CIMultiDict[str] = CIMultiDict()
+        for key, value in resp.headers.items():
+            lower = key.lower()
+            if lower in _RESPONSE_DROP or lower in named:
+                continue
+            if _BAD_VALUE.search(value):
+                raise BadGateway(
+                    f"the backend on port {upstream.port} sent an invalid {key} header "
+                    "(a control character in its value)"
+                )
+            out_headers.add(key, value)
+        absent = tuple(h for h in _DEFAULTS_AIOHTTP_ADDS if h not in resp.headers)
+        out = ProxyResponse(
+            status=resp.status, reason=resp.reason, headers=out_headers, absent=absent
+        )
+        if resp.content_length is not None:
+            out.content_length = resp.content_length
+        await out.prepare(request)
+        try:
+            if request.method != hdrs.METH_HEAD:
+                async for chunk in resp.content.iter_any():
+                    await out.write(chunk)
+            await out.write_eof()
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+            # The status line has gone out, so the only honest signal left is to cut the
+            # connection: a client must never take a truncated body for a whole one.
+            log.warning(
+                "%s %s%s: the backend on port %d failed mid-response (%s); aborting the "
+                "client connection", request.method, request.host, request.raw_path,
+                upstream.port, type(exc).__name__,
+            )
+            abort(request)
+        return out
+
+
+def abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    request.protocol.force_close()
+
+
+class Deadline:
+    """The time limit for a backend's response headers, in seconds.
+
+    Each chunk of request body the backend takes moves the limit, so a long upload to a
+    backend that reads it steadily is never cut; only silence is.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._cm = asyncio.timeout(timeout_s)
+        self._active = False
+
+    async def __aenter__(self) -> None:
+        self._active = True
+        await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        self._active = False
+        return await self._cm.__aexit__(*exc_info)
+
+    async def extend_on_progress(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        async for chunk in content.iter_any():
+            if self._active:
+                self._cm.reschedule(loop.time() + self.timeout_s)
+            yield chunk
+
+
+def _hops(value: str | None) -> int:
+    if value is None:
+        return 0
+    if not value.isdigit() or len(value) > 3:
+        raise BadRequest(f"invalid {HOPS_HEADER} header {value!r}")
+    return int(value)
