@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
 from aiohttp import http_parser, web
 
 from .config import ListenAddr
@@ -66,8 +67,7 @@ class Router:
         self._runner: web.ServerRunner | None = None
         self._stop = asyncio.Event()
         self._reload_task: asyncio.Task[None] | None = None
-        self._session = make_session()
-        self.proxy = Proxy(state, self._session)
+        self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if not c_parser_in_use():
@@ -75,8 +75,10 @@ class Router:
                 "aiohttp's C HTTP parser is not in use (pure-Python fallback); request "
                 "parsing is slower and less strict. Reinstall aiohttp with its wheels."
             )
+        self._session = make_session()  # needs the running loop
+        proxy = Proxy(self.state, self._session)
         server = web.Server(
-            self.proxy.handle,
+            proxy.handle,
             handler_cancellation=True,
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             auto_decompress=False,
@@ -120,7 +122,10 @@ class Router:
                 log.warning("not listening on %s: %s", addr, exc.strerror)
                 return
             raise StartupError(f"cannot listen on {addr}: {exc.strerror}") from None
-        self.bound.append(addr)
+        server = site._server
+        sockets = getattr(server, "sockets", None) or ()
+        port = sockets[0].getsockname()[1] if sockets else addr.port  # port 0: the real one
+        self.bound.append(ListenAddr(addr.host, port))
 
     @property
     def url(self) -> str:
@@ -139,4 +144,5 @@ class Router:
             await asyncio.gather(self._reload_task, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self._session.close()
+        if self._session is not None:
+            await self._session.close()

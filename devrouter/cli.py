@@ -50,25 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
-        "serve", parents=[common], help="run the router in the foreground",
+        "serve",
+        parents=[common],
+        help="run the router in the foreground",
         description="Route NAME.localhost to local ports; reload the config when it changes.",
     )
-    serve.add_argument("--config", metavar="PATH", help="config file (default: "
-                       "$DEVROUTER_CONFIG, ./devrouter.yaml, ~/.config/devrouter/config.yaml)")
+    serve.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: "
+        "$DEVROUTER_CONFIG, ./devrouter.yaml, ~/.config/devrouter/config.yaml)",
+    )
     _add_listen(serve)
     serve.add_argument(
-        "--allow-remote", action="store_true",
+        "--allow-remote",
+        action="store_true",
         help="allow a --listen address that is not loopback (exposes your services)",
     )
 
     check = sub.add_parser(
-        "check", parents=[common], help="validate a config and print its routes",
+        "check",
+        parents=[common],
+        help="validate a config and print its routes",
         description="Validate a config file and print the route table; exit 1 if invalid.",
     )
     check.add_argument("--config", metavar="PATH", help="config file to check")
 
     demo = sub.add_parser(
-        "demo", parents=[common], help="start the router with two demo services",
+        "demo",
+        parents=[common],
+        help="start the router with two demo services",
         description="Start two small demo services and the router, and print their URLs.",
     )
     _add_listen(demo)
@@ -77,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_listen(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--listen", metavar="ADDR", action="append", default=[],
+        "--listen",
+        metavar="ADDR",
+        action="append",
+        default=[],
         help=f"HOST:PORT or PORT; repeatable (default: {DEFAULT_PORT} on 127.0.0.1 and ::1)",
     )
 
@@ -139,8 +153,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     own_ports = {a.port for a in cli_listen} if cli_listen else None
     if path is None:
         config = Config()
-        log.info("no config file found; serving an empty route table "
-                 "(create ./devrouter.yaml or pass --config)")
+        log.info(
+            "no config file found; serving an empty route table "
+            "(create ./devrouter.yaml or pass --config)"
+        )
     else:
         try:
             config = read_config(path, own_ports)
@@ -157,8 +173,11 @@ async def _serve(router: Router, after_start: Callable[[], None] | None = None) 
     snapshot = router.state.snapshot
     log.info(
         "devrouter %s ready on %s (%s), %d route(s) from %s",
-        __version__, router.url, ", ".join(str(a) for a in router.bound),
-        len(snapshot.table.routes), snapshot.config.source,
+        __version__,
+        router.url,
+        ", ".join(str(a) for a in router.bound),
+        len(snapshot.table.routes),
+        snapshot.config.source,
     )
     if after_start is not None:
         after_start()
@@ -203,8 +222,11 @@ def _run(coro: Awaitable[int]) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     path = find_config(args.config, os.environ, Path.cwd())
     if path is None:
-        print("devrouter: no config file found (looked for $DEVROUTER_CONFIG, ./devrouter.yaml "
-              "and ~/.config/devrouter/config.yaml)", file=sys.stderr)
+        print(
+            "devrouter: no config file found (looked for $DEVROUTER_CONFIG, ./devrouter.yaml "
+            "and ~/.config/devrouter/config.yaml)",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     try:
         config = read_config(path)
@@ -237,8 +259,10 @@ async def _demo(listen: tuple[ListenAddr, ...]) -> int:
         print("\ndevrouter demo is running. Open in a browser:\n", flush=True)
         for r in config.routes:
             print(f"  {route_url(r, port):<32} -> {r.upstream.describe()}", flush=True)
-        print(f"  {f'http://localhost:{port}/':<32} -> the route list\n\nPress Ctrl-C to stop.",
-              flush=True)
+        print(
+            f"  {f'http://localhost:{port}/':<32} -> the route list\n\nPress Ctrl-C to stop.",
+            flush=True,
+        )
 
     try:
         return await _serve(router, show)

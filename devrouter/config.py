@@ -250,7 +250,8 @@ class _Walker:
             key = str(key)
             if allowed is not None and key not in allowed:
                 hint = difflib.get_close_matches(key, allowed, n=1)
-                more = f"; did you mean '{hint[0]}'?" if hint else f"; expected {', '.join(allowed)}"
+                expected = ", ".join(allowed)
+                more = f"; did you mean '{hint[0]}'?" if hint else f"; expected {expected}"
                 raise self.error(knode, f"unknown key '{key}' in {what}{more}", route)
             if key in seen:
                 raise self.error(
@@ -272,8 +273,9 @@ class _Walker:
     def timeout(self, node: Node, route: str | None) -> float:
         value = self.scalar(node, "timeout", route)
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise self.error(node, f"timeout must be a positive number of seconds, got {value!r}",
-                             route)
+            raise self.error(
+                node, f"timeout must be a positive number of seconds, got {value!r}", route
+            )
         return float(value)
 
     def upstream(self, node: Node, route: str, keys: tuple[str, ...]) -> Upstream:
@@ -295,8 +297,10 @@ class _Walker:
             if key in ("port", "target"):
                 if found is not None:
                     raise self.error(vnode, "give either port or target, not both", route)
-                found = self.upstream(vnode, route, keys) if key == "target" else Upstream(
-                    self.port(vnode, route)
+                found = (
+                    self.upstream(vnode, route, keys)
+                    if key == "target"
+                    else Upstream(self.port(vnode, route))
                 )
         if found is None:
             raise self.error(node, "needs a port (or a target URL)", route)
@@ -331,9 +335,11 @@ def parse_config(
             timeout_s = w.timeout(vnode, None)
         else:
             routes_node = vnode
-    ports = set(own_ports) if own_ports is not None else {
-        a.port for a in (listen or listen_addrs([DEFAULT_PORT]))
-    }
+    ports = (
+        set(own_ports)
+        if own_ports is not None
+        else {a.port for a in (listen or listen_addrs([DEFAULT_PORT]))}
+    )
     routes: list[Route] = []
     if routes_node is not None and not _is_null(routes_node):
         routes = _parse_routes(w, routes_node, timeout_s, ports)
@@ -427,7 +433,8 @@ def _parse_paths(w: _Walker, node: Node, name: str) -> list[PathRoute]:
     for prefix, knode, vnode in w.mapping(node, f"the paths of route '{name}'", None, name):
         if not _PREFIX_RE.match(prefix):
             raise w.error(
-                knode, f"path prefix {prefix!r} must start with '/' and have no spaces, ? or #",
+                knode,
+                f"path prefix {prefix!r} must start with '/' and have no spaces, ? or #",
                 name,
             )
         out.append(PathRoute(prefix, w.upstream(vnode, name, _PATH_KEYS)))

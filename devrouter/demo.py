@@ -31,14 +31,15 @@ api.localhost:%(router_port)d/api/time</a>. All routes: <a href="http://localhos
 localhost:%(router_port)d</a>.</p>
 <script>
 const $ = id => document.getElementById(id);
-fetch('/api/time').then(r => r.json()).then(j => { $('api').textContent = JSON.stringify(j);
-  $('api').className = 'ok'; }).catch(e => { $('api').textContent = e; $('api').className = 'bad'; });
+const show = (id, text, ok) => { $(id).textContent = text; $(id).className = ok ? 'ok' : 'bad'; };
+fetch('/api/time').then(r => r.json()).then(j => show('api', JSON.stringify(j), true))
+  .catch(e => show('api', String(e), false));
 const es = new EventSource('/events');
-es.onmessage = e => { $('sse').textContent = 'tick ' + e.data; $('sse').className = 'ok'; };
-const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
+es.onmessage = e => show('sse', 'tick ' + e.data, true);
+const ws = new WebSocket('ws://' + location.host + '/ws');
 ws.onopen = () => ws.send('hello through devrouter');
-ws.onmessage = e => { $('ws').textContent = 'echoed: ' + e.data; $('ws').className = 'ok'; };
-ws.onerror = () => { $('ws').textContent = 'failed'; $('ws').className = 'bad'; };
+ws.onmessage = e => show('ws', 'echoed: ' + e.data, true);
+ws.onerror = () => show('ws', 'failed', false);
 </script></body></html>
 """
 
@@ -53,8 +54,9 @@ def web_app(router_port: int) -> web.Application:
         return web.Response(text=html, content_type="text/html")
 
     async def events(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
         n = 0
         while True:
@@ -99,17 +101,16 @@ async def start_services(router_port: int) -> tuple[list[web.AppRunner], Config]
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         runners.append(runner)
-        server = site._server
-        assert server is not None
-        ports.append(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        ports.append(int(runner.addresses[0][1]))
     web_port, api_port = ports
     api = Upstream(api_port, ("127.0.0.1",))
     config = Config(
         source="<demo>",
         routes=(
             Route("api", api, line=0, source="demo"),
-            Route("web", Upstream(web_port, ("127.0.0.1",)), (PathRoute("/api", api),),
-                  source="demo"),
+            Route(
+                "web", Upstream(web_port, ("127.0.0.1",)), (PathRoute("/api", api),), source="demo"
+            ),
         ),
     )
     return runners, config

@@ -91,9 +91,8 @@ def index_response(routes: Sequence[Route], accept: str, port: int, source: str)
     """The page at http://localhost:PORT/: what is routed where."""
     headers = {"Cache-Control": "no-store"}
     if wants_html(accept):
-        body = (
-            f"<h1>devrouter</h1><p>Config: <code>{escape(source)}</code></p>"
-            + _routes_html(routes, port)
+        body = f"<h1>devrouter</h1><p>Config: <code>{escape(source)}</code></p>" + _routes_html(
+            routes, port
         )
         return web.Response(
             text=_page("devrouter", body), content_type="text/html", headers=headers

@@ -27,16 +27,17 @@ import aiohttp
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from . import websocket
 from .config import Route, Upstream
 from .errors import (
     BadGateway,
     BadRequest,
+    LoopDetected,
     MethodNotAllowed,
     MisdirectedRequest,
     NotFound,
-    LoopDetected,
     ProxyError,
     VersionNotSupported,
 )
@@ -190,8 +191,14 @@ class Proxy:
             return await self.forward(request, route, upstream, target, headers)
         except ProxyError as err:
             if err.status >= 500:
-                log.warning("%s %s%s: %d %s", request.method, request.host, request.raw_path,
-                            err.status, err.detail)
+                log.warning(
+                    "%s %s%s: %d %s",
+                    request.method,
+                    request.host,
+                    request.raw_path,
+                    err.status,
+                    err.detail,
+                )
             return error_response(err, request.headers.get(hdrs.ACCEPT, ""))
 
     def _local_port(self, request: web.BaseRequest) -> int:
@@ -250,16 +257,17 @@ class Proxy:
         deadline = Deadline(route.timeout_s)
         body: AsyncIterator[bytes] | None = None
         if request.body_exists:
-            if request.version == HttpVersion11 and "100-continue" in request.headers.get(
-                hdrs.EXPECT, ""
-            ).lower():
+            if (
+                request.version == HttpVersion11
+                and "100-continue" in request.headers.get(hdrs.EXPECT, "").lower()
+            ):
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = deadline.extend_on_progress(request.content)
 
         async def attempt(base: str) -> aiohttp.ClientResponse:
             return await self.session.request(
                 request.method,
-                aiohttp.client.URL(base + target, encoded=True),
+                URL(base + target, encoded=True),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
@@ -304,8 +312,12 @@ class Proxy:
             # connection: a client must never take a truncated body for a whole one.
             log.warning(
                 "%s %s%s: the backend on port %d failed mid-response (%s); aborting the "
-                "client connection", request.method, request.host, request.raw_path,
-                upstream.port, type(exc).__name__,
+                "client connection",
+                request.method,
+                request.host,
+                request.raw_path,
+                upstream.port,
+                type(exc).__name__,
             )
             abort(request)
         return out
@@ -334,9 +346,9 @@ class Deadline:
         self._active = True
         await self._cm.__aenter__()
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         self._active = False
-        return await self._cm.__aexit__(*exc_info)
+        await self._cm.__aexit__(*exc_info)
 
     async def extend_on_progress(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ line (once per distinct problem) and leaves the last good table in force.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -98,8 +99,7 @@ class Reloader:
                 self.state.last_error = None
             return False
         if config.listen != current.listen:
-            log.warning("the listen address in %s changed; restart devrouter to use it",
-                        self.path)
+            log.warning("the listen address in %s changed; restart devrouter to use it", self.path)
         snapshot = self.state.swap(config)
         self.reloads += 1
         log.info("reloaded %s: %d route(s)", self.path, len(snapshot.table.routes))
@@ -136,7 +136,5 @@ class Reloader:
 
 
 async def _sleep_or_stop(stop: asyncio.Event, delay_s: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), delay_s)
-    except TimeoutError:
-        pass

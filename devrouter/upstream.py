@@ -60,9 +60,7 @@ def make_session() -> aiohttp.ClientSession:
 def is_refused(exc: BaseException) -> bool:
     """A connect that nothing answered: worth trying the other loopback address."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.errno in _REFUSED or isinstance(
-            exc.os_error, ConnectionRefusedError
-        )
+        return exc.os_error.errno in _REFUSED or isinstance(exc.os_error, ConnectionRefusedError)
     return False
 
 

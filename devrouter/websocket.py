@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import WSMsgType, hdrs, web
 from multidict import CIMultiDict
+from yarl import URL
 
 from .config import Route, Upstream
-from .errors import BadGateway, UpstreamStatus
+from .errors import BadGateway, BadRequest, UpstreamStatus
 from .upstream import translate_errors
 
 if TYPE_CHECKING:
@@ -80,9 +81,12 @@ async def bridge(
         if p.strip()
     ]
 
+    if not web.WebSocketResponse().can_prepare(request).ok:  # check before dialling
+        raise BadRequest("this WebSocket handshake is malformed (Sec-WebSocket-Key/Version)")
+
     async def attempt(base: str) -> aiohttp.ClientWebSocketResponse:
         return await proxy.session.ws_connect(
-            aiohttp.client.URL(base.replace("http", "ws", 1) + target, encoded=True),
+            URL(base.replace("http", "ws", 1) + target, encoded=True),
             headers=headers,
             protocols=offered,
             autoclose=False,
@@ -99,8 +103,8 @@ async def bridge(
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status and exc.status != 101:
             raise UpstreamStatus(
-                exc.status, f"the backend on port {upstream.port} refused the WebSocket "
-                f"with {exc.status}"
+                exc.status,
+                f"the backend on port {upstream.port} refused the WebSocket with {exc.status}",
             ) from None
         raise BadGateway(
             f"the backend on port {upstream.port} answered the WebSocket handshake wrongly "
@@ -139,7 +143,8 @@ async def _relay(up: aiohttp.ClientWebSocketResponse, down: web.WebSocketRespons
         await _close(up, 1000, b"")
     else:
         code, reason = (
-            to_up.result() if to_up.done() and not to_up.cancelled() and not to_up.exception()
+            to_up.result()
+            if to_up.done() and not to_up.cancelled() and not to_up.exception()
             else (None, b"")
         )
         await _close(up, sendable(code, 1001), reason)

@@ -1,0 +1,263 @@
+"""Shared fixtures: real backends and a real router on loopback ports, raw sockets, the CLI.
+
+Everything listens on 127.0.0.1 or ::1 only, and every helper is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+
+from devrouter.app import Router
+from devrouter.config import Config, ListenAddr, parse_config
+from devrouter.state import State
+
+#: Upper bound for any single socket read in a test, in seconds.
+IO_TIMEOUT_S = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def make_config(routes: dict[str, Any], **top: Any) -> Config:
+    """A Config from a Python dict, through the real YAML parser."""
+    return parse_config(yaml.safe_dump({"routes": routes, **top}), "<test>", own_ports=())
+
+
+# --- backends -----------------------------------------------------------------------------
+
+
+@dataclass
+class RawBackend:
+    """A TCP server whose behaviour is a coroutine over (reader, writer); records what it read."""
+
+    port: int
+    received: list[bytes] = field(default_factory=list)
+    connections: int = 0
+
+
+BackendFactory = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[BackendFactory]:
+    """`port = await backend(app, host="127.0.0.1")` serves an aiohttp Application."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application, host: str = "127.0.0.1") -> int:
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await runner.setup()
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        runners.append(runner)
+        assert site._server is not None
+        return int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, RawBackend], Awaitable[None]]
+
+
+@pytest.fixture
+async def raw_backend() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawBackend]]]:
+    """`rb = await raw_backend(handler)`: a byte-level backend for framing and fault tests."""
+    servers: list[asyncio.Server] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def start(handler: RawHandler, host: str = "127.0.0.1") -> RawBackend:
+        rb = RawBackend(port=0)
+
+        async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            rb.connections += 1
+            task = asyncio.current_task()
+            assert task is not None
+            tasks.add(task)
+            try:
+                await handler(r, w, rb)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                tasks.discard(task)
+                w.close()
+
+        server = await asyncio.start_server(on_conn, host, 0)
+        servers.append(server)
+        rb.port = int(server.sockets[0].getsockname()[1])
+        return rb
+
+    yield start
+    for server in servers:
+        server.close()
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """Read one request or response head (up to the blank line)."""
+    return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
+
+
+# --- the router ---------------------------------------------------------------------------
+
+
+@dataclass
+class RouterHandle:
+    router: Router
+    port: int
+
+    @property
+    def state(self) -> State:
+        return self.router.state
+
+    def url(self, name: str, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[Callable[..., Awaitable[RouterHandle]]]:
+    """`r = await router(config)` runs an in-process router on a free 127.0.0.1 port."""
+    started: list[Router] = []
+
+    async def start(config: Config, host: str = "127.0.0.1", config_path: Path | None = None,
+                    port: int = 0) -> RouterHandle:
+        r = Router(State(config), [ListenAddr(host, port)], config_path,
+                   required=[ListenAddr(host, port)])
+        await r.start()
+        started.append(r)
+        return RouterHandle(r, r.bound[0].port)
+
+    yield start
+    for r in started:
+        await r.close()
+
+
+async def raw_exchange(
+    port: int, data: bytes, host: str = "127.0.0.1", until_close: bool = True,
+    timeout_s: float = IO_TIMEOUT_S,
+) -> bytes:
+    """Send raw bytes to the router and return everything it sends back until it closes the
+    connection (or `timeout_s` passes)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        chunks: list[bytes] = []
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), remaining)
+            except TimeoutError:
+                break
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not until_close:
+                break
+        return b"".join(chunks)
+    finally:
+        writer.close()
+
+
+# --- the real CLI -------------------------------------------------------------------------
+
+
+@dataclass
+class CliProcess:
+    proc: subprocess.Popen[str]
+    port: int
+    lines: list[str]
+
+    def read_until(self, needle: str, timeout_s: float = IO_TIMEOUT_S) -> str:
+        """Read stderr lines until one contains `needle`; fail after `timeout_s`."""
+        import selectors
+
+        assert self.proc.stderr is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stderr, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout_s
+        try:
+            for line in self.lines:
+                if needle in line:
+                    self.lines.remove(line)
+                    return line
+            while time.monotonic() < deadline:
+                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+                    continue
+                line = self.proc.stderr.readline()
+                if not line:
+                    break
+                if needle in line:
+                    return line
+                self.lines.append(line)
+        finally:
+            sel.close()
+        raise AssertionError(f"no line with {needle!r} within {timeout_s}s; got {self.lines!r}")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVROUTER")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Callable[..., CliProcess]]:
+    """`p = cli("serve", "--config", path)` starts the real CLI on a free port, waits for its
+    ready line, and stops it (SIGTERM, then SIGKILL) at the end of the test."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, port: int | None = None, env: dict[str, str] | None = None,
+              wait_ready: bool = True) -> CliProcess:
+        port = port or free_port()
+        argv = [sys.executable, "-m", "devrouter", *args]
+        if args and args[0] in ("serve", "demo") and "--listen" not in args:
+            argv += ["--listen", f"127.0.0.1:{port}"]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env or cli_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg")),
+            cwd=tmp_path,
+        )
+        procs.append(proc)
+        p = CliProcess(proc, port, [])
+        if wait_ready:
+            p.read_until("ready on")
+        return p
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
