@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import http_parser, web
 
 from .config import ListenAddr
+from .fastpath import FastServer
 from .proxy import Proxy
 from .reload import Reloader
 from .state import State
@@ -58,11 +61,15 @@ class Router:
         config_path: Path | None,
         *,
         required: Sequence[ListenAddr] = (),
+        fast_path: bool | None = None,
     ) -> None:
         self.state = state
         self.listen = tuple(listen)
         self.required = tuple(required)  # must bind; the rest may be skipped (no IPv6)
         self.config_path = config_path
+        if fast_path is None:
+            fast_path = os.environ.get("DEVROUTER_FAST_PATH", "0") != "0"
+        self.fast_path = fast_path
         self.bound: list[ListenAddr] = []
         self._runner: web.ServerRunner | None = None
         self._stop = asyncio.Event()
@@ -77,8 +84,14 @@ class Router:
             )
         self._session = make_session()  # needs the running loop
         proxy = Proxy(self.state, self._session)
-        server = web.Server(
+        extra: dict[str, Any] = {}
+        server_class: type[web.Server] = web.Server
+        if self.fast_path:
+            server_class = FastServer
+            extra = {"state": self.state, "prefer": proxy.prefer}
+        server = server_class(
             proxy.handle,
+            **extra,
             handler_cancellation=True,
             keepalive_timeout=KEEPALIVE_TIMEOUT_S,
             auto_decompress=False,

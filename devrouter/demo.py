@@ -59,10 +59,13 @@ def web_app(router_port: int) -> web.Application:
         )
         await resp.prepare(request)
         n = 0
-        while True:
-            n += 1
-            await resp.write(f"data: {n}\n\n".encode())
-            await asyncio.sleep(TICK_S)
+        try:
+            while True:
+                n += 1
+                await resp.write(f"data: {n}\n\n".encode())
+                await asyncio.sleep(TICK_S)
+        except ConnectionResetError:  # the page was closed
+            return resp
 
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
@@ -96,7 +99,7 @@ async def start_services(router_port: int) -> tuple[list[web.AppRunner], Config]
     runners: list[web.AppRunner] = []
     ports: list[int] = []
     for app in (web_app(router_port), api_app()):
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -60,31 +60,39 @@ def _routes_text(routes: Iterable[Route], port: int) -> str:
     return "\n".join(lines) if lines else "  (none yet: add routes to the config file)"
 
 
-def error_response(
+def render_error(
     err: ProxyError, accept: str, routes: Sequence[Route] | None = None, port: int = 0
-) -> web.Response:
-    """`routes` is given only for 404s on a `.localhost` name: listing them helps the user
-    and tells a rebinding page nothing it could not already reach."""
+) -> tuple[str, str]:
+    """(content type, body) of an error page. `routes` is given only for 404s on a
+    `.localhost` name: listing them helps the user and tells a rebinding page nothing it
+    could not already reach."""
     hint = err.hint
-    headers = {"Cache-Control": "no-store", "X-Devrouter-Error": str(err.status)}
     if wants_html(accept):
         body = f"<h1>{err.status} {escape(err.title)}</h1><p>{escape(err.detail)}</p>"
         if hint:
             body += f"<p>{escape(hint)}</p>"
         if routes is not None:
             body += "<h2>Routes</h2>" + _routes_html(routes, port)
-        return web.Response(
-            status=err.status,
-            text=_page(f"{err.status} {err.title}", body),
-            content_type="text/html",
-            headers=headers,
-        )
+        return "text/html", _page(f"{err.status} {err.title}", body)
     text = f"devrouter: {err.status} {err.title}: {err.detail}\n"
     if hint:
         text += f"{hint}\n"
     if routes is not None:
         text += "routes:\n" + _routes_text(routes, port) + "\n"
-    return web.Response(status=err.status, text=text, headers=headers)
+    return "text/plain", text
+
+
+def error_headers(err: ProxyError) -> dict[str, str]:
+    return {"Cache-Control": "no-store", "X-Devrouter-Error": str(err.status)}
+
+
+def error_response(
+    err: ProxyError, accept: str, routes: Sequence[Route] | None = None, port: int = 0
+) -> web.Response:
+    content_type, body = render_error(err, accept, routes, port)
+    return web.Response(
+        status=err.status, text=body, content_type=content_type, headers=error_headers(err)
+    )
 
 
 def index_response(routes: Sequence[Route], accept: str, port: int, source: str) -> web.Response:

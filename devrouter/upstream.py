@@ -34,7 +34,9 @@ READ_BUFSIZE_BYTES = 256 * 1024
 #: How long an idle pooled backend connection is kept, in seconds.
 POOL_KEEPALIVE_S = 15.0
 
-_REFUSED = {errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EAFNOSUPPORT}
+REFUSED_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EAFNOSUPPORT}
+)
 
 
 def make_session() -> aiohttp.ClientSession:
@@ -60,7 +62,9 @@ def make_session() -> aiohttp.ClientSession:
 def is_refused(exc: BaseException) -> bool:
     """A connect that nothing answered: worth trying the other loopback address."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.errno in _REFUSED or isinstance(exc.os_error, ConnectionRefusedError)
+        return exc.os_error.errno in REFUSED_ERRNOS or isinstance(
+            exc.os_error, ConnectionRefusedError
+        )
     return False
 
 

@@ -1,0 +1,932 @@
+"""The fast path: plain HTTP/1.1 exchanges relayed at the protocol level, on the event loop's
+callbacks, with no per-request task, request object or stream reader.
+
+Theory of operation. aiohttp's per-request machinery (request and response objects, stream
+readers, a task per request, on both the server and the client side) costs about 100 us per
+request, more than everything else together. Most dev traffic is the simplest kind of
+exchange: a request with no body or a Content-Length body to a routed name. For those, this
+module reads the request head with one strict regular expression, rewrites the headers once,
+writes them to a pooled upstream connection, and relays the response as bytes, with the
+response parsed for framing by llhttp (httptools).
+
+Everything else is handed to the aiohttp handler in `devrouter.proxy`, with the bytes read so
+far, before anything has been answered: heads the strict pattern does not accept (odd
+syntax, obs-fold, control bytes, oversize, absolute-form, HTTP/0.9 or 2.0, a chunked or
+ambiguous body, Expect, Upgrade and WebSockets, HEAD), names that are not routes (404, 421,
+the router's own pages), loops and ambiguous paths. The hand-off happens at a request
+boundary and the connection stays with aiohttp from then on. So every rule of the proxy has
+one implementation that decides hard cases, and the fast path only ever takes requests whose
+handling is unambiguous.
+
+Flow control: when the client's socket buffer is full the upstream socket stops being read,
+and the other way round for uploads, so memory stays bounded for any body size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from functools import partial
+from typing import Any, cast
+
+import httptools
+from aiohttp import web
+
+from .config import Route, Upstream
+from .errors import BadGateway, GatewayTimeout, ProxyError
+from .pages import error_headers, render_error
+from .proxy import HOP_BY_HOP, HOPS_HEADER, MAX_HOPS
+from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
+from .state import Snapshot, State
+from .upstream import (
+    CONNECT_TIMEOUT_S,
+    POOL_KEEPALIVE_S,
+    REFUSED_ERRNOS,
+    HostPreference,
+    refused_error,
+)
+
+log = logging.getLogger("devrouter.proxy")
+
+#: A request head larger than this, in bytes, goes to aiohttp (which answers 431 or 400).
+MAX_HEAD_BYTES = 16 * 1024
+#: Pipelined bytes buffered while a request is in flight before the client is paused.
+MAX_PIPELINE_BUFFER_BYTES = 256 * 1024
+#: Idle pooled connections kept per upstream address.
+MAX_IDLE_PER_UPSTREAM = 64
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+# The whole head in one match: request line with an origin-form target, then header lines
+# of token ":" OWS visible-chars, CRLF only. No obs-fold, no bare LF, no NUL or other CTL.
+_HEAD_RE = re.compile(
+    rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])\r\n"
+    rb"((?:" + _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+_HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_FAST_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
+_IDEMPOTENT = frozenset({b"GET", b"PUT", b"DELETE", b"OPTIONS"})
+_HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
+_HANDOFF_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"http2-settings"})
+_REQUEST_DROP_B = _HOP_BY_HOP_B | {
+    b"forwarded",
+    b"x-real-ip",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-forwarded-port",
+    b"x-forwarded-prefix",
+    b"x-forwarded-server",
+    b"x-forwarded-ssl",
+    b"x-forwarded-scheme",
+    HOPS_HEADER.lower().encode(),
+}
+_RESPONSE_DROP_B = _HOP_BY_HOP_B | {b"content-length"}
+_NO_BODY_STATUS = frozenset({204, 304})
+_REASONS = {
+    400: b"Bad Request",
+    502: b"Bad Gateway",
+    504: b"Gateway Timeout",
+}
+
+
+class Handoff(Exception):
+    """This request is for the aiohttp handler."""
+
+
+class FastServer(web.Server):
+    """aiohttp's low-level server whose connections start on the fast path.
+
+    Subclassing `web.Server` keeps aiohttp's runner and sites (binding, shutdown) working;
+    `aio_protocol()` makes the aiohttp connection handler a hand-off needs.
+    """
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        state: State,
+        prefer: HostPreference,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.state = state
+        self.prefer = prefer
+        self.pool = Pool()
+        self.fast_connections: set[ClientConnection] = set()
+        self.keepalive_timeout_s = float(kwargs.get("keepalive_timeout", 15.0))
+        self._snapshot: Snapshot | None = None
+        self._routes: dict[bytes, Route | None] = {}
+        self._drained: asyncio.Event | None = None
+
+    def __call__(self) -> Any:
+        return ClientConnection(self)
+
+    def aio_protocol(self) -> asyncio.Protocol:
+        return super().__call__()
+
+    def lookup(self, host: bytes) -> Route | None:
+        """The route for a Host value, cached per snapshot; None sends the request to aiohttp
+        (malformed, not ours, own pages, unknown names)."""
+        snapshot = self.state.snapshot
+        if snapshot is not self._snapshot:
+            self._snapshot = snapshot
+            self._routes = {}
+        try:
+            return self._routes[host]
+        except KeyError:
+            pass
+        try:
+            name = route_name(parse_host(host.decode("ascii")))
+        except (HostError, UnicodeDecodeError):
+            name = None
+        route = snapshot.table.lookup(name) if name and name != "devrouter" else None
+        if len(self._routes) < 1024:
+            self._routes[host] = route
+        return route
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for conn in list(self.fast_connections):
+            conn.close_when_idle()
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.fast_connections.discard(conn)
+        if not self.fast_connections and self._drained is not None:
+            self._drained.set()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (base API)
+        """Let in-flight fast-path exchanges finish within `timeout` seconds, then cut."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or 0)
+        if self.fast_connections:
+            self._drained = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout)
+        for conn in list(self.fast_connections):
+            conn.abort()
+        self.pool.close()
+        await super().shutdown(max(0.0, deadline - loop.time()))
+
+
+class Pool:
+    """Idle keep-alive connections per upstream address."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+
+    def get(self, key: tuple[str, int]) -> UpstreamConnection | None:
+        conns = self.idle.get(key)
+        while conns:
+            conn = conns.pop()
+            if conn.usable():
+                conn.cancel_idle_timer()
+                return conn
+        return None
+
+    def put(self, conn: UpstreamConnection) -> None:
+        conns = self.idle.setdefault(conn.key, [])
+        if len(conns) >= MAX_IDLE_PER_UPSTREAM:
+            conn.close()
+            return
+        conns.append(conn)
+        conn.start_idle_timer()
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        conns = self.idle.get(conn.key)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def close(self) -> None:
+        for conns in self.idle.values():
+            for conn in conns:
+                conn.close()
+        self.idle.clear()
+
+
+class ClientConnection(asyncio.Protocol):
+    """One accepted client socket, on the fast path until a request needs aiohttp."""
+
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.loop = server._loop
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.exchange: Exchange | None = None
+        self.peer = b"127.0.0.1"
+        self.local_port = b"0"
+        self.closing = False
+        self.eof = False
+        self.reading_paused = False
+        self.corked: list[bytes] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        if peer:
+            self.peer = str(peer[0]).encode()
+        if sock:
+            self.local_port = str(sock[1]).encode()
+        self.server.fast_connections.add(self)
+        self._arm_idle_timer()
+
+    def data_received(self, data: bytes) -> None:
+        ex = self.exchange
+        if ex is not None and ex.body_left:
+            data = ex.client_body(data)
+            if not data:
+                return
+        self.buf += data
+        if self.exchange is None:
+            self._next()
+        elif len(self.buf) > MAX_PIPELINE_BUFFER_BYTES and not self.reading_paused:
+            self.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        if self.exchange is None:
+            self.close()
+        return True  # keep the write side open for a response in flight
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_idle_timer()
+        self.server.forget(self)
+        self.closing = True
+        if self.exchange is not None:
+            self.exchange.client_gone()
+            self.exchange = None
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.pause_upstream()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.resume_upstream()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Start the next buffered request, if a whole head is there."""
+        buf = self.buf
+        if not buf or self.closing:
+            return
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                self.handoff()
+            return
+        try:
+            ex = self._start(bytes(buf[: end + 4]))
+        except Handoff:
+            self.handoff()
+            return
+        del buf[: end + 4]
+        self._cancel_idle_timer()
+        self.exchange = ex
+        if buf and ex.body_left:
+            rest = ex.client_body(bytes(buf))
+            buf.clear()
+            buf += rest
+        ex.begin()
+
+    def _start(self, head: bytes) -> Exchange:
+        m = _HEAD_RE.fullmatch(head)
+        if m is None:
+            raise Handoff
+        method, target, minor, lines = m.groups()
+        if method not in _FAST_METHODS:
+            raise Handoff
+        headers = _HEADER_RE.findall(lines)
+        host: bytes | None = None
+        length = 0
+        seen_length = False
+        hops = 0
+        conn_tokens: set[bytes] = set()
+        keep_alive = minor == b"1"
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"host":
+                if host is not None:
+                    raise Handoff
+                host = value
+            elif lower == b"content-length":
+                if seen_length or not value.isdigit() or len(value) > 18:
+                    raise Handoff
+                seen_length = True
+                length = int(value)
+            elif lower == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip()
+                    conn_tokens.add(token)
+                    if token == b"close":
+                        keep_alive = False
+                    elif token == b"keep-alive" and minor == b"0":
+                        keep_alive = True
+            elif lower in _HANDOFF_HEADERS:
+                raise Handoff
+            elif lower == b"x-devrouter-hops":
+                if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
+                    raise Handoff
+                hops = int(value)
+        if host is None:
+            raise Handoff
+        route = self.server.lookup(host)
+        if route is None:
+            raise Handoff
+        try:
+            upstream = select_upstream(route, target.decode("latin-1"))
+        except AmbiguousPath:
+            raise Handoff from None
+        out = [method, b" ", target, b" HTTP/1.1\r\n"]
+        xff: list[bytes] = []
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _REQUEST_DROP_B or lower in conn_tokens:
+                continue
+            if lower == b"x-forwarded-for":
+                xff.append(value)
+                continue
+            out += (name, b": ", value, b"\r\n")
+        peer = self.peer
+        xff.append(peer)
+        peer_token = b'"[' + peer + b']"' if b":" in peer else peer
+        out += (
+            b"X-Forwarded-For: ", b", ".join(xff),
+            b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
+            b"\r\nX-Forwarded-Port: ", self.local_port,
+            b"\r\nForwarded: for=", peer_token, b';host="', host, b'";proto=http',
+            b"\r\n", HOPS_HEADER.encode(), b": ", str(hops + 1).encode(), b"\r\n\r\n",
+        )  # fmt: skip
+        return Exchange(
+            self,
+            route,
+            upstream,
+            b"".join(out),
+            method,
+            length,
+            keep_alive,
+            minor == b"1",
+            host,
+        )
+
+    def finished(self, reuse: bool) -> None:
+        """The response has been written completely."""
+        self.exchange = None
+        if not reuse or self.closing or (self.eof and not self.buf):
+            self.close()
+            return
+        if self.reading_paused:
+            self.resume_reading()
+        self._arm_idle_timer()
+        self._next()
+
+    def handoff(self) -> None:
+        """Give this connection, and the bytes read so far, to aiohttp's handler."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        self._cancel_idle_timer()
+        self.server.forget(self)
+        self.closing = True
+        if self.corked is not None:
+            self.uncork()
+        if self.reading_paused:
+            transport.resume_reading()
+        protocol = self.server.aio_protocol()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if self.buf:
+            data = bytes(self.buf)
+            self.buf.clear()
+            protocol.data_received(data)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.corked is not None:
+            self.corked.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
+
+    def cork(self) -> None:
+        """Collect writes until `uncork`: a response head and body that arrive in one read
+        go out in one send, not two."""
+        self.corked = []
+
+    def uncork(self) -> None:
+        out, self.corked = self.corked, None
+        if out and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.corked is not None:
+            self.uncork()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close_when_idle(self) -> None:
+        if self.exchange is None:
+            self.close()
+        else:
+            self.closing = True
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        self._idle_timer = self.loop.call_later(self.server.keepalive_timeout_s, self._idle_timeout)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self.exchange is None:
+            self.close()
+
+
+class Exchange:
+    """One request/response pair on the fast path."""
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        route: Route,
+        upstream: Upstream,
+        head: bytes,
+        method: bytes,
+        length: int,
+        keep_alive: bool,
+        http11: bool,
+        host: bytes,
+    ) -> None:
+        self.client = client
+        self.route = route
+        self.upstream = upstream
+        self.head = head
+        self.method = method
+        self.body_left = length
+        self.pending: list[bytes] = []  # body bytes read before the upstream is connected
+        self.keep_alive = keep_alive
+        self.http11 = http11
+        self.host = host
+        self.conn: UpstreamConnection | None = None
+        self.sent_head = False  # response head written to the client
+        self.chunked = False  # response re-framed as chunked for the client
+        self.done = False
+        self.retried = False
+        self.reused = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self._connect_task: asyncio.Task[None] | None = None
+
+    # -- request side ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self.deadline = self.client.loop.time() + self.route.timeout_s
+        self.timer = self.client.loop.call_at(self.deadline, self._on_timer)
+        hosts = self.client.server.prefer.order(self.upstream)
+        conn = self.client.server.pool.get((hosts[0], self.upstream.port))
+        if conn is not None and not self.retried:
+            self._send(conn, reused=True)
+        else:
+            self._connect_task = self.client.loop.create_task(self._connect(hosts))
+
+    async def _connect(self, hosts: tuple[str, ...]) -> None:
+        loop = self.client.loop
+        last: BaseException | None = None
+        for host in hosts:
+            try:
+                factory = partial(
+                    UpstreamConnection, self.client.server.pool, (host, self.upstream.port)
+                )
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    _t, conn = await loop.create_connection(factory, host, self.upstream.port)
+            except (OSError, TimeoutError) as exc:
+                last = exc
+                continue
+            if self.done:
+                conn.close()
+                return
+            self.client.server.prefer.worked(self.upstream, host)
+            self._send(conn, reused=False)
+            return
+        if isinstance(last, OSError) and (
+            isinstance(last, ConnectionRefusedError) or last.errno in REFUSED_ERRNOS
+        ):
+            self.fail(refused_error(self.upstream))
+        else:
+            self.fail(
+                BadGateway(f"could not connect to the backend on port {self.upstream.port}: {last}")
+            )
+
+    def _send(self, conn: UpstreamConnection, reused: bool) -> None:
+        self.conn = conn
+        self.reused = reused
+        conn.attach(self)
+        conn.write(self.head)
+        if self.pending:
+            conn.write(b"".join(self.pending))
+            self.pending.clear()
+
+    def client_body(self, data: bytes) -> bytes:
+        """Take request body bytes; return what belongs to the next request."""
+        n = self.body_left
+        body, rest = (data, b"") if len(data) <= n else (data[:n], data[n:])
+        self.body_left = n - len(body)
+        if self.conn is not None:
+            self.conn.write(body)
+        else:
+            self.pending.append(body)
+        return rest
+
+    # -- response side (called by UpstreamConnection) --------------------------------------
+
+    def response_head(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        length: int | None,
+        upstream_chunked: bool,
+    ) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        named: set[bytes] = set()
+        for name, value in headers:
+            if name.lower() == b"connection":
+                named.update(t.strip().lower() for t in value.split(b","))
+        out = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _RESPONSE_DROP_B or lower in named:
+                continue
+            if _BAD_VALUE.search(value):
+                self.fail(
+                    BadGateway(
+                        f"the backend on port {self.upstream.port} sent an invalid "
+                        f"{name.decode('latin-1')} header (a control character in its value)"
+                    )
+                )
+                return
+            out += (name, b": ", value, b"\r\n")
+        if status in _NO_BODY_STATUS:
+            if status == 304 and length is not None:
+                out.append(b"Content-Length: %d\r\n" % length)
+        elif length is not None:
+            out.append(b"Content-Length: %d\r\n" % length)
+        elif self.http11:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunked = True
+        else:
+            self.keep_alive = False  # close-delimited for an HTTP/1.0 client
+        if not self.keep_alive:
+            out.append(b"Connection: close\r\n")
+        elif not self.http11:
+            out.append(b"Connection: keep-alive\r\n")
+        out.append(b"\r\n")
+        self.sent_head = True
+        self.client.write(b"".join(out))
+
+    def response_body(self, data: bytes) -> None:
+        if self.chunked:
+            self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self.client.write(data)
+
+    def response_done(self, upstream_reusable: bool) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.chunked:
+            self.client.write(b"0\r\n\r\n")
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.detach()
+            if upstream_reusable and not self.body_left:
+                self.client.server.pool.put(conn)
+            else:
+                conn.close()
+        self.client.finished(self.keep_alive and not self.body_left)
+
+    def upstream_lost(self, got_bytes: bool) -> None:
+        """The upstream connection closed before the response was complete."""
+        if self.done:
+            return
+        self.conn = None
+        if (
+            not got_bytes
+            and self.reused
+            and not self.retried
+            and self.method in _IDEMPOTENT
+            and self.head.find(b"\r\nContent-Length:") < 0
+            and not self.sent_head
+        ):
+            # A pooled connection the backend had closed: RFC 9112 §9.3.1 allows one retry.
+            self.retried = True
+            self._connect_task = self.client.loop.create_task(
+                self._connect(self.client.server.prefer.order(self.upstream))
+            )
+            return
+        if self.sent_head:
+            log.warning(
+                "%s %s%s: the backend on port %d failed mid-response; aborting the client "
+                "connection",
+                self.method.decode(),
+                self.host.decode("latin-1"),
+                self.head.split(b" ", 2)[1].decode("latin-1"),
+                self.upstream.port,
+            )
+            self.done = True
+            self.client.exchange = None
+            self.client.abort()
+            return
+        self.fail(
+            BadGateway(
+                f"the backend on port {self.upstream.port} closed the connection without answering",
+                "Did it crash or restart? Check its output.",
+            )
+        )
+
+    def upstream_invalid(self, exc: Exception) -> None:
+        if self.sent_head:
+            self.upstream_lost(True)
+            return
+        self.fail(
+            BadGateway(
+                f"the backend on port {self.upstream.port} sent a response that is not valid "
+                f"HTTP ({exc})",
+                "Is this port an HTTP server (not TLS, a database, or another protocol)?",
+            )
+        )
+
+    # -- flow control and failure ----------------------------------------------------------
+
+    def pause_upstream(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def resume_upstream(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def client_gone(self) -> None:
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if self._connect_task is not None:
+            self._connect_task.cancel()
+        if self.conn is not None:
+            self.conn.detach()
+            self.conn.abort()
+            self.conn = None
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.done or self.sent_head:
+            return
+        now = self.client.loop.time()
+        if now < self.deadline:  # an upload made progress: wait again
+            self.timer = self.client.loop.call_at(self.deadline, self._on_timer)
+            return
+        self.fail(
+            GatewayTimeout(
+                f"the backend on port {self.upstream.port} did not answer within "
+                f"{self.route.timeout_s:g} s",
+                "Is it stuck (a breakpoint, a long first compile)? Raise the route's `timeout` "
+                "in the config if it is just slow.",
+            )
+        )
+
+    def progress(self) -> None:
+        self.deadline = self.client.loop.time() + self.route.timeout_s
+
+    def fail(self, err: ProxyError) -> None:
+        """Answer with an error page (before the response head) and end the exchange."""
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.conn is not None:
+            self.conn.detach()
+            self.conn.abort()
+            self.conn = None
+        log.warning(
+            "%s %s%s: %d %s",
+            self.method.decode(),
+            self.host.decode("latin-1"),
+            self.head.split(b" ", 2)[1].decode("latin-1"),
+            err.status,
+            err.detail,
+        )
+        if self.sent_head:
+            self.client.exchange = None
+            self.client.abort()
+            return
+        accept = b""
+        for line in self.head.split(b"\r\n"):
+            if line[:7].lower() == b"accept:":
+                accept = line[7:]
+        content_type, text = render_error(err, accept.decode("latin-1"))
+        body = text.encode()
+        head = [b"HTTP/1.1 %d %s\r\n" % (err.status, _REASONS.get(err.status, b"Error"))]
+        for k, v in error_headers(err).items():
+            head.append(f"{k}: {v}\r\n".encode())
+        head.append(f"Content-Type: {content_type}; charset=utf-8\r\n".encode())
+        head.append(b"Content-Length: %d\r\n" % len(body))
+        reuse = self.keep_alive and not self.body_left
+        if not reuse:
+            head.append(b"Connection: close\r\n")
+        self.client.write(b"".join(head) + b"\r\n" + body)
+        self.client.finished(reuse)
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A keep-alive connection to one backend address; carries one exchange at a time."""
+
+    def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
+        self.pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.parser: Any = None
+        self.closed = False
+        self.got_bytes = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._chunked = False
+        self._length: int | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def attach(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.got_bytes = False
+        self._headers = []
+        self._reason = b""
+        self._chunked = False
+        self._length = None
+        self.parser = httptools.HttpResponseParser(self)
+
+    def detach(self) -> None:
+        self.exchange = None
+        if self._paused:
+            self.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            if self.exchange is not None and self.exchange.body_left >= 0:
+                self.exchange.progress()
+
+    # httptools callbacks
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx interim responses are not relayed
+            return
+        length: int | None = None
+        chunked = False
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding":
+                chunked = True
+        self._chunked = chunked
+        self._length = length
+        ex.response_head(status, self._reason, self._headers, None if chunked else length, chunked)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.exchange
+        if ex is not None and not ex.done:
+            ex.response_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.exchange
+        if ex is None:
+            return
+        if self.parser.get_status_code() < 200:
+            self._headers = []
+            self._reason = b""
+            return
+        ex.response_done(self.parser.should_keep_alive())
+
+    # asyncio.Protocol
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        if self.exchange is None or self.parser is None:
+            self.close()  # bytes from an idle backend: it is not speaking HTTP to us
+            return
+        client = self.exchange.client
+        client.cork()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            ex = self.exchange
+            self.detach()
+            self.abort()
+            if ex is not None:
+                ex.conn = None
+                ex.upstream_invalid(exc)
+        finally:
+            client.uncork()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.cancel_idle_timer()
+        self.pool.discard(self)
+        ex = self.exchange
+        self.exchange = None
+        if ex is None or ex.done:
+            return
+        # A close-delimited body ends here; anything else is a failure.
+        status = self.parser.get_status_code() if self.parser is not None else 0
+        if (
+            ex.sent_head
+            and not self._chunked
+            and self._length is None
+            and status not in _NO_BODY_STATUS
+        ):
+            ex.response_done(False)
+            return
+        ex.upstream_lost(self.got_bytes)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.client.resume_reading()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._paused:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def start_idle_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(POOL_KEEPALIVE_S, self.close)
+
+    def cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.cancel_idle_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.cancel_idle_timer()
+        if self.transport is not None:
+            self.transport.abort()
