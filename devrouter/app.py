@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import http_parser, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .config import ListenAddr
 from .fastpath import FastServer
@@ -43,6 +44,22 @@ MAX_HEADER_FIELD_BYTES = 8190
 MAX_HEADERS = 100
 READ_BUFSIZE_BYTES = 256 * 1024
 LISTEN_BACKLOG = 1024
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a client's malformed request as an ERROR with a traceback; for a proxy
+    that is the client's problem, worth one line, not a stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            log.info("rejected a malformed request (%s %s)", exc.code, exc.message)
+            return False
+        return True
+
+
+_server_log = logging.getLogger("devrouter.http")
+_server_log.addFilter(_MalformedRequestFilter())
 
 
 class StartupError(Exception):
@@ -100,6 +117,7 @@ class Router:
             max_headers=MAX_HEADERS,
             read_bufsize=READ_BUFSIZE_BYTES,
             access_log=None,
+            logger=_server_log,
         )
         self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()

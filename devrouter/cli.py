@@ -126,7 +126,8 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
+    for noisy in ("aiohttp", "watchfiles"):  # watchfiles logs every change at INFO
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def _listen(values: Sequence[str], allow_remote: bool = False) -> tuple[ListenAddr, ...] | None:

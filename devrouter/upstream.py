@@ -114,6 +114,13 @@ def translate_errors(upstream: Upstream, timeout_s: float) -> Iterator[None]:
     response has started; after that, the handler aborts the client connection)."""
     try:
         yield
+    except aiohttp.ConnectionTimeoutError:
+        raise GatewayTimeout(
+            f"connecting to the backend on port {upstream.port} took longer than "
+            f"{CONNECT_TIMEOUT_S:g} s",
+            "Loopback connects are instant unless the process is stopped (Ctrl-Z, a "
+            "debugger) or a firewall drops them.",
+        ) from None
     except TimeoutError:
         raise GatewayTimeout(
             f"the backend on port {upstream.port} did not answer within {timeout_s:g} s",

@@ -85,31 +85,32 @@ async def bridge(
         raise BadRequest("this WebSocket handshake is malformed (Sec-WebSocket-Key/Version)")
 
     async def attempt(base: str) -> aiohttp.ClientWebSocketResponse:
-        return await proxy.session.ws_connect(
-            URL(base.replace("http", "ws", 1) + target, encoded=True),
-            headers=headers,
-            protocols=offered,
-            autoclose=False,
-            autoping=True,
-            compress=0,
-            max_msg_size=MAX_MESSAGE_BYTES,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
-        )
-
-    try:
-        with translate_errors(upstream, route.timeout_s):
-            async with asyncio.timeout(route.timeout_s):
-                up: aiohttp.ClientWebSocketResponse = await proxy.open(upstream, attempt)
-    except aiohttp.WSServerHandshakeError as exc:
-        if exc.status and exc.status != 101:
-            raise UpstreamStatus(
-                exc.status,
-                f"the backend on port {upstream.port} refused the WebSocket with {exc.status}",
+        try:
+            return await proxy.session.ws_connect(
+                URL(base.replace("http", "ws", 1) + target, encoded=True),
+                headers=headers,
+                protocols=offered,
+                autoclose=False,
+                autoping=True,
+                compress=0,
+                max_msg_size=MAX_MESSAGE_BYTES,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # Here, not in translate_errors: a refusal is the backend's answer, passed on.
+            if exc.status and exc.status != 101:
+                raise UpstreamStatus(
+                    exc.status,
+                    f"the backend on port {upstream.port} refused the WebSocket with {exc.status}",
+                ) from None
+            raise BadGateway(
+                f"the backend on port {upstream.port} answered the WebSocket handshake "
+                f"wrongly ({exc.message})"
             ) from None
-        raise BadGateway(
-            f"the backend on port {upstream.port} answered the WebSocket handshake wrongly "
-            f"({exc.message})"
-        ) from None
+
+    with translate_errors(upstream, route.timeout_s):
+        async with asyncio.timeout(route.timeout_s):
+            up: aiohttp.ClientWebSocketResponse = await proxy.open(upstream, attempt)
 
     down = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),
