@@ -85,7 +85,7 @@ class Router:
         self.required = tuple(required)  # must bind; the rest may be skipped (no IPv6)
         self.config_path = config_path
         if fast_path is None:
-            fast_path = os.environ.get("DEVROUTER_FAST_PATH", "0") != "0"
+            fast_path = os.environ.get("DEVROUTER_FAST_PATH", "1") != "0"
         self.fast_path = fast_path
         self.bound: list[ListenAddr] = []
         self._runner: web.ServerRunner | None = None

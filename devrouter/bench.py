@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, cast
 from urllib.parse import urlsplit
 
 from .config import DEFAULT_PORT, ConfigError
@@ -368,8 +368,11 @@ class Driver:
         self.live: set[Conn] = set()
         self.remaining = plan.requests
         self.interval = 1.0 / plan.rate if plan.rate else 0.0
-        self.started = self.measure_from = self.next_due = 0.0
+        self.started = self.measure_from = self.first_due = 0.0
+        self.tickets = 0  # constant rate: request i is due at first_due + i * interval
         self.stop_at: float | None = None
+        self.stop_at_or_never = math.inf
+        self.closed_loop = not self.interval and self.remaining is None
         self.stopped_at: float | None = None
         self.last_done = 0.0
         self.parked = 0
@@ -379,9 +382,9 @@ class Driver:
         now = self.clock()
         self.started = now
         self.measure_from = now + self.plan.warmup_s
-        self.next_due = now + self.plan.offset_s
+        self.first_due = now + self.plan.offset_s
         if self.plan.duration_s is not None:
-            self.stop_at = self.measure_from + self.plan.duration_s
+            self.stop_at = self.stop_at_or_never = self.measure_from + self.plan.duration_s
         self.call_later(TICK_S, self._tick)
         for _ in range(self.plan.connections):
             self._next(None, now)
@@ -409,6 +412,9 @@ class Driver:
             self.status[status] = self.status.get(status, 0) + 1
             self.last_done = now
         if conn.reusable:
+            if self.closed_loop and self.stopped_at is None and now < self.stop_at_or_never:
+                conn.send(now, now)  # the fast path: closed loop, run by time, not over yet
+                return
             self._next(conn, now)
         else:
             self.live.discard(conn)
@@ -434,8 +440,8 @@ class Driver:
             self.stop()
         if self.stopped_at is None:
             if self.interval:
-                due = self.next_due
-                self.next_due += self.interval
+                due = self.first_due + self.tickets * self.interval
+                self.tickets += 1
             else:
                 due = now
             if (self.stop_at is not None and due >= self.stop_at) or (
@@ -455,7 +461,7 @@ class Driver:
     def _wait(self, conn: Conn | None, due: float) -> None:
         now = self.clock()
         delay = due - now
-        if delay > SPIN_S:
+        if delay > 1.5 * SPIN_S:  # sleep, waking SPIN_S early (never for a sliver)
             self.call_later(delay - SPIN_S, self._wait, conn, due)
         elif delay > 0:
             self.call_soon(self._wait, conn, due)
@@ -551,6 +557,7 @@ class _Conn(asyncio.Protocol):
         "remaining",
         "request",
         "reusable",
+        "same",
         "state",
         "status",
         "transport",
@@ -570,6 +577,7 @@ class _Conn(asyncio.Protocol):
         self.status = 0
         self.nbytes = 0
         self.closing = False
+        self.same = b""  # the last response, when it came whole in one read
 
     # driver side
 
@@ -590,12 +598,12 @@ class _Conn(asyncio.Protocol):
     # transport side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        t = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
         if self.busy_since is None:  # aborted while connecting
-            transport.abort()
+            t.abort()
             return
-        self.transport = transport
-        transport.write(self.request)
+        self.transport = t
+        t.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -613,12 +621,16 @@ class _Conn(asyncio.Protocol):
             return
         self.nbytes += len(data)
         if self.state == _HEAD and not self.buf:
+            if data == self.same:  # byte for byte the last response: same status and framing
+                self._complete()
+                return
             # The common case: a whole small response in one read.
             end = data.find(b"\r\n\r\n")
             if end >= 0:
                 if not self._head(data[:end]):
                     return
                 if self.state == _LENGTH and len(data) - end - 4 == self.remaining:
+                    self.same = data
                     self._complete()
                     return
                 self.buf += memoryview(data)[end + 4 :]
@@ -642,6 +654,7 @@ class _Conn(asyncio.Protocol):
 
     def _head(self, head: bytes) -> bool:
         """Read the status line and framing headers; False if the response is bad."""
+        self.same = b""
         try:
             if not head.startswith(b"HTTP/1."):
                 raise ValueError("not an HTTP/1.x response")

@@ -40,13 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("debug", "info", "warning", "error"),
         help="how much to log (default: info)",
     )
+    common.add_argument("--version", action="version", version=f"devrouter {__version__}")
     parser = argparse.ArgumentParser(
         prog="devrouter",
         description="One loopback port, a name for every local dev service: "
         "http://NAME.localhost:7355",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"devrouter {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -171,6 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(router: Router, after_start: Callable[[], None] | None = None) -> int:
     await router.start()
+    _install_signals(router)  # before the ready line: a supervisor may signal right after it
     snapshot = router.state.snapshot
     log.info(
         "devrouter %s ready on %s (%s), %d route(s) from %s",
@@ -182,7 +183,6 @@ async def _serve(router: Router, after_start: Callable[[], None] | None = None) 
     )
     if after_start is not None:
         after_start()
-    _install_signals(router)
     await router.wait()
     log.info("shutting down (letting in-flight requests finish)")
     await router.close()

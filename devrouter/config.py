@@ -222,6 +222,7 @@ def normalize_name(raw: str) -> str:
 class _Walker:
     def __init__(self, source: str):
         self.source = source
+        self.own_ports: set[int] = set()
         self._constructor = yaml.constructor.SafeConstructor()
 
     def error(self, node: Node | None, message: str, route: str | None = None) -> ConfigError:
@@ -254,6 +255,8 @@ class _Walker:
                 more = f"; did you mean '{hint[0]}'?" if hint else f"; expected {expected}"
                 raise self.error(knode, f"unknown key '{key}' in {what}{more}", route)
             if key in seen:
+                if what == "routes":
+                    raise self.error(knode, f"duplicate route (also on line {seen[key]})", key)
                 raise self.error(
                     knode, f"'{key}' appears twice in {what} (first on line {seen[key]})", route
                 )
@@ -268,7 +271,16 @@ class _Walker:
             raise self.error(node, f"port must be a number, got {value!r}", route)
         if not 1 <= value <= 65535:
             raise self.error(node, f"port {value} is outside 1-65535", route)
+        self.check_not_own(node, value, route)
         return value
+
+    def check_not_own(self, node: Node, port: int, route: str) -> None:
+        if port in self.own_ports:
+            raise self.error(
+                node,
+                f"port {port} is devrouter's own port; this route would loop back into the router",
+                route,
+            )
 
     def timeout(self, node: Node, route: str | None) -> float:
         value = self.scalar(node, "timeout", route)
@@ -288,9 +300,11 @@ class _Walker:
                 if value.strip().isdigit():
                     return Upstream(self.port(node, route))
                 try:
-                    return parse_target(value)
+                    upstream = parse_target(value)
                 except ValueError as exc:
                     raise self.error(node, str(exc), route) from None
+                self.check_not_own(node, upstream.port, route)
+                return upstream
             raise self.error(node, f"expected a port or a target URL, got {value!r}", route)
         found: Upstream | None = None
         for key, _knode, vnode in self.mapping(node, f"route '{route}'", keys, route):
@@ -340,9 +354,10 @@ def parse_config(
         if own_ports is not None
         else {a.port for a in (listen or listen_addrs([DEFAULT_PORT]))}
     )
+    w.own_ports = ports
     routes: list[Route] = []
     if routes_node is not None and not _is_null(routes_node):
-        routes = _parse_routes(w, routes_node, timeout_s, ports)
+        routes = _parse_routes(w, routes_node, timeout_s)
     return Config(source=source, listen=listen, routes=tuple(routes), timeout_s=timeout_s)
 
 
@@ -352,27 +367,28 @@ def _is_null(node: Node) -> bool:
 
 def _parse_listen_node(w: _Walker, node: Node) -> tuple[ListenAddr, ...]:
     items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    values: list[str | int] = []
+    addrs: list[ListenAddr] = []
     for item in items:
         v = w.scalar(item, "listen")
         if not isinstance(v, str | int) or isinstance(v, bool):
             raise w.error(item, f"listen must be a port or HOST:PORT, got {v!r}")
-        values.append(v)
-    try:
-        addrs = listen_addrs(values)
-    except ValueError as exc:
-        raise w.error(node, str(exc)) from None
-    for addr in addrs:
-        if not addr.is_loopback:
-            raise w.error(
-                node,
-                f"listen address {addr} is not a loopback address; the config file cannot "
-                "expose devrouter to the network (use `serve --listen ... --allow-remote`)",
-            )
-    return addrs
+        try:
+            parsed = listen_addrs([v])
+        except ValueError as exc:
+            raise w.error(item, str(exc)) from None
+        for addr in parsed:
+            if not addr.is_loopback:
+                raise w.error(
+                    item,
+                    f"listen address {addr} is not a loopback address; the config file cannot "
+                    "expose devrouter to the network (use `serve --listen ... --allow-remote`)",
+                )
+            if addr not in addrs:
+                addrs.append(addr)
+    return tuple(addrs)
 
 
-def _parse_routes(w: _Walker, node: Node, timeout_s: float, own_ports: set[int]) -> list[Route]:
+def _parse_routes(w: _Walker, node: Node, timeout_s: float) -> list[Route]:
     routes: list[Route] = []
     lines: dict[str, int] = {}
     for raw, knode, vnode in w.mapping(node, "routes", None):
@@ -391,14 +407,6 @@ def _parse_routes(w: _Walker, node: Node, timeout_s: float, own_ports: set[int])
             raise w.error(knode, f"duplicate route (also on line {lines[name]})", name)
         lines[name] = line
         upstream, paths, route_timeout = _parse_route_body(w, vnode, name, timeout_s)
-        for up, where in [(upstream, vnode), *((p.upstream, vnode) for p in paths)]:
-            if up.port in own_ports:
-                raise w.error(
-                    where,
-                    f"port {up.port} is devrouter's own port; this route would loop back "
-                    "into the router",
-                    name,
-                )
         routes.append(Route(name, upstream, paths, route_timeout, line))
     return routes
 

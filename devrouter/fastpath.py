@@ -248,10 +248,14 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading()
 
     def eof_received(self) -> bool | None:
+        # A client that closes its side has gone, as far as a request in flight is
+        # concerned (aiohttp's handler is cancelled the same way): cancel the upstream.
         self.eof = True
-        if self.exchange is None:
-            self.close()
-        return True  # keep the write side open for a response in flight
+        if self.exchange is not None:
+            self.exchange.client_gone()
+            self.exchange = None
+        self.closing = True
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_idle_timer()
@@ -278,7 +282,9 @@ class ClientConnection(asyncio.Protocol):
             return
         end = buf.find(b"\r\n\r\n")
         if end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
+            # An oversize head, or one with bare LFs (which may never end in CRLFCRLF), is
+            # aiohttp's to judge.
+            if len(buf) > MAX_HEAD_BYTES or buf.count(b"\n") != buf.count(b"\r\n"):
                 self.handoff()
             return
         try:
@@ -579,6 +585,14 @@ class Exchange:
         for name, value in headers:
             if name.lower() == b"connection":
                 named.update(t.strip().lower() for t in value.split(b","))
+        if _BAD_VALUE.search(reason):
+            self.fail(
+                BadGateway(
+                    f"the backend on port {self.upstream.port} sent a control character in its "
+                    "status line"
+                )
+            )
+            return
         out = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
         for name, value in headers:
             lower = name.lower()
@@ -823,6 +837,12 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         status = self.parser.get_status_code()
+        if not 100 <= status <= 999:
+            ex.conn = None
+            self.detach()
+            self.abort()
+            ex.upstream_invalid(ValueError(f"status {status}"))
+            return
         if status < 200:  # 1xx interim responses are not relayed
             return
         length: int | None = None

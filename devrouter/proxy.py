@@ -283,6 +283,11 @@ class Proxy:
     async def _relay(
         self, request: web.BaseRequest, resp: aiohttp.ClientResponse, upstream: Upstream
     ) -> web.StreamResponse:
+        if not 100 <= resp.status <= 999 or _BAD_VALUE.search(resp.reason or ""):
+            raise BadGateway(
+                f"the backend on port {upstream.port} sent an invalid status line "
+                f"({resp.status} {resp.reason!r})"
+            )
         named = connection_tokens(resp.headers)
         out_headers: CIMultiDict[str] = CIMultiDict()
         for key, value in resp.headers.items():
@@ -301,6 +306,10 @@ class Proxy:
         )
         if resp.content_length is not None:
             out.content_length = resp.content_length
+        if request.headers.get(hdrs.UPGRADE):
+            # An Upgrade we did not forward (h2c): aiohttp's parser stops reading HTTP after
+            # such a request, so end the connection cleanly rather than leave it mute.
+            out.force_close()
         await out.prepare(request)
         try:
             if request.method != hdrs.METH_HEAD:

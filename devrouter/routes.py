@@ -66,7 +66,12 @@ def parse_host(value: str) -> str:
 
 
 def _valid_port_suffix(text: str) -> bool:
-    return text.startswith(":") and 1 < len(text) <= 6 and text[1:].isdigit()
+    return (
+        text.startswith(":")
+        and 1 < len(text) <= 6
+        and text[1:].isdigit()
+        and (int(text[1:]) <= 65535)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,15 +133,22 @@ class RouterHandle:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
-@pytest.fixture
-async def router() -> AsyncIterator[Callable[..., Awaitable[RouterHandle]]]:
-    """`r = await router(config)` runs an in-process router on a free 127.0.0.1 port."""
-    started: list[Router] = []
+@pytest.fixture(params=["fastpath", "aiohttp"])
+async def router(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[RouterHandle]]]:
+    """`r = await router(config)` runs an in-process router on a free 127.0.0.1 port.
 
-    async def start(config: Config, host: str = "127.0.0.1", config_path: Path | None = None,
-                    port: int = 0) -> RouterHandle:
-        r = Router(State(config), [ListenAddr(host, port)], config_path,
-                   required=[ListenAddr(host, port)])
+    Every test that uses it runs twice: with the protocol-level fast path (the default) and
+    with the aiohttp handler alone, since both must keep every rule."""
+    started: list[Router] = []
+    fast_path = request.param == "fastpath"
+
+    async def start(
+        config: Config, host: str = "127.0.0.1", config_path: Path | None = None, port: int = 0
+    ) -> RouterHandle:
+        addr = ListenAddr(host, port)
+        r = Router(State(config), [addr], config_path, required=[addr], fast_path=fast_path)
         await r.start()
         started.append(r)
         return RouterHandle(r, r.bound[0].port)
@@ -152,7 +159,10 @@ async def router() -> AsyncIterator[Callable[..., Awaitable[RouterHandle]]]:
 
 
 async def raw_exchange(
-    port: int, data: bytes, host: str = "127.0.0.1", until_close: bool = True,
+    port: int,
+    data: bytes,
+    host: str = "127.0.0.1",
+    until_close: bool = True,
     timeout_s: float = IO_TIMEOUT_S,
 ) -> bytes:
     """Send raw bytes to the router and return everything it sends back until it closes the
@@ -188,34 +198,40 @@ async def raw_exchange(
 
 @dataclass
 class CliProcess:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     port: int
     lines: list[str]
+    _partial: bytes = b""
 
     def read_until(self, needle: str, timeout_s: float = IO_TIMEOUT_S) -> str:
-        """Read stderr lines until one contains `needle`; fail after `timeout_s`."""
-        import selectors
+        """Read stderr lines until one contains `needle`; fail after `timeout_s`.
+
+        Reads the raw descriptor (no buffered readline), so lines that arrive together are
+        never hidden from select() in a Python buffer."""
+        import select
 
         assert self.proc.stderr is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stderr, selectors.EVENT_READ)
+        fd = self.proc.stderr.fileno()
         deadline = time.monotonic() + timeout_s
-        try:
-            for line in self.lines:
+        for i, line in enumerate(self.lines):
+            if needle in line:
+                del self.lines[: i + 1]
+                return line
+        self.lines.clear()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            *complete, self._partial = (self._partial + chunk).split(b"\n")
+            for j, raw in enumerate(complete):
+                line = raw.decode(errors="replace") + "\n"
                 if needle in line:
-                    self.lines.remove(line)
-                    return line
-            while time.monotonic() < deadline:
-                if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-                    continue
-                line = self.proc.stderr.readline()
-                if not line:
-                    break
-                if needle in line:
+                    self.lines.extend(r.decode(errors="replace") + "\n" for r in complete[j + 1 :])
                     return line
                 self.lines.append(line)
-        finally:
-            sel.close()
         raise AssertionError(f"no line with {needle!r} within {timeout_s}s; got {self.lines!r}")
 
 
@@ -230,16 +246,22 @@ def cli_env(**extra: str) -> dict[str, str]:
 def cli(tmp_path: Path) -> Iterator[Callable[..., CliProcess]]:
     """`p = cli("serve", "--config", path)` starts the real CLI on a free port, waits for its
     ready line, and stops it (SIGTERM, then SIGKILL) at the end of the test."""
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str, port: int | None = None, env: dict[str, str] | None = None,
-              wait_ready: bool = True) -> CliProcess:
+    def start(
+        *args: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        wait_ready: bool = True,
+    ) -> CliProcess:
         port = port or free_port()
         argv = [sys.executable, "-m", "devrouter", *args]
         if args and args[0] in ("serve", "demo") and "--listen" not in args:
             argv += ["--listen", f"127.0.0.1:{port}"]
         proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=env or cli_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg")),
             cwd=tmp_path,
         )

@@ -1,0 +1,110 @@
+"""What is measured: the workloads and the three run profiles, as plain data.
+
+Each workload names the backend it needs ("fast": nginx or the aiohttp fallback serving
+static bytes, so the proxy is the bottleneck; "app": the aiohttp application), the request,
+how many connections, and how long one measurement lasts in each profile. `docs/benchmarks.md`
+explains why each one is there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    key: str
+    title: str
+    kind: str  # "http", "ws" or "sse"
+    backend: str  # "fast" or "app"
+    path: str
+    connections: int
+    #: Seconds per measurement in the full, quick and smoke profiles.
+    seconds: tuple[float, float, float]
+    method: str = "GET"
+    upload_bytes: tuple[int, int, int] = (0, 0, 0)  # full, quick, smoke
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "small_c1", "small responses, 1 connection", "http", "fast", "/small", 1, (3.0, 0.75, 0.2)
+    ),
+    Workload(
+        "small_c50",
+        "small responses, 50 connections",
+        "http",
+        "fast",
+        "/small",
+        50,
+        (5.0, 1.0, 0.25),
+    ),
+    Workload(
+        "large_1mib", "1 MiB responses, 4 connections", "http", "fast", "/1m", 4, (3.0, 0.75, 0.2)
+    ),
+    Workload(
+        "upload_64mib",
+        "64 MiB uploads, 1 connection",
+        "http",
+        "fast",
+        "/upload",
+        1,
+        (4.0, 1.0, 0.3),
+        method="POST",
+        upload_bytes=(64 * MIB, 64 * MIB, 4 * MIB),
+    ),
+    Workload(
+        "slow_backend",
+        "slow backend (~1 ms of work), 10 connections",
+        "http",
+        "app",
+        "/slow",
+        10,
+        (3.0, 0.75, 0.2),
+    ),
+    Workload(
+        "ws_echo",
+        "WebSocket echo round trips, 1 connection",
+        "ws",
+        "app",
+        "/ws",
+        1,
+        (2.0, 0.5, 0.2),
+    ),
+    Workload(
+        "sse_first_event",
+        "time to first server-sent event, new connection each",
+        "sse",
+        "app",
+        "/sse",
+        1,
+        (2.0, 0.5, 0.2),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    index: int  # into Workload.seconds and Workload.upload_bytes
+    rounds: int
+    #: Seconds of load on each tool before the first round (connections, caches, JIT).
+    warmup_s: float
+    #: Peers are measured unless the profile leaves them out (smoke: direct and devrouter).
+    peers: bool
+
+
+PROFILES = {
+    "full": Profile("full", 0, 3, 1.0, True),
+    "quick": Profile("quick", 1, 2, 0.3, True),
+    "smoke": Profile("smoke", 2, 1, 0.0, False),
+}
+
+
+def seconds(w: Workload, p: Profile) -> float:
+    return w.seconds[p.index]
+
+
+def upload_bytes(w: Workload, p: Profile) -> int:
+    return w.upload_bytes[p.index]

@@ -1,0 +1,162 @@
+"""The benchmark harness runs end to end (no timing assertions), on the tools this machine has
+and with the fallbacks forced (no nginx, no wrk), and stops every process it started, also
+when interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `benchmarks` is not an installed package; it lives in the repo
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import report, wrk  # noqa: E402
+from benchmarks.cli import WITHOUT_ENV  # noqa: E402
+from benchmarks.workloads import WORKLOADS  # noqa: E402
+
+#: Bound of one smoke run of the harness, in seconds (it takes about 5-15).
+RUN_TIMEOUT_S = 150
+
+
+def run_harness(out: Path, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "benchmarks", "--quick", "--smoke", "--output", str(out)]
+    proc = subprocess.run(
+        [*argv, *extra],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result: dict[str, Any] = json.loads((out / "latest.json").read_text())
+    assert result["profile"] == "smoke"
+    for workload in WORKLOADS:
+        for tool in ("direct", "devrouter"):
+            figures = result["summary"][workload.key][tool]
+            key = report.HEADLINE[workload.key][0]
+            assert figures.get(key, 0) > 0, (workload.key, tool, figures)
+    runs = [r for r in result["runs"] if r["tool"] in ("direct", "devrouter")]
+    assert runs and not [r for r in runs if "error" in r]
+    assert result["machine"]["cpu_model"] and result["machine"]["cores"]
+    assert result["summary"]["small_c50"]["devrouter"]["rss_peak_mib"] > 0
+    assert "cpu_us_per_req" in result["summary"]["small_c50"]["devrouter"]
+    ET.fromstring((out / "latest.svg").read_text())  # well-formed SVG
+    assert "| tool |" in (out / "latest.md").read_text()
+    assert "Throughput" in proc.stdout
+    return result
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_smoke_with_what_is_installed(tmp_path: Path) -> None:
+    result = run_harness(tmp_path)
+    assert result["load_generator"]["name"] in ("wrk", "builtin")
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_smoke_without_nginx_and_wrk(tmp_path: Path) -> None:
+    result = run_harness(tmp_path, env={WITHOUT_ENV: "nginx,wrk"})
+    assert result["load_generator"]["name"] == "builtin"
+    assert result["backends"]["fast"].startswith("aiohttp")
+    assert "nginx" not in result["tools"]
+
+
+def _marked_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in environ:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.timeout(RUN_TIMEOUT_S + 30)
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    marker = f"BENCH_TEST_MARKER=1-{uuid.uuid4().hex}"
+    name, value = marker.split("=", 1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--without", "nginx,wrk",
+         "--output", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, name: value},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # wait until measurements have begun
+            seen.append(line)
+            if line.startswith("[1/1]"):
+                break
+        else:
+            pytest.fail("the harness ended before measuring:\n" + "".join(seen))
+        children = [p for p in _marked_pids(marker) if p != proc.pid]
+        assert children, "expected backends and devrouter to be running"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, "".join(seen) + out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while (left := _marked_pids(marker)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes left running: {left}"
+
+
+WRK_OUTPUT = """Running 1s test @ http://127.0.0.1:8080/small
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   850.00us    1.52ms  21.01ms   94.12%
+    Req/Sec    67.03k    25.35k  137.95k    80.00%
+  Latency Distribution
+     50%  512.00us
+     75%  812.00us
+     90%    1.37ms
+     99%    6.63ms
+  200517 requests in 3.02s, 47.61MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 3
+Requests/sec:  66442.96
+Transfer/sec:     15.78MB
+"""
+
+
+def test_wrk_text_output_is_parsed() -> None:
+    figures = wrk.parse(WRK_OUTPUT)
+    assert figures["requests"] == 200517
+    assert figures["duration_s"] == pytest.approx(3.02)
+    assert figures["latency_us"] == {"p50": 512.0, "p75": 812.0, "p90": 1370.0, "p99": 6630.0}
+    assert figures["errors"] == {"connect": 0, "read": 2, "write": 0, "timeout": 1, "status": 3}
+
+
+def test_wrk_lua_summary_wins_over_text() -> None:
+    line = (
+        'BENCH_JSON {"requests": 10, "bytes": 1000, "duration_us": 2000000, "errors": '
+        '{"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}, "latency_us": '
+        '{"p50": 100, "p90": 200, "p99": 300, "p99_9": 400, "mean": 120.5, "max": 500}}\n'
+    )
+    figures = wrk.parse(WRK_OUTPUT + line)
+    assert figures["requests"] == 10 and figures["duration_s"] == 2.0
+    assert figures["latency_us"]["p99_9"] == 400.0
+    assert figures["text"]["requests"] == 200517
