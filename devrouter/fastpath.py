@@ -236,6 +236,13 @@ class ClientConnection(asyncio.Protocol):
         self._arm_idle_timer()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:  # a bug here must cost one connection, not the router
+            log.exception("internal error on a client connection; closing it")
+            self.abort()
+
+    def _received(self, data: bytes) -> None:
         ex = self.exchange
         if ex is not None and ex.body_left:
             data = ex.client_body(data)
@@ -494,7 +501,9 @@ class Exchange:
         self.head = head
         self.method = method
         self.body_left = length
+        self.had_body = length > 0
         self.pending: list[bytes] = []  # body bytes read before the upstream is connected
+        self.pending_bytes = 0
         self.keep_alive = keep_alive
         self.http11 = http11
         self.host = host
@@ -556,6 +565,8 @@ class Exchange:
         if self.pending:
             conn.write(b"".join(self.pending))
             self.pending.clear()
+            self.pending_bytes = 0
+            self.client.resume_reading()
 
     def client_body(self, data: bytes) -> bytes:
         """Take request body bytes; return what belongs to the next request."""
@@ -566,6 +577,9 @@ class Exchange:
             self.conn.write(body)
         else:
             self.pending.append(body)
+            self.pending_bytes += len(body)
+            if self.pending_bytes > MAX_PIPELINE_BUFFER_BYTES:
+                self.client.pause_reading()  # until the upstream connection is there
         return rest
 
     # -- response side (called by UpstreamConnection) --------------------------------------
@@ -657,7 +671,7 @@ class Exchange:
             and self.reused
             and not self.retried
             and self.method in _IDEMPOTENT
-            and self.head.find(b"\r\nContent-Length:") < 0
+            and not self.had_body
             and not self.sent_head
         ):
             # A pooled connection the backend had closed: RFC 9112 §9.3.1 allows one retry.
@@ -889,6 +903,10 @@ class UpstreamConnection(asyncio.Protocol):
             if ex is not None:
                 ex.conn = None
                 ex.upstream_invalid(exc)
+        except Exception:  # a bug here must cost one exchange, not the router
+            log.exception("internal error relaying a response; closing both connections")
+            self.abort()
+            client.abort()
         finally:
             client.uncork()
 
