@@ -1,0 +1,207 @@
+"""devrouter.fastpath: which requests take the protocol-level path, what it hands to aiohttp,
+and the connection-level behaviour only it has (pooling, pipelining, hand-off mid-stream).
+
+The behaviour rules themselves are tested in test_proxy.py and test_websocket.py, which run
+every case on both engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import WSMsgType, web
+from conftest import IO_TIMEOUT_S, RawBackend, make_config, read_head
+
+from devrouter import fastpath
+from devrouter.app import Router
+from devrouter.config import Config, ListenAddr
+from devrouter.state import State
+
+
+@pytest.fixture
+async def fast_router() -> AsyncIterator[list[Router]]:
+    routers: list[Router] = []
+    yield routers
+    for r in routers:
+        await r.close()
+
+
+async def start(routers: list[Router], config: Config) -> int:
+    addr = ListenAddr("127.0.0.1", 0)
+    r = Router(State(config), [addr], None, required=[addr], fast_path=True)
+    await r.start()
+    routers.append(r)
+    return r.bound[0].port
+
+
+async def keepalive_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            rb: RawBackend) -> None:
+    """Answers every request on the connection with `ok`, keeping it open."""
+    while True:
+        head = await read_head(reader)
+        rb.received.append(head)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await read_head(reader)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    body = await asyncio.wait_for(reader.readexactly(length), IO_TIMEOUT_S)
+    return head, body
+
+
+async def test_sequential_requests_reuse_one_backend_connection(fast_router, raw_backend):
+    rb = await raw_backend(keepalive_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    for _ in range(3):  # three client connections, ten requests each
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(10):
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        writer.close()
+    assert len(rb.received) == 30
+    assert rb.connections == 1
+
+
+async def test_request_trickled_one_byte_at_a_time(fast_router, raw_backend):
+    rb = await raw_backend(keepalive_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for byte in b"GET /slow HTTP/1.1\r\nHost: app.localhost\r\n\r\n":
+            writer.write(bytes([byte]))
+            await writer.drain()
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        assert rb.received[0].startswith(b"GET /slow HTTP/1.1\r\n")
+    finally:
+        writer.close()
+
+
+async def test_pipelined_posts_keep_their_bodies_and_order(fast_router, backend):
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=request.path.encode() + b":" + await request.read())
+
+    app = web.Application()
+    app.router.add_post("/{n}", echo)
+    port = await start(fast_router, make_config({"app": await backend(app)}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST /1 HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5\r\n\r\nhello"
+            b"POST /2 HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 6\r\n\r\nworld!"
+        )
+        assert (await read_response(reader))[1] == b"/1:hello"
+        assert (await read_response(reader))[1] == b"/2:world!"
+    finally:
+        writer.close()
+
+
+async def test_websocket_after_fast_requests_on_the_same_connection(fast_router, backend):
+    """The hand-off to aiohttp happens at a request boundary, with the bytes read so far."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            if msg.type is WSMsgType.TEXT:
+                await sock.send_str(msg.data.upper())
+        return sock
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    app.router.add_get("/ws", ws)
+    port = await start(fast_router, make_config({"app": await backend(app)}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
+            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"hi"
+        upgrade = await read_head(reader)
+        assert upgrade.startswith(b"HTTP/1.1 101"), upgrade
+        # one masked text frame, "abc"
+        mask = b"\x01\x02\x03\x04"
+        payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"abc"))
+        writer.write(b"\x81\x83" + mask + payload)
+        frame = await asyncio.wait_for(reader.readexactly(5), IO_TIMEOUT_S)
+        assert frame == b"\x81\x03ABC"
+    finally:
+        writer.close()
+
+
+HANDED_OFF = {
+    "head": b"HEAD / HTTP/1.1\r\nHost: app.localhost\r\n\r\n",
+    "chunked": b"POST / HTTP/1.1\r\nHost: app.localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    "expect": b"POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 2\r\n"
+    b"Expect: 100-continue\r\n\r\nhi",
+    "absolute-form": b"GET http://app.localhost/ HTTP/1.1\r\nHost: app.localhost\r\n\r\n",
+    "unknown-name": b"GET / HTTP/1.1\r\nHost: nope.localhost\r\n\r\n",
+    "own-page": b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "foreign-host": b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+    "two-hosts": b"GET / HTTP/1.1\r\nHost: app.localhost\r\nHost: app.localhost\r\n\r\n",
+    "obs-fold": b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: 1\r\n 2\r\n\r\n",
+    "cl-twice": b"POST / HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 1\r\n"
+    b"Content-Length: 1\r\n\r\nx",
+    "http10-no-host": b"GET / HTTP/1.0\r\n\r\n",
+    "http2": b"GET / HTTP/2.0\r\nHost: app.localhost\r\n\r\n",
+    "bad-hops": b"GET / HTTP/1.1\r\nHost: app.localhost\r\nX-Devrouter-Hops: -1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HANDED_OFF))
+async def test_unusual_requests_go_to_aiohttp(fast_router, raw_backend, monkeypatch, name):
+    handoffs: list[int] = []
+    real = fastpath.FastServer.aio_protocol
+
+    def counting(self: fastpath.FastServer) -> asyncio.Protocol:
+        handoffs.append(1)
+        return real(self)
+
+    monkeypatch.setattr(fastpath.FastServer, "aio_protocol", counting)
+    rb = await raw_backend(keepalive_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(HANDED_OFF[name])
+        await asyncio.wait_for(reader.read(1), IO_TIMEOUT_S)  # some answer came back
+    finally:
+        writer.close()
+    assert handoffs == [1]
+
+
+async def test_plain_requests_stay_on_the_fast_path(fast_router, raw_backend, monkeypatch):
+    handoffs: list[int] = []
+    monkeypatch.setattr(
+        fastpath.FastServer, "aio_protocol", lambda self: handoffs.append(1)  # type: ignore
+    )
+    rb = await raw_backend(keepalive_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for req in (
+            b"GET /a?b=c HTTP/1.1\r\nHost: APP.localhost:7355\r\nAccept: */*\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 3\r\n\r\nabc",
+            b"DELETE /d HTTP/1.1\r\nHost: app.localhost\r\nConnection: keep-alive\r\n\r\n",
+        ):
+            writer.write(req)
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+    finally:
+        writer.close()
+    assert handoffs == []
