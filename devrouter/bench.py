@@ -1138,10 +1138,15 @@ def format_compare(router: Result, direct: Result, rounds: int) -> str:
 # --- command line -------------------------------------------------------------------------
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the `bench` subcommand to the CLI's subparsers."""
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> None:
+    """Add the `bench` subcommand to the CLI's subparsers (`parents`: the CLI's common
+    options, such as --log-level and --version)."""
     p = sub.add_parser(
         "bench",
+        parents=list(parents),
         help="load-test a local service and report honest latency percentiles",
         description="Drive HTTP load at a local service and report throughput, status counts "
         "and latency percentiles. TARGET is a URL on this machine "

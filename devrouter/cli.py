@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from . import __version__
+from . import __version__, bench
 from .app import Router, StartupError
 from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
 from .pages import route_url
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start two small demo services and the router, and print their URLs.",
     )
     _add_listen(demo)
+    bench.add_parser(sub, parents=[common])
     return parser
 
 
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": cmd_serve,
         "check": cmd_check,
         "demo": cmd_demo,
+        "bench": bench.run,
     }
     try:
         return commands[args.command](args)
