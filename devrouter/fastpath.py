@@ -46,6 +46,7 @@ from .upstream import (
     REFUSED_ERRNOS,
     HostPreference,
     refused_error,
+    reset_connection,
 )
 
 log = logging.getLogger("devrouter.proxy")
@@ -456,8 +457,7 @@ class ClientConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closing = True
-        if self.transport is not None:
-            self.transport.abort()
+        reset_connection(self.transport)
 
     def close_when_idle(self) -> None:
         if self.exchange is None:
@@ -851,7 +851,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None:
             return
         status = self.parser.get_status_code()
-        if not 100 <= status <= 999:
+        if not 100 <= status <= 999 or status == 101:  # 101: we never forward Upgrade
             ex.conn = None
             self.detach()
             self.abort()

@@ -44,7 +44,7 @@ from .errors import (
 from .pages import error_response, index_response
 from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import State
-from .upstream import HostPreference, base_url, is_refused, translate_errors
+from .upstream import HostPreference, base_url, is_refused, reset_connection, translate_errors
 
 log = logging.getLogger("devrouter.proxy")
 
@@ -283,7 +283,7 @@ class Proxy:
     async def _relay(
         self, request: web.BaseRequest, resp: aiohttp.ClientResponse, upstream: Upstream
     ) -> web.StreamResponse:
-        if not 100 <= resp.status <= 999 or _BAD_VALUE.search(resp.reason or ""):
+        if not 200 <= resp.status <= 999 or _BAD_VALUE.search(resp.reason or ""):
             raise BadGateway(
                 f"the backend on port {upstream.port} sent an invalid status line "
                 f"({resp.status} {resp.reason!r})"
@@ -333,9 +333,7 @@ class Proxy:
 
 
 def abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
+    reset_connection(request.transport)
     request.protocol.force_close()
 
 

@@ -11,8 +11,11 @@ those is turned off here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import socket
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -37,6 +40,18 @@ POOL_KEEPALIVE_S = 15.0
 REFUSED_ERRNOS = frozenset(
     {errno.ECONNREFUSED, errno.EADDRNOTAVAIL, errno.ENETUNREACH, errno.EAFNOSUPPORT}
 )
+
+
+def reset_connection(transport: asyncio.BaseTransport | None) -> None:
+    """Abort with a TCP reset, not a FIN: for a response without length framing (an HTTP/1.0
+    client, a close-delimited body) a reset is the only signal that the body was cut."""
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]
 
 
 def make_session() -> aiohttp.ClientSession:

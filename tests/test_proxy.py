@@ -4,8 +4,12 @@ like on each side of the router, byte for byte where it matters.
 Checklist: issue 2, "Proxying: what must be exactly right", and ../shared/security-catalog.md
 sections A, B, C, D and H. Byte-level cases use raw sockets on both sides (`raw_backend`
 records exactly what the backend read); the rest use aiohttp with `auto_decompress=False`.
-No test measures time: every wait is bounded by a timeout and every ordering question is
-answered with an event the test controls.
+No test measures time: every wait is bounded by a timeout, every ordering question is
+answered with an event the test controls, and the few "must not happen" checks (an idle
+stream cut, a stalled peer's body buffered) give the router a bounded second to misbehave.
+
+The `router` fixture runs each test twice: on the protocol-level fast path and on the
+aiohttp handler alone.
 """
 
 from __future__ import annotations
@@ -303,9 +307,7 @@ async def test_hop_by_hop_request_headers_are_stripped(raw_backend, router):
     assert got.all("X-End-To-End") == ["kept"]
 
 
-async def test_h2c_upgrade_is_ignored_and_a_pipelined_request_still_answered(
-    raw_backend, router
-):
+async def test_h2c_upgrade_is_ignored_and_a_pipelined_request_still_answered(raw_backend, router):
     """Catalog B14: an h2c upgrade request gets a normal HTTP/1.1 answer; the client then
     carries on in HTTP/1.1, so a request pipelined behind it must be answered, or the router
     must say `Connection: close` and close (never leave it unanswered on an open socket)."""
@@ -315,11 +317,15 @@ async def test_h2c_upgrade_is_ignored_and_a_pipelined_request_still_answered(
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
         writer.write(
-            req("/1", close=False, headers=(
-                "Connection: Upgrade, HTTP2-Settings",
-                "Upgrade: h2c",
-                "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
-            ))
+            req(
+                "/1",
+                close=False,
+                headers=(
+                    "Connection: Upgrade, HTTP2-Settings",
+                    "Upgrade: h2c",
+                    "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+                ),
+            )
             + req("/2", close=False)
         )
         await writer.drain()
@@ -402,9 +408,7 @@ async def test_forwarding_headers_are_the_routers_own(raw_backend, router):
     assert "evil.example" not in got.head.decode("latin-1")
 
 
-async def test_connection_header_cannot_delete_the_routers_forwarding_headers(
-    raw_backend, router
-):
+async def test_connection_header_cannot_delete_the_routers_forwarding_headers(raw_backend, router):
     rb = await capture_backend(raw_backend)
     r = await router(make_config({"app": rb.port}))
     resp = await one(
@@ -424,17 +428,23 @@ async def test_connection_header_cannot_delete_the_routers_forwarding_headers(
 # === C17, C19: nothing injected, framing re-done by the router ==============================
 
 
-async def test_bodyless_get_goes_upstream_without_injected_headers_or_framing(
-    raw_backend, router
-):
+async def test_bodyless_get_goes_upstream_without_injected_headers_or_framing(raw_backend, router):
     seen: list[Msg] = []
     rb = await raw_backend(capture(seen=seen))
     r = await router(make_config({"app": rb.port}))
     resp = await one(r.port, req())
     assert resp.status == 200
     got = seen[0]
-    for name in ("user-agent", "accept", "accept-encoding", "content-type", "transfer-encoding",
-                 "content-length", "expect", "cookie"):
+    for name in (
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "content-type",
+        "transfer-encoding",
+        "content-length",
+        "expect",
+        "cookie",
+    ):
         assert name not in got.names, f"{name} injected: {got.head!r}"
     assert got.body == b""
 
@@ -457,9 +467,7 @@ async def test_post_with_content_length_keeps_it(raw_backend, router):
     seen: list[Msg] = []
     rb = await raw_backend(capture(seen=seen))
     r = await router(make_config({"app": rb.port}))
-    resp = await one(
-        r.port, req(method="POST", headers=("Content-Length: 5",), body=b"hello")
-    )
+    resp = await one(r.port, req(method="POST", headers=("Content-Length: 5",), body=b"hello"))
     assert resp.status == 200
     got = seen[0]
     assert got.all("Content-Length") == ["5"]
@@ -473,9 +481,7 @@ async def test_chunked_upload_is_reframed_and_arrives_intact(raw_backend, router
     rb = await raw_backend(capture(seen=seen))
     r = await router(make_config({"app": rb.port}))
     body = chunk(b"hel") + chunk(b"lo wor") + chunk(b"ld") + b"0\r\n\r\n"
-    resp = await one(
-        r.port, req(method="POST", headers=("Transfer-Encoding: chunked",), body=body)
-    )
+    resp = await one(r.port, req(method="POST", headers=("Transfer-Encoding: chunked",), body=body))
     assert resp.status == 200
     got = seen[0]
     assert got.body == b"hello world"
@@ -580,11 +586,9 @@ async def test_backend_cookie_is_not_replayed(backend, router):
     app = web.Application()
     app.router.add_get("/{tail:.*}", set_cookie)
     port = await backend(app)
-    # a `localhost` target: aiohttp's default jar would replay the cookie for that name (for an
-    # IP literal it would not, which hides the bug)
-    r = await router(
-        make_config({"app": {"target": f"http://localhost:{port}"}, "ip": port})
-    )
+    # aiohttp's default jar replays cookies for host names but not for IP literals; the
+    # router dials IP literals, so this also guards against a jar built with unsafe=True
+    r = await router(make_config({"app": {"target": f"http://localhost:{port}"}, "ip": port}))
     for host in ("app.localhost", "app.localhost", "ip.localhost", "ip.localhost"):
         resp = await one(r.port, req("/c", host=host))
         assert resp.status == 200
@@ -698,9 +702,7 @@ async def test_expect_100_continue_to_a_backend_that_never_sends_100(raw_backend
     r = await router(make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
-        writer.write(
-            req(method="POST", headers=("Content-Length: 5", "Expect: 100-continue"))
-        )
+        writer.write(req(method="POST", headers=("Content-Length: 5", "Expect: 100-continue")))
         await writer.drain()
         interim = await read_head(reader)  # bounded: the router must not wait for the body
         assert interim.startswith(b"HTTP/1.1 100 Continue\r\n"), interim
@@ -759,10 +761,13 @@ async def test_sse_events_arrive_one_by_one(backend, router):
     app.router.add_get("/events", sse)
     port = await backend(app)
     r = await router(make_config({"app": port}))
-    async with client() as s, s.get(
-        r.url("app", "/events"),
-        headers={"Host": "app.localhost", "Accept": "text/event-stream", "Last-Event-ID": "0"},
-    ) as resp:
+    async with (
+        client() as s,
+        s.get(
+            r.url("app", "/events"),
+            headers={"Host": "app.localhost", "Accept": "text/event-stream", "Last-Event-ID": "0"},
+        ) as resp,
+    ):
         assert resp.status == 200
         assert resp.headers["Content-Type"] == "text/event-stream"
         assert "Content-Length" not in resp.headers
@@ -790,9 +795,10 @@ async def test_sse_one_mib_data_line_survives(backend, router):
     app.router.add_get("/events", sse)
     port = await backend(app)
     r = await router(make_config({"app": port}))
-    async with client() as s, s.get(
-        r.url("app", "/events"), headers={"Host": "app.localhost"}
-    ) as resp:
+    async with (
+        client() as s,
+        s.get(r.url("app", "/events"), headers={"Host": "app.localhost"}) as resp,
+    ):
         assert resp.status == 200
         body = await asyncio.wait_for(resp.read(), IO_TIMEOUT_S)
     assert body == line + b"data: after\n\n"
@@ -848,9 +854,10 @@ async def test_long_idle_stream_is_not_cut_by_the_route_timeout(backend, router)
     app.router.add_get("/events", sse)
     port = await backend(app)
     r = await router(make_config({"app": {"port": port, "timeout": 0.2}}))
-    async with client() as s, s.get(
-        r.url("app", "/events"), headers={"Host": "app.localhost"}
-    ) as resp:
+    async with (
+        client() as s,
+        s.get(r.url("app", "/events"), headers={"Host": "app.localhost"}) as resp,
+    ):
         assert resp.status == 200
         await read_until(resp.content, b"", b"\n\n")
         # nothing arrives while the backend is idle: waiting past the timeout times out here
@@ -959,6 +966,92 @@ async def test_64_mib_upload_is_streamed_intact(backend, router, block, framing)
         assert result["te"] == "chunked" or result["cl"] == str(BIG)
 
 
+async def test_slow_client_download_applies_backpressure(backend, router, block):
+    """A client that stops reading stops the backend too (bounded memory): the router must
+    not read a 64 MiB body into its own buffers."""
+    written = [0]
+    done = asyncio.Event()
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = BIG
+        await resp.prepare(request)
+        for _ in range(BIG // MiB):
+            await resp.write(block)
+            written[0] += MiB
+        done.set()
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/big", download)
+    port = await backend(app)
+    r = await router(make_config({"app": port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+    try:
+        writer.transport.set_write_buffer_limits(0)
+        sock = writer.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        writer.write(req("/big", close=False))
+        await writer.drain()
+        await read_head(reader)
+        writer.transport.pause_reading()
+        # the client reads nothing more; give the backend ample time to push what it can
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 1.0)
+        assert not done.is_set(), "the backend wrote all 64 MiB to a client that reads nothing"
+        assert written[0] <= BIG // 2, f"{written[0] // MiB} MiB buffered for a stalled client"
+    finally:
+        writer.transport.abort()
+
+
+async def test_slow_backend_upload_applies_backpressure(backend, router, block):
+    """A backend that does not read stops the client's upload (bounded memory)."""
+    sent_bytes = [0]
+    go = asyncio.Event()
+    got: dict[str, object] = {}
+
+    async def upload(request: web.Request) -> web.Response:
+        await go.wait()
+        h = hashlib.sha256()
+        n = 0
+        async for data in request.content.iter_any():
+            h.update(data)
+            n += len(data)
+        got["n"], got["sha"] = n, h.hexdigest()
+        return web.Response(text="stored")
+
+    app = web.Application()
+    app.router.add_post("/up", upload)
+    port = await backend(app)
+    r = await router(make_config({"app": port}))
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(BIG // MiB):
+            yield block
+            sent_bytes[0] += MiB
+
+    async with client() as s:
+        task = asyncio.ensure_future(
+            s.post(
+                r.url("app", "/up"),
+                data=body(),
+                headers={"Host": "app.localhost", "Content-Length": str(BIG)},
+            )
+        )
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 1.0)
+            assert sent_bytes[0] <= BIG // 2, (
+                f"{sent_bytes[0] // MiB} MiB taken from the client while the backend read nothing"
+            )
+        finally:
+            go.set()
+        res = await asyncio.wait_for(task, 30)
+        async with res:
+            assert res.status == 200
+    assert got["n"] == BIG and got["sha"] == big_digest(block)
+
+
 # === A: names, Hosts, request targets, methods, versions; error pages =======================
 
 
@@ -1000,8 +1093,19 @@ async def test_foreign_host_gets_421_never_forwarded(raw_backend, router):
         ["Host: a.localhost", "Host: a.localhost"],
         ["Host: app.localhost", "Host: other.localhost"],
     ],
-    ids=["comma", "space", "userinfo", "slash", "dots", "pct", "cyrillic", "two-ports",
-         "empty", "dup-same", "dup-different"],
+    ids=[
+        "comma",
+        "space",
+        "userinfo",
+        "slash",
+        "dots",
+        "pct",
+        "cyrillic",
+        "two-ports",
+        "empty",
+        "dup-same",
+        "dup-different",
+    ],
 )
 async def test_malformed_host_is_400_never_500(raw_backend, router, host_lines):
     rb = await capture_backend(raw_backend)
@@ -1031,8 +1135,12 @@ async def test_absolute_form_to_another_authority_is_400_and_never_dialled(raw_b
     rb = await capture_backend(raw_backend)
     elsewhere = await capture_backend(raw_backend)
     r = await router(make_config({"app": rb.port}))
-    for target in (f"http://127.0.0.1:{elsewhere.port}/", "http://127.0.0.1:22/",
-                   "http://other.localhost/", f"http://localhost:{r.port}/"):
+    for target in (
+        f"http://127.0.0.1:{elsewhere.port}/",
+        "http://127.0.0.1:22/",
+        "http://other.localhost/",
+        f"http://localhost:{r.port}/",
+    ):
         raw = await raw_exchange(r.port, req(target))
         assert BAD_REQUEST.match(raw), (target, raw[:200])
     assert elsewhere.connections == 0
@@ -1050,19 +1158,26 @@ async def test_absolute_form_with_the_host_name_is_routed(raw_backend, router):
 
 
 @pytest.mark.parametrize(
-    "data",
+    "head",
     [
         b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
         b"CONNECT app.localhost:80 HTTP/1.1\r\nHost: app.localhost:80\r\n\r\n",
     ],
     ids=["ip", "own-name"],
 )
-async def test_connect_is_405(raw_backend, router, data):
+async def test_connect_is_405_and_never_tunnels(raw_backend, router, head):
     rb = await capture_backend(raw_backend)
     r = await router(make_config({"app": rb.port}))
-    raw = await raw_exchange(r.port, data)
+    # a refused CONNECT leaves the connection in HTTP: the next request is a request
+    raw = await raw_exchange(r.port, head + req("/after"))
     assert re.match(rb"HTTP/1\.[01] 40[05] ", raw), raw[:200]
-    assert rb.connections == 0
+    after = raw.split(b"\r\n\r\n", 1)[1]
+    if after:  # answered: the pipelined GET must be routed as a request, not tunnelled bytes
+        _, _, after = after.partition(b"HTTP/1.1 ")
+        assert after.startswith(b"200 "), raw[:400]
+        assert [sent(rb, i).start for i in range(len(rb.received))] == ["GET /after HTTP/1.1"]
+    else:
+        assert rb.connections == 0
 
 
 async def test_options_star_is_405_or_400(raw_backend, router):
@@ -1141,9 +1256,25 @@ SMUGGLE = "GET /smuggled HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
         "GET / HTTP/1.1\nHost: app.localhost\nX-A: 1\n\n",
         "GET / HTTP/1.1\r\nHost: app.localhost\r\nX-A: a\x00b\r\n\r\n",
     ],
-    ids=["cl-te", "xchunked", "chunked-identity", "te-space", "te-vtab", "te-dup", "cl-dup",
-         "cl-list", "cl-plus", "cl-neg", "cl-comma", "cl-empty", "cl-huge", "bare-cr",
-         "obs-fold", "bare-lf", "nul"],
+    ids=[
+        "cl-te",
+        "xchunked",
+        "chunked-identity",
+        "te-space",
+        "te-vtab",
+        "te-dup",
+        "cl-dup",
+        "cl-list",
+        "cl-plus",
+        "cl-neg",
+        "cl-comma",
+        "cl-empty",
+        "cl-huge",
+        "bare-cr",
+        "obs-fold",
+        "bare-lf",
+        "nul",
+    ],
 )
 async def test_smuggling_attempts_are_400(raw_backend, router, data):
     rb = await capture_backend(raw_backend)
@@ -1166,9 +1297,7 @@ async def test_smuggling_attempts_are_400(raw_backend, router, data):
     ],
     ids=["overflow", "0x", "ext-lf", "no-crlf-after-data", "lf-only"],
 )
-async def test_bad_chunk_framing_never_reaches_the_backend_as_complete(
-    raw_backend, router, body
-):
+async def test_bad_chunk_framing_never_reaches_the_backend_as_complete(raw_backend, router, body):
     seen: list[Msg] = []
     rb = await raw_backend(capture(seen=seen))
     r = await router(make_config({"app": rb.port}))
@@ -1186,8 +1315,9 @@ async def test_chunked_trailer_is_not_merged_into_headers(raw_backend, router):
     rb = await raw_backend(capture(seen=seen))
     r = await router(make_config({"app": rb.port}))
     body = chunk(b"hello") + b"0\r\nX-Trailer: 1\r\n\r\n"
-    resp = await one(r.port, req(method="POST", headers=("Transfer-Encoding: chunked",),
-                                 body=body), "POST")
+    resp = await one(
+        r.port, req(method="POST", headers=("Transfer-Encoding: chunked",), body=body), "POST"
+    )
     assert resp.status == 200
     assert not seen[0].has("X-Trailer")
     assert seen[0].body == b"hello"
@@ -1214,7 +1344,8 @@ async def test_pipelined_requests_are_routed_by_their_own_host(raw_backend, rout
     r = await router(make_config({"a": a.port, "b": b.port}))
     resps = await exchange(
         r.port,
-        req("/1", host="a.localhost", close=False) + req("/2", host="b.localhost", close=False)
+        req("/1", host="a.localhost", close=False)
+        + req("/2", host="b.localhost", close=False)
         + req("/3", host="a.localhost"),
         ("GET", "GET", "GET"),
     )
@@ -1346,9 +1477,45 @@ async def test_backend_death_mid_response_aborts_the_client(raw_backend, router,
             assert len(body) < int(line.split(b":")[1]), raw[:200]
 
 
+@pytest.mark.parametrize("case", ["chunked-cut", "rst-chunked"])
+async def test_backend_death_mid_response_resets_an_http10_client(raw_backend, router, case):
+    """An HTTP/1.0 client gets a chunked backend's body close-delimited, so a clean close
+    would make a cut body look complete: the only honest signal is a reset."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, rb: RawBackend) -> None:
+        await read_message(r)
+        w.write(MID_DEATH[case])
+        await w.drain()
+        if case.startswith("rst"):
+            await asyncio.sleep(0)
+            rst_close(w)
+
+    rb = await raw_backend(handler)
+    r = await router(make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+    got = b""
+    outcome = "timeout"
+    try:
+        writer.write(req(version="HTTP/1.0", close=False))
+        await writer.drain()
+        while True:
+            data = await asyncio.wait_for(reader.read(65536), IO_TIMEOUT_S)
+            if not data:
+                outcome = "clean close"
+                break
+            got += data
+    except ConnectionResetError:
+        outcome = "reset"
+    finally:
+        writer.close()
+    assert b"transfer-encoding" not in got.lower()
+    assert outcome == "reset", f"{outcome}: the client got {got[:300]!r} and no sign of a cut"
+
+
 BROKEN = {
     "cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-    + chunk(b"hello") + b"0\r\n\r\n",
+    + chunk(b"hello")
+    + b"0\r\n\r\n",
     "ssh-banner": b"SSH-2.0-OpenSSH_9.6\r\n",
     "tls-alert": b"\x15\x03\x01\x00\x02\x02\x46",
     "postgres": b"E\x00\x00\x00\x54SFATAL\x00C0A000\x00Munsupported frontend protocol\x00\x00",
@@ -1360,6 +1527,8 @@ BROKEN = {
     "bad-cl": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok",
     "cl-dup": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
     "cr-in-header": b"HTTP/1.1 200 OK\r\nX-C: a\rSet-Cookie: x=1\r\nContent-Length: 2\r\n\r\nok",
+    "101-unasked": b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+    b"Upgrade: websocket\r\n\r\n\x81\x05hello",
 }
 
 
@@ -1375,9 +1544,7 @@ async def test_broken_backend_response_is_502_and_the_connection_survives(
             await r.read()
 
     rb = await raw_backend(broken)
-    good = await capture_backend(
-        raw_backend, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood"
-    )
+    good = await capture_backend(raw_backend, b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
     r = await router(make_config({"app": rb.port, "ok": good.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
     try:
@@ -1422,6 +1589,89 @@ async def test_backend_body_on_head_leaks_no_bytes(raw_backend, router):
         assert get.body == b"next"
 
 
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n",
+    ],
+    ids=["100", "103", "102x2"],
+)
+async def test_interim_responses_from_the_backend_do_not_break_the_exchange(
+    raw_backend, router, interim
+):
+    rb = await capture_backend(raw_backend, interim + OK_RESPONSE)
+    r = await router(make_config({"app": rb.port}))
+    first, second = await exchange(
+        r.port,
+        req("/1", method="POST", headers=("Content-Length: 5",), body=b"hello", close=False)
+        + req("/2"),
+        ("POST", "GET"),
+    )
+    assert (first.status, first.body) == (200, b"ok")
+    assert (second.status, second.body) == (200, b"ok")
+
+
+async def test_backend_16_kib_header_passes_through(raw_backend, router):
+    csp = "default-src 'self' " + "x" * (16 * 1024)
+    rb = await capture_backend(
+        raw_backend,
+        b"HTTP/1.1 200 OK\r\nContent-Security-Policy: %s\r\nContent-Length: 2\r\n\r\nok"
+        % csp.encode(),
+    )
+    r = await router(make_config({"app": rb.port}))
+    resp = await one(r.port, req())
+    assert resp.status == 200, resp.head[:200]
+    assert resp.all("Content-Security-Policy") == [csp]
+
+
+async def test_pipelined_post_then_get_keep_their_bodies_apart(raw_backend, router):
+    seen: list[Msg] = []
+    rb = await raw_backend(capture(seen=seen))
+    r = await router(make_config({"app": rb.port}))
+    resps = await exchange(
+        r.port,
+        req("/p", method="POST", headers=("Content-Length: 11",), body=b"hello world", close=False)
+        + req("/q", method="PUT", headers=("Content-Length: 3",), body=b"abc", close=False)
+        + req("/g"),
+        ("POST", "PUT", "GET"),
+    )
+    assert [m.status for m in resps] == [200, 200, 200]
+    assert [(m.start, m.body) for m in seen] == [
+        ("POST /p HTTP/1.1", b"hello world"),
+        ("PUT /q HTTP/1.1", b"abc"),
+        ("GET /g HTTP/1.1", b""),
+    ]
+    assert not seen[2].has("Content-Length") and not seen[2].has("Transfer-Encoding")
+
+
+async def test_request_split_across_many_writes(raw_backend, router):
+    seen: list[Msg] = []
+    rb = await raw_backend(capture(seen=seen))
+    r = await router(make_config({"app": rb.port}))
+    data = req(
+        "/split?x=1",
+        method="POST",
+        headers=("X-Long: " + "v" * 300, "Content-Length: 10"),
+        body=b"0123456789",
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", r.port)
+    writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i in range(0, len(data), 7):
+            writer.write(data[i : i + 7])
+            await writer.drain()
+            await asyncio.sleep(0.001)  # pacing only, so the pieces arrive as separate reads
+        resp = await read_message(reader, response=True)
+    finally:
+        writer.close()
+    assert (resp.status, resp.body) == (200, b"ok")
+    assert seen[0].start == "POST /split?x=1 HTTP/1.1"
+    assert seen[0].all("X-Long") == ["v" * 300]
+    assert seen[0].body == b"0123456789"
+
+
 async def test_loop_through_a_reproxying_backend_is_508(backend, router):
     router_port: list[int] = []
     calls: list[str | None] = []
@@ -1435,14 +1685,17 @@ async def test_loop_through_a_reproxying_backend_is_508(backend, router):
             for k, v in request.headers.items()
             if k.lower() not in ("content-length", "transfer-encoding", "connection")
         ]
-        async with aiohttp.ClientSession(
-            auto_decompress=False,
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
-        ) as s, s.get(
-            f"http://127.0.0.1:{router_port[0]}{request.raw_path}",
-            headers=CIMultiDict(headers),
-            allow_redirects=False,
-        ) as res:
+        async with (
+            aiohttp.ClientSession(
+                auto_decompress=False,
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            ) as s,
+            s.get(
+                f"http://127.0.0.1:{router_port[0]}{request.raw_path}",
+                headers=CIMultiDict(headers),
+                allow_redirects=False,
+            ) as res,
+        ):
             return web.Response(status=res.status, body=await res.read())
 
     app = web.Application()
@@ -1498,9 +1751,7 @@ async def test_pool_is_not_exhausted_by_100_open_streams(backend, router):
     other = await backend(other_app)
     r = await router(make_config({"app": port, "other": other}))
     async with contextlib.AsyncExitStack() as stack:
-        s = await stack.enter_async_context(
-            client(connector=aiohttp.TCPConnector(limit=0))
-        )
+        s = await stack.enter_async_context(client(connector=aiohttp.TCPConnector(limit=0)))
 
         async def open_stream() -> aiohttp.ClientResponse:
             res = await stack.enter_async_context(
@@ -1509,9 +1760,7 @@ async def test_pool_is_not_exhausted_by_100_open_streams(backend, router):
             await read_until(res.content, b"", b"\n\n")
             return res
 
-        streams = await asyncio.wait_for(
-            asyncio.gather(*(open_stream() for _ in range(100))), 30
-        )
+        streams = await asyncio.wait_for(asyncio.gather(*(open_stream() for _ in range(100))), 30)
         assert all(res.status == 200 for res in streams)
         for host in ("app.localhost", "other.localhost"):
             resp = await asyncio.wait_for(one(r.port, req("/plain", host=host)), 10)
