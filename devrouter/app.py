@@ -25,8 +25,11 @@ import aiohttp
 from aiohttp import http_parser, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from . import dashboard
 from .config import ListenAddr
 from .fastpath import FastServer
+from .health import Health
+from .metrics import DEFAULT_RECENT, Metrics
 from .proxy import Proxy
 from .reload import Reloader
 from .state import State
@@ -79,6 +82,7 @@ class Router:
         *,
         required: Sequence[ListenAddr] = (),
         fast_path: bool | None = None,
+        recent_requests: int = DEFAULT_RECENT,
     ) -> None:
         self.state = state
         self.listen = tuple(listen)
@@ -90,7 +94,10 @@ class Router:
         self.bound: list[ListenAddr] = []
         self._runner: web.ServerRunner | None = None
         self._stop = asyncio.Event()
-        self._reload_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # reloader, health probes
+        self.metrics = Metrics(recent_requests)
+        self.health = Health(state)
+        self.site = dashboard.Context(state, self.metrics, self.health)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -100,12 +107,12 @@ class Router:
                 "parsing is slower and less strict. Reinstall aiohttp with its wheels."
             )
         self._session = make_session()  # needs the running loop
-        proxy = Proxy(self.state, self._session)
+        proxy = Proxy(self.state, self._session, self.site)
         extra: dict[str, Any] = {}
         server_class: type[web.Server] = web.Server
         if self.fast_path:
             server_class = FastServer
-            extra = {"state": self.state, "prefer": proxy.prefer}
+            extra = {"state": self.state, "prefer": proxy.prefer, "metrics": self.metrics}
         server = server_class(
             proxy.handle,
             **extra,
@@ -129,9 +136,11 @@ class Router:
         except BaseException:
             await self.close()
             raise
+        self.site.listen = tuple(self.bound)
         if self.config_path is not None:
             reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
-            self._reload_task = asyncio.create_task(reloader.run(self._stop))
+            self._tasks.append(asyncio.create_task(reloader.run(self._stop)))
+        self._tasks.append(asyncio.create_task(self.health.run(self._stop)))
 
     async def _bind(self, addr: ListenAddr) -> None:
         assert self._runner is not None
@@ -171,8 +180,7 @@ class Router:
 
     async def close(self) -> None:
         self._stop.set()
-        if self._reload_task is not None:
-            await asyncio.gather(self._reload_task, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

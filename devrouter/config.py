@@ -88,7 +88,9 @@ class Route:
     paths: tuple[PathRoute, ...] = ()  # longest prefix first
     timeout_s: float = DEFAULT_TIMEOUT_S
     line: int = 0
-    source: str = "config"
+    source: str = "config"  # "config", "run", "stack", "alias", "demo"
+    owner_pid: int | None = None  # the process a `run` route lives and dies with
+    stack: str | None = None
 
     @property
     def host(self) -> str:

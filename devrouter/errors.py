@@ -21,10 +21,11 @@ class ProxyError(Exception):
     status = 500
     title = "Internal error"
 
-    def __init__(self, detail: str, hint: str = "") -> None:
+    def __init__(self, detail: str, hint: str = "", kind: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.hint = hint
+        self.kind = kind  # for metrics: "refused", "timeout", "reset", "invalid"
 
 
 class BadRequest(ProxyError):
@@ -61,10 +62,16 @@ class BadGateway(ProxyError):
     status = 502
     title = "Bad gateway"
 
+    def __init__(self, detail: str, hint: str = "", kind: str | None = "invalid") -> None:
+        super().__init__(detail, hint, kind)
+
 
 class GatewayTimeout(ProxyError):
     status = 504
     title = "Gateway timeout"
+
+    def __init__(self, detail: str, hint: str = "", kind: str | None = "timeout") -> None:
+        super().__init__(detail, hint, kind)
 
 
 class UpstreamStatus(ProxyError):

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from functools import partial
 from typing import Any, cast
 
@@ -36,6 +37,7 @@ from aiohttp import web
 
 from .config import Route, Upstream
 from .errors import BadGateway, GatewayTimeout, ProxyError
+from .metrics import Metrics, RequestRecord, redact_head
 from .pages import error_headers, render_error
 from .proxy import HOP_BY_HOP, HOPS_HEADER, MAX_HOPS
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
@@ -109,10 +111,12 @@ class FastServer(web.Server):
         *,
         state: State,
         prefer: HostPreference,
+        metrics: Metrics,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.state = state
+        self.metrics = metrics
         self.prefer = prefer
         self.pool = Pool()
         self.fast_connections: set[ClientConnection] = set()
@@ -387,6 +391,7 @@ class ClientConnection(asyncio.Protocol):
             keep_alive,
             minor == b"1",
             host,
+            target,
         )
 
     def finished(self, reuse: bool) -> None:
@@ -494,13 +499,14 @@ class Exchange:
         keep_alive: bool,
         http11: bool,
         host: bytes,
+        target: bytes,
     ) -> None:
         self.client = client
         self.route = route
         self.upstream = upstream
         self.head = head
         self.method = method
-        self.body_left = length
+        self.body_left = self.length = length
         self.had_body = length > 0
         self.pending: list[bytes] = []  # body bytes read before the upstream is connected
         self.pending_bytes = 0
@@ -516,11 +522,22 @@ class Exchange:
         self.timer: asyncio.TimerHandle | None = None
         self.deadline = 0.0
         self._connect_task: asyncio.Task[None] | None = None
+        # for metrics
+        self.target = target
+        self.status = 0
+        self.t0 = 0.0
+        self.ttfb = 0.0
+        self.bytes_out = 0
+        self.resp_head = b""
+        self.recorded = False
 
     # -- request side ----------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.deadline = self.client.loop.time() + self.route.timeout_s
+        self.t0 = now = self.client.loop.time()
+        self.started = time.time()
+        self.client.server.metrics.opened(self.route.name)
+        self.deadline = now + self.route.timeout_s
         self.timer = self.client.loop.call_at(self.deadline, self._on_timer)
         hosts = self.client.server.prefer.order(self.upstream)
         conn = self.client.server.pool.get((hosts[0], self.upstream.port))
@@ -554,7 +571,10 @@ class Exchange:
             self.fail(refused_error(self.upstream))
         else:
             self.fail(
-                BadGateway(f"could not connect to the backend on port {self.upstream.port}: {last}")
+                BadGateway(
+                    f"could not connect to the backend on port {self.upstream.port}: {last}",
+                    kind="refused",
+                )
             )
 
     def _send(self, conn: UpstreamConnection, reused: bool) -> None:
@@ -637,9 +657,13 @@ class Exchange:
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
         self.sent_head = True
-        self.client.write(b"".join(out))
+        self.status = status
+        self.ttfb = self.client.loop.time() - self.t0
+        self.resp_head = b"".join(out)
+        self.client.write(self.resp_head)
 
     def response_body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         if self.chunked:
             self.client.write(b"%x\r\n%b\r\n" % (len(data), data))
         else:
@@ -649,6 +673,7 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        self.record(None)
         if self.chunked:
             self.client.write(b"0\r\n\r\n")
         conn = self.conn
@@ -681,6 +706,7 @@ class Exchange:
             )
             return
         if self.sent_head:
+            self.record("reset")
             log.warning(
                 "%s %s%s: the backend on port %d failed mid-response; aborting the client "
                 "connection",
@@ -697,6 +723,7 @@ class Exchange:
             BadGateway(
                 f"the backend on port {self.upstream.port} closed the connection without answering",
                 "Did it crash or restart? Check its output.",
+                kind="reset",
             )
         )
 
@@ -724,6 +751,7 @@ class Exchange:
 
     def client_gone(self) -> None:
         self.done = True
+        self.record(None)
         if self.timer is not None:
             self.timer.cancel()
         if self._connect_task is not None:
@@ -750,6 +778,30 @@ class Exchange:
             )
         )
 
+    def record(self, error: str | None) -> None:
+        """Count this exchange in the route's metrics, once."""
+        if self.recorded:
+            return
+        self.recorded = True
+        self.client.server.metrics.finish(
+            RequestRecord(
+                self.started,
+                self.method.decode("latin-1"),
+                self.host.decode("latin-1"),
+                self.target.decode("latin-1"),
+                self.route.name,
+                self.upstream.port,
+                self.status,
+                self.ttfb if self.status and self.ttfb else None,
+                self.client.loop.time() - self.t0,
+                self.length,
+                self.bytes_out,
+                error,
+                request_head=redact_head(self.head),
+                response_head=redact_head(self.resp_head),
+            )
+        )
+
     def progress(self) -> None:
         self.deadline = self.client.loop.time() + self.route.timeout_s
 
@@ -758,6 +810,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        if not self.sent_head:
+            self.status = err.status
+        self.record(err.kind)
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

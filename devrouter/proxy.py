@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,7 +30,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import websocket
+from . import dashboard, websocket
 from .config import Route, Upstream
 from .errors import (
     BadGateway,
@@ -41,7 +42,8 @@ from .errors import (
     ProxyError,
     VersionNotSupported,
 )
-from .pages import error_response, index_response
+from .metrics import RequestRecord, redact_head
+from .pages import error_response
 from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import State
 from .upstream import HostPreference, base_url, is_refused, reset_connection, translate_errors
@@ -133,9 +135,13 @@ def origin_form(raw_target: str, host: str) -> str:
 
 
 class Proxy:
-    def __init__(self, state: State, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, state: State, session: aiohttp.ClientSession, site: dashboard.Context
+    ) -> None:
         self.state = state
         self.session = session
+        self.site = site
+        self.metrics = site.metrics
         self.prefer = HostPreference()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -156,11 +162,8 @@ class Proxy:
             name = route_name(host)
             if name is None or name == "devrouter":
                 if host in OWN_HOSTS:
-                    return index_response(
-                        snapshot.table.routes,
-                        request.headers.get(hdrs.ACCEPT, ""),
-                        self._local_port(request),
-                        snapshot.config.source,
+                    return await dashboard.handle(
+                        request, self.site, target, self._local_port(request)
                     )
                 raise MisdirectedRequest(
                     f"{host!r} is not a .localhost name; devrouter only answers NAME.localhost"
@@ -186,9 +189,7 @@ class Proxy:
             except AmbiguousPath as exc:
                 raise BadRequest(str(exc)) from None
             headers = self._upstream_headers(request, hops)
-            if websocket.is_upgrade(request):
-                return await websocket.bridge(self, request, route, upstream, target, headers)
-            return await self.forward(request, route, upstream, target, headers)
+            return await self._measured(request, route, upstream, target, headers)
         except ProxyError as err:
             if err.status >= 500:
                 log.warning(
@@ -200,6 +201,45 @@ class Proxy:
                     err.detail,
                 )
             return error_response(err, request.headers.get(hdrs.ACCEPT, ""))
+
+    async def _measured(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        upstream: Upstream,
+        target: str,
+        headers: CIMultiDict[str],
+    ) -> web.StreamResponse:
+        """Forward or bridge, and count the exchange in the route's metrics."""
+        is_ws = websocket.is_upgrade(request)
+        rec = RequestRecord(
+            time.time(),
+            request.method,
+            request.headers.get(hdrs.HOST, ""),
+            target,
+            route.name,
+            upstream.port,
+            bytes_in=request.content_length or 0,
+            websocket=is_ws,
+            request_head=redact_head(_head_bytes(f"{request.method} {target} HTTP/1.1", headers)),
+        )
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        self.metrics.opened(route.name, websocket=is_ws)
+        try:
+            if is_ws:
+                resp = await websocket.bridge(self, request, route, upstream, target, headers)
+            else:
+                resp = await self.forward(request, route, upstream, target, headers, rec, t0)
+            rec.status = resp.status
+            return resp
+        except ProxyError as err:
+            rec.status = err.status
+            rec.error = err.kind
+            raise
+        finally:
+            rec.duration_s = loop.time() - t0
+            self.metrics.finish(rec)
 
     def _local_port(self, request: web.BaseRequest) -> int:
         transport = request.transport
@@ -253,6 +293,8 @@ class Proxy:
         upstream: Upstream,
         target: str,
         headers: CIMultiDict[str],
+        rec: RequestRecord,
+        t0: float,
     ) -> web.StreamResponse:
         deadline = Deadline(route.timeout_s)
         body: AsyncIterator[bytes] | None = None
@@ -277,11 +319,16 @@ class Proxy:
         with translate_errors(upstream, route.timeout_s):
             async with deadline:
                 resp: aiohttp.ClientResponse = await self.open(upstream, attempt)
+        rec.ttfb_s = asyncio.get_running_loop().time() - t0
         async with resp:
-            return await self._relay(request, resp, upstream)
+            return await self._relay(request, resp, upstream, rec)
 
     async def _relay(
-        self, request: web.BaseRequest, resp: aiohttp.ClientResponse, upstream: Upstream
+        self,
+        request: web.BaseRequest,
+        resp: aiohttp.ClientResponse,
+        upstream: Upstream,
+        rec: RequestRecord,
     ) -> web.StreamResponse:
         if not 200 <= resp.status <= 999 or _BAD_VALUE.search(resp.reason or ""):
             raise BadGateway(
@@ -311,9 +358,11 @@ class Proxy:
             # such a request, so end the connection cleanly rather than leave it mute.
             out.force_close()
         await out.prepare(request)
+        rec.response_head = redact_head(_head_bytes(f"HTTP/1.1 {resp.status}", out.headers))
         try:
             if request.method != hdrs.METH_HEAD:
                 async for chunk in resp.content.iter_any():
+                    rec.bytes_out += len(chunk)
                     await out.write(chunk)
             await out.write_eof()
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
@@ -328,8 +377,14 @@ class Proxy:
                 upstream.port,
                 type(exc).__name__,
             )
+            rec.error = "reset"
             abort(request)
         return out
+
+
+def _head_bytes(start: str, headers: CIMultiDict[str] | CIMultiDictProxy[str]) -> bytes:
+    lines = [start, *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def abort(request: web.BaseRequest) -> None:

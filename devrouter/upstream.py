@@ -120,7 +120,7 @@ def refused_error(upstream: Upstream) -> BadGateway:
             f"Is the service running, and listening on {upstream.hosts[0]}? A server bound to "
             "the other loopback (127.0.0.1 vs ::1) is not reachable at this address."
         )
-    return BadGateway(f"nothing is listening on {where}", hint)
+    return BadGateway(f"nothing is listening on {where}", hint, kind="refused")
 
 
 @contextmanager
@@ -146,24 +146,29 @@ def translate_errors(upstream: Upstream, timeout_s: float) -> Iterator[None]:
         if is_refused(exc):
             raise refused_error(upstream) from None
         raise BadGateway(
-            f"could not connect to the backend on port {upstream.port}: {exc.os_error}"
+            f"could not connect to the backend on port {upstream.port}: {exc.os_error}",
+            kind="refused",
         ) from None
     except aiohttp.ServerDisconnectedError:
         raise BadGateway(
             f"the backend on port {upstream.port} closed the connection without answering",
             "Did it crash or restart? Check its output.",
+            kind="reset",
         ) from None
     except aiohttp.ClientResponseError as exc:
         raise BadGateway(
             f"the backend on port {upstream.port} sent a response that is not valid HTTP "
             f"({exc.message})",
             "Is this port an HTTP server (not TLS, a database, or another protocol)?",
+            kind="invalid",
         ) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise BadGateway(
-            f"the connection to the backend on port {upstream.port} failed: {exc or type(exc)}"
+            f"the connection to the backend on port {upstream.port} failed: {exc or type(exc)}",
+            kind="reset",
         ) from None
     except asyncio.IncompleteReadError:
         raise BadGateway(
-            f"the backend on port {upstream.port} closed the connection mid-response"
+            f"the backend on port {upstream.port} closed the connection mid-response",
+            kind="reset",
         ) from None

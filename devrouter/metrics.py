@@ -1,0 +1,189 @@
+"""What the router measures: per-route counters and latency histograms, and a ring buffer of
+the most recent requests. Pure bookkeeping, no aiohttp and no I/O.
+
+Theory of operation: both engines call `Metrics.finish` once per exchange with a filled-in
+`RequestRecord`; that is the whole cost on the request path (a few attribute updates, two
+histogram records and a deque append). Latencies are kept in fixed-memory HDR-style
+histograms (`devrouter.histogram`, 0.1 % relative error), so percentiles are exact enough at
+any rate without storing samples. A per-second series per route (count, summed and maximum
+latency over the last two minutes) feeds request rates and sparklines.
+
+Records never hold bodies, and never the values of Authorization, Cookie, Set-Cookie or
+Proxy-Authorization headers: those are replaced by `REDACTED` when headers are captured.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .histogram import Histogram
+
+#: Requests kept for the dashboard's request list, by default.
+DEFAULT_RECENT = 500
+#: Seconds of per-second history kept per route (rates, sparklines).
+SERIES_SECONDS = 120
+REDACTED = "[redacted]"
+SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"}
+)
+#: Kinds of upstream failure counted separately.
+ERROR_KINDS = ("refused", "timeout", "reset", "invalid")
+
+
+_SECRET_LINE = re.compile(
+    rb"(?im)^(authorization|proxy-authorization|cookie|set-cookie|x-api-key)[ \t]*:[^\r\n]*"
+)
+
+
+def redact_head(head: bytes) -> bytes:
+    """A message head with the values of secret headers replaced; cheap when there are none."""
+    lower = head.lower()
+    if b"cookie" in lower or b"authoriz" in lower or b"x-api-key" in lower:
+        return _SECRET_LINE.sub(rb"\1: " + REDACTED.encode(), head)
+    return head
+
+
+def head_fields(head: bytes) -> list[list[str]]:
+    """[[name, value], ...] of a message head, for JSON."""
+    out: list[list[str]] = []
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            out.append([name.decode("latin-1"), value.strip().decode("latin-1")])
+    return out
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    started: float  # wall clock, seconds since the epoch
+    method: str
+    host: str
+    path: str
+    route: str
+    upstream_port: int = 0
+    status: int = 0  # 0: no response (client gone, connection aborted)
+    ttfb_s: float | None = None  # to response headers
+    duration_s: float = 0.0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error: str | None = None  # one of ERROR_KINDS
+    websocket: bool = False
+    # the heads as sent upstream and to the client, secrets redacted (see redact_head)
+    request_head: bytes = b""
+    response_head: bytes = b""
+    seq: int = 0
+
+    def as_json(self, headers: bool = True) -> dict[str, object]:
+        out: dict[str, object] = {
+            "seq": self.seq,
+            "started": self.started,
+            "method": self.method,
+            "host": self.host,
+            "path": self.path,
+            "route": self.route,
+            "upstream_port": self.upstream_port,
+            "status": self.status,
+            "ttfb_ms": None if self.ttfb_s is None else round(self.ttfb_s * 1000, 3),
+            "duration_ms": round(self.duration_s * 1000, 3),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "error": self.error,
+            "websocket": self.websocket,
+        }
+        if headers:
+            out["request_headers"] = head_fields(self.request_head)
+            out["response_headers"] = head_fields(self.response_head)
+        return out
+
+
+@dataclass
+class RouteStats:
+    requests: dict[str, int] = field(default_factory=dict)  # "2xx": n, "none": n
+    errors: dict[str, int] = field(default_factory=dict)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    open_streams: int = 0
+    open_websockets: int = 0
+    ttfb: Histogram = field(default_factory=Histogram)  # microseconds
+    total: Histogram = field(default_factory=Histogram)  # microseconds
+    # per-second series: [second, count, sum of latency (us), max latency (us)]
+    series: deque[list[int]] = field(default_factory=lambda: deque(maxlen=SERIES_SECONDS))
+
+    @property
+    def count(self) -> int:
+        return sum(self.requests.values())
+
+
+class Metrics:
+    def __init__(self, recent: int = DEFAULT_RECENT) -> None:
+        self.routes: dict[str, RouteStats] = {}
+        self.recent: deque[RequestRecord] = deque(maxlen=max(1, recent))
+        self.started = time.time()
+        self._seq = 0
+
+    def route(self, name: str) -> RouteStats:
+        stats = self.routes.get(name)
+        if stats is None:
+            stats = self.routes[name] = RouteStats()
+        return stats
+
+    def opened(self, name: str, websocket: bool = False) -> None:
+        stats = self.route(name)
+        if websocket:
+            stats.open_websockets += 1
+        else:
+            stats.open_streams += 1
+
+    def finish(self, rec: RequestRecord) -> None:
+        """Count one finished exchange (call `opened` first)."""
+        stats = self.route(rec.route)
+        if rec.websocket:
+            stats.open_websockets -= 1
+        else:
+            stats.open_streams -= 1
+        status = rec.status
+        key = _CLASSES[status // 100] if 0 < status < 1000 else "none"
+        stats.requests[key] = stats.requests.get(key, 0) + 1
+        if rec.error is not None:
+            stats.errors[rec.error] = stats.errors.get(rec.error, 0) + 1
+        stats.bytes_in += rec.bytes_in
+        stats.bytes_out += rec.bytes_out
+        total_us = int(rec.duration_s * 1e6)
+        if not rec.websocket:
+            stats.total.record(total_us)
+            if rec.ttfb_s is not None:
+                stats.ttfb.record(int(rec.ttfb_s * 1e6))
+        second = int(rec.started + rec.duration_s)
+        series = stats.series
+        if series and series[-1][0] == second:
+            point = series[-1]
+            point[1] += 1
+            point[2] += total_us
+            if total_us > point[3]:
+                point[3] = total_us
+        else:
+            series.append([second, 1, total_us, total_us])
+        self._seq += 1
+        rec.seq = self._seq
+        self.recent.append(rec)
+
+    def rate(self, name: str, now: float, window_s: int = 10) -> float:
+        """Requests per second over the last `window_s` whole seconds."""
+        stats = self.routes.get(name)
+        if stats is None:
+            return 0.0
+        last = int(now) - 1
+        n = sum(p[1] for p in stats.series if last - window_s < p[0] <= last)
+        return n / window_s
+
+    def since(self, seq: int, route: str | None = None, limit: int = 200) -> list[RequestRecord]:
+        out = [r for r in self.recent if r.seq > seq and (route is None or r.route == route)]
+        return out[-limit:]
+
+
+_CLASSES: Mapping[int, str] = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+_CLASSES = {**_CLASSES, **{i: f"{i}xx" for i in range(6, 10)}}
