@@ -26,6 +26,7 @@ from aiohttp import http_parser, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from . import dashboard
+from .accesslog import AccessLog
 from .config import ListenAddr
 from .fastpath import FastServer
 from .health import Health
@@ -83,6 +84,7 @@ class Router:
         required: Sequence[ListenAddr] = (),
         fast_path: bool | None = None,
         recent_requests: int = DEFAULT_RECENT,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.state = state
         self.listen = tuple(listen)
@@ -95,7 +97,8 @@ class Router:
         self._runner: web.ServerRunner | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []  # reloader, health probes
-        self.metrics = Metrics(recent_requests)
+        self.access_log = access_log
+        self.metrics = Metrics(recent_requests, sink=access_log)
         self.health = Health(state)
         self.site = dashboard.Context(state, self.metrics, self.health)
         self._session: aiohttp.ClientSession | None = None
@@ -141,6 +144,8 @@ class Router:
             reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
             self._tasks.append(asyncio.create_task(reloader.run(self._stop)))
         self._tasks.append(asyncio.create_task(self.health.run(self._stop)))
+        if self.access_log is not None:
+            self._tasks.append(asyncio.create_task(self.access_log.flush_periodically(self._stop)))
 
     async def _bind(self, addr: ListenAddr) -> None:
         assert self._runner is not None

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from . import __version__, bench
+from .accesslog import AccessLog
 from .app import Router, StartupError
 from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
 from .pages import route_url
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         "$DEVROUTER_CONFIG, ./devrouter.yaml, ~/.config/devrouter/config.yaml)",
     )
     _add_listen(serve)
+    serve.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="do not print a line per request on stdout",
+    )
     serve.add_argument(
         "--allow-remote",
         action="store_true",
@@ -167,7 +173,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise StartupError(str(exc)) from None
     listen = cli_listen or config.listen or listen_addrs([DEFAULT_PORT])
     required = listen if (cli_listen or config.listen) else listen[:1]
-    router = Router(State(config), listen, path, required=required)
+    access_log = None if args.no_access_log else AccessLog()
+    router = Router(State(config), listen, path, required=required, access_log=access_log)
     return _run(_serve(router))
 
 
@@ -256,7 +263,7 @@ async def _demo(listen: tuple[ListenAddr, ...]) -> int:
 
     port = listen[0].port
     runners, config = await start_services(port)
-    router = Router(State(config), listen, None, required=listen[:1])
+    router = Router(State(config), listen, None, required=listen[:1], access_log=AccessLog())
 
     def show() -> None:
         print("\ndevrouter demo is running. Open in a browser:\n", flush=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .histogram import Histogram
@@ -119,7 +119,10 @@ class RouteStats:
 
 
 class Metrics:
-    def __init__(self, recent: int = DEFAULT_RECENT) -> None:
+    def __init__(
+        self, recent: int = DEFAULT_RECENT, sink: Callable[[RequestRecord], None] | None = None
+    ) -> None:
+        self.sink = sink  # the access log, when on
         self.routes: dict[str, RouteStats] = {}
         self.recent: deque[RequestRecord] = deque(maxlen=max(1, recent))
         self.started = time.time()
@@ -170,6 +173,8 @@ class Metrics:
         self._seq += 1
         rec.seq = self._seq
         self.recent.append(rec)
+        if self.sink is not None:
+            self.sink(rec)
 
     def rate(self, name: str, now: float, window_s: int = 10) -> float:
         """Requests per second over the last `window_s` whole seconds."""

@@ -1,0 +1,87 @@
+"""devrouter.accesslog: one line per exchange on stdout, off with --no-access-log."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from conftest import IO_TIMEOUT_S
+
+from devrouter.accesslog import AccessLog
+from devrouter.metrics import Metrics, RequestRecord
+
+
+def test_line_has_route_method_path_status_duration_bytes_and_error() -> None:
+    out = io.StringIO()
+    m = Metrics(sink=AccessLog(out))
+    m.opened("api")
+    m.finish(RequestRecord(time.time(), "GET", "api.localhost", "/items?p=2", "api", 4001,
+                           200, 0.001, 0.0025, 0, 512))
+    m.opened("api")
+    m.finish(RequestRecord(time.time(), "POST", "api.localhost", "/x", "api", 4001, 502,
+                           None, 0.0004, 5, 0, "refused"))
+    first, second = out.getvalue().splitlines()
+    assert first.split()[1:] == ["api", "GET", "/items?p=2", "200", "2.5ms", "512B"]
+    assert second.split()[1:] == ["api", "POST", "/x", "502", "0.4ms", "0B", "refused"]
+
+
+def test_a_closed_stream_stops_logging_without_failing_requests() -> None:
+    out = io.StringIO()
+    log = AccessLog(out)
+    out.close()
+    log(RequestRecord(time.time(), "GET", "h", "/", "api", 1, 200))  # must not raise
+
+
+def _read_stdout(proc, needle: str, timeout_s: float = IO_TIMEOUT_S) -> str:
+    fd = proc.stdout.fileno()
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and needle.encode() not in data:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode()
+
+
+async def test_serve_prints_one_line_per_request(cli, backend, tmp_path: Path) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    port = await backend(app)
+    cfg = tmp_path / "devrouter.yaml"
+    cfg.write_text(f"routes:\n  api: {port}\n")
+    p = cli("serve", "--config", str(cfg))
+    async with aiohttp.ClientSession() as s:
+        for path in ("/one", "/two"):
+            async with s.get(f"http://127.0.0.1:{p.port}{path}",
+                             headers={"Host": "api.localhost"}) as resp:
+                assert resp.status == 200
+    text = _read_stdout(p.proc, "/two")
+    lines = [line for line in text.splitlines() if " api GET " in line]
+    assert [line.split()[3] for line in lines] == ["/one", "/two"]
+
+
+async def test_no_access_log_flag(cli, backend, tmp_path: Path) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", ok)
+    port = await backend(app)
+    cfg = tmp_path / "devrouter.yaml"
+    cfg.write_text(f"routes:\n  api: {port}\n")
+    p = cli("serve", "--config", str(cfg), "--no-access-log")
+    url = f"http://127.0.0.1:{p.port}/"
+    async with aiohttp.ClientSession() as s, s.get(url, headers={"Host": "api.localhost"}) as r:
+        assert r.status == 200
+    assert _read_stdout(p.proc, "api GET", timeout_s=1.5) == ""
