@@ -38,14 +38,12 @@ def _text(x: float, y: float, s: str, size: int = 12, anchor: str = "start", **a
     )
 
 
-def _nice_max(v: float) -> float:
-    if v <= 0:
-        return 1.0
-    exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if m * exp >= v:
-            return m * exp
-    return 10 * exp
+def _ticks(peak: float) -> tuple[float, float]:
+    """(axis maximum, tick step) with a round step and at most 8 intervals."""
+    for step in (0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 20.0, 25.0, 50.0, 100.0):
+        if peak / step <= 8:
+            return math.ceil(peak / step - 1e-9) * step, step
+    return peak, peak / 5
 
 
 def _fmt_abs(v: float) -> str:
@@ -97,9 +95,9 @@ def render(result: dict[str, Any]) -> str:
             *(r for t in others for w in throughput if (r := ratios.get(t, {}).get(w)) is not None),
         ]
     )
-    ymax = _nice_max(peak)
-    for k in range(6):
-        v = ymax * k / 5
+    ymax, step = _ticks(peak)
+    for k in range(round(ymax / step) + 1):
+        v = k * step
         y = top + height - height * v / ymax
         parts.append(f"<line x1='{left}' x2='{right}' y1='{y:.1f}' y2='{y:.1f}' stroke='#ddd'/>")
         parts.append(_text(left - 6, y + 4, f"{v:.2g}", 11, "end"))

@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from . import chart, loadgen, machine, report, servers, wrk
 from .procs import Proc, StartError, Supervisor, cpu_seconds, rss_bytes
 from .workloads import MIB, PROFILES, WORKLOADS, Profile, Workload, seconds, upload_bytes
@@ -139,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         workloads = [w for w in WORKLOADS if w.key in keys]
     wanted = {t.strip() for t in args.tools.split(",")} if args.tools else None
+    if wanted is not None and (unknown := wanted - {"devrouter", *servers.PEERS}):
+        print(f"benchmarks: unknown tool(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     tmp = Path(tempfile.mkdtemp(prefix="devrouter-bench-"))
     os.chmod(tmp, 0o755)  # nginx workers run as another user and read the static files here
@@ -277,23 +282,13 @@ def _run(
         if profile.warmup_s > 0:
             warm = next((w for w in workloads if w.key == "small_c50"), workloads[0])
             for tool in tools:
-                ctx.measure(tool, warm, profile.warmup_s)
+                ctx.measure_or_error(tool, warm, profile.warmup_s)
         for r in range(rounds):
             for w in workloads:
                 k = r % len(tools)
                 for tool in tools[k:] + tools[:k]:
                     run = {"round": r + 1, "workload": w.key, "tool": tool.name}
-                    try:
-                        run.update(ctx.measure(tool, w, seconds(w, profile)))
-                    except (
-                        OSError,
-                        ValueError,
-                        RuntimeError,
-                        TimeoutError,
-                        subprocess.SubprocessError,
-                        loadgen.aiohttp.ClientError,
-                    ) as exc:
-                        run["error"] = f"{type(exc).__name__}: {exc}"
+                    run.update(ctx.measure_or_error(tool, w, seconds(w, profile)))
                     result["runs"].append(run)
                     _say(_progress(r + 1, rounds, w, tool.name, run))
     except KeyboardInterrupt:
@@ -384,6 +379,20 @@ class _Context:
         self.wrk_threads = wrk_threads
         self.script = wrk.write_script(tmp) if wrk_path else None
         self.backend_procs = backend_procs
+
+    def measure_or_error(self, tool: servers.Tool, w: Workload, secs: float) -> dict[str, Any]:
+        """`measure`, or {"error": ...} if it failed; the run goes on either way."""
+        try:
+            return self.measure(tool, w, secs)
+        except (
+            OSError,
+            ValueError,
+            RuntimeError,
+            TimeoutError,
+            subprocess.SubprocessError,
+            aiohttp.ClientError,
+        ) as exc:
+            return {"error": f"{type(exc).__name__}: {exc}"}
 
     def measure(self, tool: servers.Tool, w: Workload, secs: float) -> dict[str, Any]:
         target = tool.fast if w.backend == "fast" else tool.app

@@ -156,7 +156,10 @@ def wait_port(proc: Proc, port: int, timeout_s: float = START_TIMEOUT_S) -> None
 
 
 def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it, from /proc/PID/task/*/children."""
+    """`pid` and every process below it, from /proc/PID/task/*/children (or, on kernels
+    without that file, from the parent pids of every process)."""
+    if not Path(f"/proc/{pid}/task/{pid}/children").exists():
+        return _descendants_by_ppid(pid)
     out: list[int] = []
     todo = [pid]
     while todo:
@@ -172,6 +175,25 @@ def descendants(pid: int) -> list[int]:
             except OSError:
                 continue
             todo.extend(int(c) for c in text.split())
+    return out
+
+
+def _descendants_by_ppid(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
     return out
 
 

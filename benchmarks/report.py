@@ -104,7 +104,8 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The performance issue's targets, checked against this run (None: not measured)."""
 
     def get(w: str, t: str, k: str) -> float | None:
-        return summary.get(w, {}).get(t, {}).get(k)
+        v = summary.get(w, {}).get(t, {}).get(k)
+        return None if v is None else float(v)
 
     d50 = get("small_c50", "devrouter", "req_s")
     out: list[dict[str, Any]] = []
@@ -160,7 +161,8 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     tools = result["tool_order"]
 
     def g(w: str, t: str, k: str) -> float | None:
-        return s.get(w, {}).get(t, {}).get(k)
+        v = s.get(w, {}).get(t, {}).get(k)
+        return None if v is None else float(v)
 
     out = []
     out.append(
@@ -306,13 +308,22 @@ def render_markdown(title: str, header: list[str], rows: list[list[str]]) -> str
 
 def machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
-    load = m.get("load_average_at_start")
+    peers = ", ".join(
+        f"{name} {m[key].removeprefix('nginx/').removeprefix('wrk ')}"
+        for name, key in (("nginx", "nginx"), ("HAProxy", "haproxy"), ("Caddy", "caddy"),
+                          ("portless", "portless"), ("Node", "node"), ("wrk", "wrk"))
+        if m.get(key)
+    )  # fmt: skip
+    load = m.get("load_average_at_start"), m.get("load_average_at_end")
+    fast = result["backends"]["fast"].replace("nginx/", "")
     return (
-        f"{m['cpu_model']}, {m['cores']} cores, {m.get('memory_mib') or '?'} MiB, {m['kernel']}; "
-        f"Python {m['python']}, aiohttp {m['aiohttp']}, uvloop {m['uvloop']}; "
-        f"load generator {result['load_generator']['name']}; fast backend "
-        f"{result['backends']['fast']}; profile {result['profile']}, "
-        f"{result['rounds']} round(s); load average at start {load}"
+        f"{result['started'][:16].replace('T', ' ')} UTC; {m['cpu_model']}, {m['cores']} cores, "
+        f"{m.get('memory_mib') or '?'} MiB, {m['kernel']}; Python {m['python']}, aiohttp "
+        f"{m['aiohttp']}, uvloop {m['uvloop']}, devrouter {m.get('devrouter')} "
+        f"({m.get('devrouter_git') or 'no git'}); {peers}; load generator "
+        f"{result['load_generator']['name']}; fast backend {fast}; "
+        f"{result['profile']} profile, {result['rounds']} round(s); load average (1, 5, 15 min) "
+        f"{load[0]} at the start, {load[1]} at the end"
     )
 
 
@@ -331,4 +342,11 @@ def text_report(result: dict[str, Any]) -> str:
 def markdown_report(result: dict[str, Any]) -> str:
     parts = [f"Machine: {machine_line(result)}.", ""]
     parts += [render_markdown(*t) + "\n" for t in tables(result)]
+    rows = [
+        [t["target"].replace(">=", "≥").replace("<=", "≤"), _fmt(t["value"]), _fmt(t["limit"]),
+         {True: "met", False: "missed", None: "not measured"}[t["met"]]]
+        for t in result["targets"]
+    ]  # fmt: skip
+    header = ["target", "devrouter", "limit", "result"]
+    parts.append(render_markdown("Targets of the performance issue", header, rows) + "\n")
     return "\n".join(parts)

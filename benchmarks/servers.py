@@ -62,6 +62,12 @@ def first_line(text: str) -> str:
     return text.splitlines()[0].strip() if text else "unknown"
 
 
+def nth_word(text: str, n: int) -> str:
+    """Word `n` of the first line of a version banner, or 'unknown'."""
+    words = first_line(text).split()
+    return words[n] if len(words) > n else "unknown"
+
+
 # --- discovery ---------------------------------------------------------------------------------
 
 
@@ -130,15 +136,14 @@ def discover(without: set[str], cwd: Path) -> Found:
 def versions(found: Found) -> dict[str, str]:
     out: dict[str, str] = {}
     if "nginx" in found.paths:
-        out["nginx"] = first_line(run_text([found.paths["nginx"], "-v"])).replace(
-            "nginx version: ", ""
-        )
+        text = first_line(run_text([found.paths["nginx"], "-v"]))
+        out["nginx"] = text.replace("nginx version: ", "").removeprefix("nginx/")
     if "haproxy" in found.paths:
-        out["haproxy"] = " ".join(first_line(run_text([found.paths["haproxy"], "-v"])).split()[:3])
+        out["haproxy"] = nth_word(run_text([found.paths["haproxy"], "-v"]), 2)
     if "caddy" in found.paths:
-        out["caddy"] = first_line(run_text([found.paths["caddy"], "version"])).split()[0]
+        out["caddy"] = nth_word(run_text([found.paths["caddy"], "version"]), 0)
     if "wrk" in found.paths:
-        out["wrk"] = " ".join(first_line(run_text([found.paths["wrk"], "-v"])).split()[:2])
+        out["wrk"] = nth_word(run_text([found.paths["wrk"], "-v"]), 1)
     if "portless" in found.paths:
         pkg = Path(found.paths["portless"]) / "package.json"
         out["portless"] = str(json.loads(pkg.read_text()).get("version", "unknown"))

@@ -136,9 +136,3 @@ def _parse_text(stdout: str) -> dict[str, Any]:
             for key, value in zip(("connect", "read", "write", "timeout"), m.groups(), strict=True):
                 out["errors"][key] = int(value)
     return out
-
-
-def version(stdout: str) -> str:
-    """`wrk -v` prints 'wrk 4.1.0 [epoll] Copyright ...' (and exits 1)."""
-    first = stdout.strip().splitlines()[0] if stdout.strip() else "wrk"
-    return " ".join(first.split()[:2])
