@@ -186,7 +186,6 @@ class Pool:
         while conns:
             conn = conns.pop()
             if conn.usable():
-                conn.cancel_idle_timer()
                 return conn
         return None
 
@@ -225,6 +224,7 @@ class ClientConnection(asyncio.Protocol):
         self.eof = False
         self.reading_paused = False
         self.corked: list[bytes] | None = None
+        self.idle_since = self.loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -305,7 +305,6 @@ class ClientConnection(asyncio.Protocol):
             self.handoff()
             return
         del buf[: end + 4]
-        self._cancel_idle_timer()
         self.exchange = ex
         if buf and ex.body_left:
             rest = ex.client_body(bytes(buf))
@@ -402,7 +401,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.reading_paused:
             self.resume_reading()
-        self._arm_idle_timer()
+        self.idle_since = self.loop.time()
         self._next()
 
     def handoff(self) -> None:
@@ -471,18 +470,28 @@ class ClientConnection(asyncio.Protocol):
             self.closing = True
 
     def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
-        self._idle_timer = self.loop.call_later(self.server.keepalive_timeout_s, self._idle_timeout)
+        """One timer per connection, re-armed lazily: a connection idle (or trickling a head)
+        for the keep-alive timeout is closed, without a timer per request."""
+        self._idle_timer = self.loop.call_later(self.server.keepalive_timeout_s, self._idle_check)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
 
-    def _idle_timeout(self) -> None:
+    def _idle_check(self) -> None:
         self._idle_timer = None
-        if self.exchange is None:
+        if self.closing:
+            return
+        timeout = self.server.keepalive_timeout_s
+        if self.exchange is not None:  # busy: the exchange has its own timer
+            self._idle_timer = self.loop.call_later(timeout, self._idle_check)
+            return
+        left = self.idle_since + timeout - self.loop.time()
+        if left <= 0:
             self.close()
+        else:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
 
 
 class Exchange:
@@ -866,6 +875,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._chunked = False
         self._length: int | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -967,7 +977,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.cancel_idle_timer()
+        self._stop_timer()
         self.pool.discard(self)
         ex = self.exchange
         self.exchange = None
@@ -1004,22 +1014,39 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def start_idle_timer(self) -> None:
+        """In the pool from now; closed after POOL_KEEPALIVE_S unused (one lazy timer)."""
         loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(POOL_KEEPALIVE_S, self.close)
+        self.idle_since = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_later(POOL_KEEPALIVE_S, self._idle_check)
 
-    def cancel_idle_timer(self) -> None:
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        left = POOL_KEEPALIVE_S
+        if self.exchange is None:
+            left = self.idle_since + POOL_KEEPALIVE_S - loop.time()
+            if left <= 0:
+                self.pool.discard(self)
+                self.close()
+                return
+        self._idle_timer = loop.call_later(left, self._idle_check)
+
+    def _stop_timer(self) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
 
     def close(self) -> None:
         self.closed = True
-        self.cancel_idle_timer()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
         self.closed = True
-        self.cancel_idle_timer()
+        self._stop_timer()
         if self.transport is not None:
             self.transport.abort()
