@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from . import __version__, bench
+from . import __version__, bench, doctor
 from .accesslog import AccessLog
 from .app import Router, StartupError
 from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_listen(demo)
     bench.add_parser(sub, parents=[common])
+    doctor.add_parser(sub, parents=[common])
     return parser
 
 
@@ -115,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "demo": cmd_demo,
         "bench": bench.run,
+        "doctor": doctor.run,
     }
     try:
         return commands[args.command](args)
