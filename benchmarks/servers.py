@@ -269,13 +269,15 @@ def start_devrouter(st: Stage, extra_args: list[str]) -> Tool:
         f"{LOOPBACK}:{port}",
         "--log-level",
         "warning",
+        # like the peers' access_log off; metrics and the request ring stay on
+        "--no-access-log",
         *extra_args,
     ]
     version = first_line(run_text([sys.executable, "-m", "devrouter", "--version"]))
     proc = sup.start("devrouter", argv, cwd=tmp)
     wait_port(proc, port)
     fast, app = _targets(port)
-    notes = [" ".join(["devrouter serve", *extra_args])]
+    notes = [" ".join(["devrouter serve --no-access-log", *extra_args])]
     return Tool("devrouter", "router", version, fast, app, proc, notes)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__, bench, doctor
 from .accesslog import AccessLog
-from .app import Router, StartupError
+from .app import Router, StartupError, tune_malloc
 from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
 from .pages import route_url
 from .reload import find_config, read_config
@@ -175,6 +175,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise StartupError(str(exc)) from None
     listen = cli_listen or config.listen or listen_addrs([DEFAULT_PORT])
     required = listen if (cli_listen or config.listen) else listen[:1]
+    tune_malloc()
     access_log = None if args.no_access_log else AccessLog()
     router = Router(State(config), listen, path, required=required, access_log=access_log)
     return _run(_serve(router))
@@ -256,6 +257,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    tune_malloc()
     listen = _listen(args.listen) or listen_addrs([DEFAULT_PORT])
     return _run(_demo(listen))
 
