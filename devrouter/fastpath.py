@@ -86,6 +86,33 @@ _REQUEST_DROP_B = _HOP_BY_HOP_B | {
     HOPS_HEADER.lower().encode(),
 }
 _RESPONSE_DROP_B = _HOP_BY_HOP_B | {b"content-length"}
+_HOPS_NAME = HOPS_HEADER.encode() + b": "
+# What _start does with each request field, by lowercase name; anything else is forwarded.
+_FORWARD, _HOST, _LENGTH, _CONNECTION, _XFF, _HOPS, _HANDOFF, _DROP = range(8)
+_REQUEST_ACTIONS: dict[bytes, int] = {
+    **dict.fromkeys(_REQUEST_DROP_B, _DROP),
+    **dict.fromkeys(_HANDOFF_HEADERS, _HANDOFF),
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+    b"connection": _CONNECTION,
+    b"x-forwarded-for": _XFF,
+    HOPS_HEADER.lower().encode(): _HOPS,
+}
+
+
+#: Fields a Connection header cannot remove: framing and routing are the router's business.
+_NEVER_NAMED = frozenset({b"host", b"content-length"})
+
+
+def _without_named(out: list[bytes], named: list[bytes], start: int) -> list[bytes]:
+    """Drop the fields a Connection header named (RFC 9110 §7.6.1); `out` holds `start`
+    pieces of start line, then name, ": ", value, CRLF for each forwarded field."""
+    drop = set(named) - _NEVER_NAMED
+    kept = out[:start]
+    for i in range(start, len(out), 4):
+        if out[i].lower() not in drop:
+            kept += out[i : i + 4]
+    return kept
 _NO_BODY_STATUS = frozenset({204, 304})
 _REASONS = {
     400: b"Bad Request",
@@ -218,7 +245,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.exchange: Exchange | None = None
-        self.peer = b"127.0.0.1"
+        self.peer = self.peer_token = b"127.0.0.1"
         self.local_port = b"0"
         self.closing = False
         self.eof = False
@@ -235,6 +262,7 @@ class ClientConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         if peer:
             self.peer = str(peer[0]).encode()
+            self.peer_token = b'"[' + self.peer + b']"' if b":" in self.peer else self.peer
         if sock:
             self.local_port = str(sock[1]).encode()
         self.server.fast_connections.add(self)
@@ -313,6 +341,7 @@ class ClientConnection(asyncio.Protocol):
         ex.begin()
 
     def _start(self, head: bytes) -> Exchange:
+        """Parse, check and rewrite one request head in a single pass over its headers."""
         m = _HEAD_RE.fullmatch(head)
         if m is None:
             raise Handoff
@@ -321,36 +350,45 @@ class ClientConnection(asyncio.Protocol):
             raise Handoff
         headers = _HEADER_RE.findall(lines)
         host: bytes | None = None
-        length = 0
-        seen_length = False
+        length = -1
         hops = 0
-        conn_tokens: set[bytes] = set()
+        named: list[bytes] = []  # fields the client's Connection header names
         keep_alive = minor == b"1"
+        xff: list[bytes] = []
+        out = [method, b" ", target, b" HTTP/1.1\r\n"]
+        actions = _REQUEST_ACTIONS
         for name, value in headers:
-            lower = name.lower()
-            if lower == b"host":
+            action = actions.get(name.lower(), _FORWARD)
+            if action == _FORWARD:
+                out += (name, b": ", value, b"\r\n")
+            elif action == _HOST:
                 if host is not None:
                     raise Handoff
                 host = value
-            elif lower == b"content-length":
-                if seen_length or not value.isdigit() or len(value) > 18:
+                out += (name, b": ", value, b"\r\n")
+            elif action == _LENGTH:
+                if length >= 0 or not value.isdigit() or len(value) > 18:
                     raise Handoff
-                seen_length = True
                 length = int(value)
-            elif lower == b"connection":
+                out += (name, b": ", value, b"\r\n")
+            elif action == _CONNECTION:
                 for token in value.lower().split(b","):
                     token = token.strip()
-                    conn_tokens.add(token)
                     if token == b"close":
                         keep_alive = False
-                    elif token == b"keep-alive" and minor == b"0":
-                        keep_alive = True
-            elif lower in _HANDOFF_HEADERS:
-                raise Handoff
-            elif lower == b"x-devrouter-hops":
+                    elif token == b"keep-alive":
+                        keep_alive = keep_alive or minor == b"0"
+                    elif token:
+                        named.append(token)
+            elif action == _XFF:
+                xff.append(value)
+            elif action == _HOPS:
                 if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
                     raise Handoff
                 hops = int(value)
+            elif action == _HANDOFF:
+                raise Handoff
+            # _DROP: hop-by-hop and forwarding fields the router sets itself
         if host is None:
             raise Handoff
         route = self.server.lookup(host)
@@ -360,25 +398,16 @@ class ClientConnection(asyncio.Protocol):
             upstream = select_upstream(route, target.decode("latin-1"))
         except AmbiguousPath:
             raise Handoff from None
-        out = [method, b" ", target, b" HTTP/1.1\r\n"]
-        xff: list[bytes] = []
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _REQUEST_DROP_B or lower in conn_tokens:
-                continue
-            if lower == b"x-forwarded-for":
-                xff.append(value)
-                continue
-            out += (name, b": ", value, b"\r\n")
+        if named:
+            out = _without_named(out, named, 4)
         peer = self.peer
         xff.append(peer)
-        peer_token = b'"[' + peer + b']"' if b":" in peer else peer
         out += (
             b"X-Forwarded-For: ", b", ".join(xff),
             b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
             b"\r\nX-Forwarded-Port: ", self.local_port,
-            b"\r\nForwarded: for=", peer_token, b';host="', host, b'";proto=http',
-            b"\r\n", HOPS_HEADER.encode(), b": ", str(hops + 1).encode(), b"\r\n\r\n",
+            b"\r\nForwarded: for=", self.peer_token, b';host="', host, b'";proto=http\r\n',
+            _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
         )  # fmt: skip
         return Exchange(
             self,
@@ -386,7 +415,7 @@ class ClientConnection(asyncio.Protocol):
             upstream,
             b"".join(out),
             method,
-            length,
+            max(length, 0),
             keep_alive,
             minor == b"1",
             host,
@@ -624,10 +653,6 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        named: set[bytes] = set()
-        for name, value in headers:
-            if name.lower() == b"connection":
-                named.update(t.strip().lower() for t in value.split(b","))
         if _BAD_VALUE.search(reason):
             self.fail(
                 BadGateway(
@@ -636,20 +661,19 @@ class Exchange:
                 )
             )
             return
+        # Header values need no check for control bytes here: llhttp (strict, no leniency
+        # flags) already refused them as "Invalid header value char".
         out = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
+        named: list[bytes] = []
+        drop = _RESPONSE_DROP_B
         for name, value in headers:
             lower = name.lower()
-            if lower in _RESPONSE_DROP_B or lower in named:
-                continue
-            if _BAD_VALUE.search(value):
-                self.fail(
-                    BadGateway(
-                        f"the backend on port {self.upstream.port} sent an invalid "
-                        f"{name.decode('latin-1')} header (a control character in its value)"
-                    )
-                )
-                return
-            out += (name, b": ", value, b"\r\n")
+            if lower not in drop:
+                out += (name, b": ", value, b"\r\n")
+            elif lower == b"connection":
+                named += (t.strip().lower() for t in value.split(b","))
+        if named:
+            out = _without_named(out, named, 3)
         if status in _NO_BODY_STATUS:
             if status == 304 and length is not None:
                 out.append(b"Content-Length: %d\r\n" % length)

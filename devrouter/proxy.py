@@ -104,11 +104,17 @@ class ProxyResponse(web.StreamResponse):
             self._headers.popall(name, None)
 
 
+#: Fields a Connection header cannot remove: framing and routing are the router's business.
+_NEVER_NAMED = frozenset({"host", "content-length"})
+
+
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """The fields a Connection header names, to be removed (RFC 9110 §7.6.1)."""
     values = headers.getall(hdrs.CONNECTION, ())
     if not values:
         return frozenset()
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+    tokens = frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+    return tokens - _NEVER_NAMED
 
 
 def origin_form(raw_target: str, host: str) -> str:

@@ -1,0 +1,688 @@
+"""`devrouter up` and `devrouter down`: a project's services, started and stopped together.
+
+A project describes its services in `devrouter.yaml` (the same file may also hold `routes:`
+for `devrouter serve`, which ignores the stack keys):
+
+    stack: shop                       # optional; see below
+    services:
+      api: {run: "uvicorn app:app --port $PORT"}
+      web: {run: "npm run dev", paths: {/api: api}}
+      docs: "mkdocs serve -a 127.0.0.1:$PORT"
+
+Each service is routed as NAME.STACK.localhost. The stack name is `stack:`, else the
+directory's name; in a linked git worktree it is the branch name (`BRANCH.STACK` when
+`stack:` is given), so two checkouts of one project never share a name. `--stack` overrides
+all of this.
+
+`up` gives each service its stable port, registers all routes at once (all or none), starts
+every command in its own process group with PORT, HOST, DEVROUTER_URL and each sibling's
+NAME_URL and NAME_PORT in its environment, and interleaves their output line by line behind a
+coloured name prefix. Ctrl-C (or SIGTERM) is passed on to every service; what is still
+running after STOP_GRACE_S is killed. A service that exits on its own leaves its route in place
+(its last lines explain the 502) while the others keep running. `up --detach` runs the same
+thing in the background with its output in the state directory; `down` stops it.
+
+Parsing is pure (`parse_stack`): text in, a frozen `StackFile` out, errors naming file:line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import difflib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .control import ControlError, Registration, call, process_alive, status
+from .ports import assign
+from .runner import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    HOST,
+    Failure,
+    Handler,
+    LineTail,
+    Pump,
+    _spawn_detached,
+    ensure_router,
+    exit_status,
+    failing,
+    listen_args,
+    say,
+    service_env,
+    shell_command,
+    signal_group,
+    start_process,
+    stop_group,
+    substitute,
+    the_state_dir,
+    tool_flags,
+    watch_ready,
+    write_all,
+)
+
+STACK_FILE = "devrouter.yaml"
+#: After passing Ctrl-C/SIGTERM on, wait this long for services to exit before SIGKILL (s).
+STOP_GRACE_S = 10.0
+#: Longest wait for a detached stack to register, and for `down` to see it gone (s).
+DETACH_TIMEOUT_S = 30.0
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_STACK_NAME = re.compile(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_SERVICE_KEYS = ("run", "port", "paths", "env", "cwd")
+_COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
+
+
+class StackError(Exception):
+    """A stack file that cannot be used; `str()` names file:line."""
+
+    def __init__(self, source: str, node: Node | None, message: str) -> None:
+        where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    name: str
+    run: str | tuple[str, ...]  # a shell string, or argv
+    port: int | None = None  # fixed; None: the stable assigned port
+    paths: tuple[tuple[str, str | int], ...] = ()  # prefix -> sibling name or port
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StackFile:
+    source: str
+    stack: str | None
+    services: tuple[ServiceSpec, ...]
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+def _scalar(source: str, node: Node, what: str) -> object:
+    if not isinstance(node, ScalarNode):
+        raise StackError(source, node, f"{what} must be a single value")
+    if not node.tag.startswith("tag:yaml.org,2002:"):
+        raise StackError(source, node, f"{what}: the YAML tag {node.tag!r} is not allowed")
+    return yaml.constructor.SafeConstructor().construct_object(node)
+
+
+def _pairs(source: str, node: Node, what: str) -> list[tuple[str, Node, Node]]:
+    if not isinstance(node, MappingNode):
+        raise StackError(source, node, f"{what} must be a mapping (key: value lines)")
+    out: list[tuple[str, Node, Node]] = []
+    seen: set[str] = set()
+    for knode, vnode in node.value:
+        key = str(_scalar(source, knode, f"a key in {what}"))
+        if key in seen:
+            raise StackError(source, knode, f"'{key}' appears twice in {what}")
+        seen.add(key)
+        out.append((key, knode, vnode))
+    return out
+
+
+def _text(source: str, node: Node, what: str) -> str:
+    value = _scalar(source, node, what)
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        raise StackError(source, node, f"{what} must be text")
+    return str(value)
+
+
+def _port(source: str, node: Node, what: str) -> int:
+    value = _scalar(source, node, what)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise StackError(source, node, f"{what} must be a port number (1-65535), got {value!r}")
+    return value
+
+
+def _service(source: str, name: str, node: Node) -> ServiceSpec:
+    if isinstance(node, ScalarNode):
+        return ServiceSpec(name, _text(source, node, f"service '{name}'"))
+    run: str | tuple[str, ...] | None = None
+    port: int | None = None
+    paths: list[tuple[str, str | int]] = []
+    env: list[tuple[str, str]] = []
+    cwd: str | None = None
+    for key, knode, vnode in _pairs(source, node, f"service '{name}'"):
+        if key == "run":
+            if isinstance(vnode, SequenceNode):
+                run = tuple(_text(source, n, f"service '{name}': run") for n in vnode.value)
+                if not run:
+                    raise StackError(source, vnode, f"service '{name}': run is empty")
+            else:
+                run = _text(source, vnode, f"service '{name}': run")
+        elif key == "port":
+            port = _port(source, vnode, f"service '{name}': port")
+        elif key == "paths":
+            for prefix, pk, pv in _pairs(source, vnode, f"the paths of '{name}'"):
+                if not re.match(r"^/[^\s?#]*$", prefix):
+                    raise StackError(source, pk, f"path prefix {prefix!r} must start with '/'")
+                value = _scalar(source, pv, f"path {prefix}")
+                if isinstance(value, int) and not isinstance(value, bool):
+                    paths.append((prefix, _port(source, pv, f"path {prefix}")))
+                elif isinstance(value, str):
+                    paths.append((prefix, value.strip().lower()))
+                else:
+                    raise StackError(source, pv, f"path {prefix} needs a service name or a port")
+        elif key == "env":
+            for var, vk, vv in _pairs(source, vnode, f"the env of '{name}'"):
+                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
+                    raise StackError(source, vk, f"{var!r} is not an environment variable name")
+                env.append((var, _text(source, vv, f"env {var}")))
+        elif key == "cwd":
+            cwd = _text(source, vnode, f"service '{name}': cwd")
+        else:
+            hint = difflib.get_close_matches(key, _SERVICE_KEYS, n=1)
+            more = (
+                f"; did you mean '{hint[0]}'?" if hint else f"; expected {', '.join(_SERVICE_KEYS)}"
+            )
+            raise StackError(source, knode, f"unknown key '{key}' in service '{name}'{more}")
+    if run is None:
+        raise StackError(source, node, f"service '{name}' needs a `run:` command")
+    return ServiceSpec(name, run, port, tuple(paths), tuple(env), cwd)
+
+
+def parse_stack(text: str, source: str = STACK_FILE) -> StackFile:
+    """The `stack:` and `services:` keys of a devrouter.yaml; other keys are `serve`'s."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise StackError(source, None, f"invalid YAML: {exc}") from None
+    if root is None:
+        raise StackError(source, None, "the file is empty; expected `services:`")
+    stack: str | None = None
+    services_node: Node | None = None
+    for key, _knode, vnode in _pairs(source, root, "the top level"):
+        if key == "stack":
+            stack = _text(source, vnode, "stack").strip().lower()
+            if not _STACK_NAME.match(stack):
+                raise StackError(source, vnode, f"stack name {stack!r} must be a DNS name")
+        elif key == "services":
+            services_node = vnode
+    if services_node is None:
+        raise StackError(source, root, "no `services:` section")
+    services: list[ServiceSpec] = []
+    for name, knode, vnode in _pairs(source, services_node, "services"):
+        if not _LABEL.match(name):
+            raise StackError(
+                source, knode, f"service name '{name}' must be one DNS label (a-z, 0-9, -)"
+            )
+        services.append(_service(source, name, vnode))
+    if not services:
+        raise StackError(source, services_node, "`services:` is empty")
+    names = {s.name for s in services}
+    for s in services:
+        for prefix, target in s.paths:
+            if isinstance(target, str) and target not in names:
+                raise StackError(
+                    source,
+                    services_node,
+                    f"service '{s.name}': path {prefix} -> unknown "
+                    f"service '{target}' (services: {', '.join(sorted(names))})",
+                )
+    return StackFile(source, stack, tuple(services))
+
+
+def load_stack(path: Path) -> StackFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StackError(str(path), None, "no such file (create one with `services:`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StackError(str(path), None, f"cannot read the file: {exc}") from None
+    return parse_stack(text, str(path))
+
+
+# --- naming -------------------------------------------------------------------------------
+
+
+def dns_label(text: str) -> str:
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
+    return label or "stack"
+
+
+def linked_worktree_branch(directory: Path) -> str | None:
+    """The branch checked out in a linked git worktree containing `directory` (its
+    directory name when detached), or None when this is not a linked worktree."""
+    for d in (directory, *directory.parents):
+        dot_git = d / ".git"
+        if dot_git.is_dir():
+            return None  # the main checkout
+        if not dot_git.is_file():
+            continue
+        try:
+            first = dot_git.read_text().strip().splitlines()[0]
+        except (OSError, IndexError):
+            return None
+        if not first.startswith("gitdir:"):
+            return None
+        gitdir = Path(first[len("gitdir:") :].strip())
+        if not gitdir.is_absolute():
+            gitdir = (d / gitdir).resolve()
+        if gitdir.parent.name != "worktrees":
+            return None  # a submodule
+        try:
+            head = (gitdir / "HEAD").read_text().strip()
+        except OSError:
+            return d.name
+        prefix = "ref: refs/heads/"
+        return head[len(prefix) :] if head.startswith(prefix) else d.name
+    return None
+
+
+def stack_name(declared: str | None, directory: Path) -> str:
+    branch = linked_worktree_branch(directory)
+    if declared:
+        return f"{dns_label(branch)}.{declared}" if branch else declared
+    return dns_label(branch or directory.resolve().name)
+
+
+def env_prefix(service: str) -> str:
+    """`web-app` -> `WEB_APP` (for WEB_APP_URL and WEB_APP_PORT)."""
+    return re.sub(r"[^A-Z0-9]", "_", service.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    spec: ServiceSpec
+    route: str  # NAME.STACK
+    port: int
+    url: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: Path
+
+
+def plan(
+    stack_file: StackFile,
+    stack: str,
+    ports: Mapping[str, int],
+    router_port: int,
+    base_env: Mapping[str, str],
+    project: Path,
+) -> list[Planned]:
+    """Everything needed to start each service; pure but for reading package.json."""
+    siblings: dict[str, str] = {"DEVROUTER_STACK": stack}
+    for s in stack_file.services:
+        siblings[f"{env_prefix(s.name)}_URL"] = f"http://{s.name}.{stack}.localhost:{router_port}"
+        siblings[f"{env_prefix(s.name)}_PORT"] = str(ports[s.name])
+    out: list[Planned] = []
+    for s in stack_file.services:
+        route = f"{s.name}.{stack}"
+        port = ports[s.name]
+        env = service_env(route, port, router_port, {**base_env, **siblings})
+        env.update(dict(s.env))
+        cwd = (project / s.cwd).resolve() if s.cwd else project
+        if isinstance(s.run, tuple):
+            argv = substitute(s.run, env)
+            argv += tool_flags(argv, port, HOST, cwd)
+        else:
+            argv = shell_command(s.run, port, HOST, cwd)
+        out.append(Planned(s, route, port, env["DEVROUTER_URL"], tuple(argv), env, cwd))
+    return out
+
+
+def _registration(p: Planned, stack: str, ports: Mapping[str, int]) -> dict[str, Any]:
+    paths = {
+        prefix: ports[target] if isinstance(target, str) else target
+        for prefix, target in p.spec.paths
+    }
+    command = p.spec.run if isinstance(p.spec.run, str) else shlex.join(p.spec.run)
+    return {
+        "name": p.route,
+        "port": p.port,
+        "paths": paths,
+        "command": command,
+        "source": "stack",
+        "stack": stack,
+    }
+
+
+# --- devrouter up -------------------------------------------------------------------------
+
+
+def _colour_enabled() -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or os.isatty(1)
+
+
+class Prefixer:
+    """Writes a service's output line by line behind its (coloured) name."""
+
+    def __init__(self, fd: int, prefix: bytes, on_lines: Callable[[list[str]], None]) -> None:
+        self.fd = fd
+        self.prefix = prefix
+        self.on_lines = on_lines
+        self._partial = b""
+        self._tail = LineTail()
+
+    def feed(self, data: bytes) -> None:
+        lines = self._tail.feed(data)
+        if lines:
+            self.on_lines(lines)
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        if complete:
+            write_all(self.fd, b"".join(self.prefix + line + b"\n" for line in complete))
+
+    def flush(self) -> None:
+        rest = self._tail.flush()
+        if rest:
+            self.on_lines(rest)
+        if self._partial:
+            write_all(self.fd, self.prefix + self._partial + b"\n")
+            self._partial = b""
+
+
+def _resolve(args: argparse.Namespace) -> tuple[StackFile, str, Path]:
+    path = Path(args.file) if args.file else Path.cwd() / STACK_FILE
+    try:
+        stack_file = load_stack(path)
+    except StackError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from None
+    project = path.resolve().parent
+    if args.stack:
+        stack = args.stack.strip().lower()
+        if not _STACK_NAME.match(stack):
+            raise Failure(f"--stack {args.stack!r}: not a DNS name", EXIT_USAGE)
+    else:
+        stack = stack_name(stack_file.stack, project)
+    return stack_file, stack, project
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack_file, stack, project = _resolve(args)
+    listen = listen_args(args.listen)
+    directory = the_state_dir()
+    info = ensure_router(directory, listen)
+    if args.detach:
+        return _up_detached(args, stack_file, stack, directory, listen)
+    for s in stack_file.services:
+        owner = call(directory, "who", name=f"{s.name}.{stack}").get("owner")
+        if owner:
+            raise Failure(
+                f"{s.name}.{stack} is already registered by pid {owner['pid']} "
+                f"(`devrouter {owner['source']}`: {owner['command']}); stop it (`devrouter "
+                f"down {stack}`) or start this one with --stack NAME"
+            )
+    ports: dict[str, int] = {}
+    for s in stack_file.services:
+        if s.port is not None:
+            ports[s.name] = s.port
+        else:
+            assignment = assign(directory, f"{s.name}.{stack}")
+            if assignment.moved_from is not None:
+                say(f"port {assignment.moved_from} is busy; {s.name} gets {assignment.port}")
+            ports[s.name] = assignment.port
+    router_port = int(info.get("port") or 0)
+    planned = plan(stack_file, stack, ports, router_port, os.environ, project)
+    services = [_registration(p, stack, ports) for p in planned]
+    return asyncio.run(_up(directory, stack, planned, services))
+
+
+async def _up(
+    directory: Path, stack: str, planned: list[Planned], services: list[dict[str, Any]]
+) -> int:
+    reg = Registration(directory, services, report=say)
+    try:
+        warnings = await reg.open()
+    except ControlError as exc:
+        raise Failure(str(exc)) from None
+    for w in warnings:
+        say(f"warning: {w}")
+    width = max(len(p.url) for p in planned)
+    say(f"stack {stack}: {len(planned)} service(s)")
+    for p in planned:
+        print(f"  {p.url:<{width}}  -> {HOST}:{p.port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    keeper = asyncio.create_task(reg.run(stop))
+    try:
+        return await _supervise_all(reg, planned, stop)
+    finally:
+        stop.set()
+        await keeper
+        await reg.close()
+
+
+async def _supervise_all(reg: Registration, planned: list[Planned], stop: asyncio.Event) -> int:
+    loop = asyncio.get_running_loop()
+    colour = _colour_enabled()
+    width = max(len(p.spec.name) for p in planned)
+    procs: dict[str, asyncio.subprocess.Process] = {}
+    tasks: list[asyncio.Task[int]] = []
+    stopping: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        stopping.append(sig)
+        for proc in procs.values():
+            signal_group(proc.pid, signal.SIGKILL if len(stopping) > 1 else sig)
+        if len(stopping) == 1:
+            say("stopping (Ctrl-C again to kill)")
+            loop.call_later(STOP_GRACE_S, kill_all)
+
+    def kill_all() -> None:
+        for proc in procs.values():
+            signal_group(proc.pid, signal.SIGKILL)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        for i, p in enumerate(planned):
+            if stopping:
+                break
+            tasks.append(asyncio.create_task(_one(reg, p, i, width, colour, procs, stop, stopping)))
+            await asyncio.sleep(0)  # let it start before the next
+        codes = await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await asyncio.gather(*(stop_group(proc.pid) for proc in procs.values()))
+    if stopping:
+        return EXIT_OK
+    failed = [c for c in codes if isinstance(c, int) and c != 0]
+    errors = [c for c in codes if isinstance(c, BaseException)]
+    if errors and not failed:
+        return EXIT_FAILED
+    return failed[0] if failed else EXIT_OK
+
+
+async def _one(
+    reg: Registration,
+    p: Planned,
+    index: int,
+    width: int,
+    colour: bool,
+    procs: dict[str, asyncio.subprocess.Process],
+    stop: asyncio.Event,
+    stopping: list[int],
+) -> int:
+    name = p.spec.name
+    label = f"{name:<{width}} | "
+    if colour:
+        label = f"\x1b[{_COLOURS[index % len(_COLOURS)]}m{name:<{width}}\x1b[0m | "
+
+    def lines(new: list[str]) -> None:
+        reg.update(p.route, lines=new)
+
+    prefixers = [Prefixer(fd, label.encode(), lines) for fd in (1, 2)]
+    pumps: list[Pump] = []
+    child_ends: list[int] = []
+    for pre in prefixers:
+        r, w = os.pipe()
+        child_ends.append(w)
+        pumps.append(Pump(r, pre.feed))
+    try:
+        proc = await start_process(
+            p.argv,
+            p.env,
+            stdin=subprocess.DEVNULL,
+            stdout=child_ends[0],
+            stderr=child_ends[1],
+            cwd=p.cwd,
+        )
+    except Failure as exc:
+        for pump in pumps:
+            pump.close()
+        say(f"{name}: {exc}")
+        reg.update(p.route, exit_code=exc.code, lines=[str(exc)])
+        return exc.code
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    procs[name] = proc
+    reg.update(p.route, pgid=proc.pid)
+    with contextlib.suppress(ControlError):
+        await reg.flush()  # now: the router stops this group if `up` is SIGKILLed
+    ready = asyncio.create_task(watch_ready(p.port, lambda: reg.update(p.route, ready=True), stop))
+    returncode = await proc.wait()
+    ready.cancel()
+    await asyncio.gather(ready, return_exceptions=True)
+    await stop_group(proc.pid)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(x.done for x in pumps)), 1.0)
+    for pump in pumps:
+        pump.close()
+    for pre in prefixers:
+        pre.flush()
+    code = exit_status(returncode)
+    reg.update(p.route, exit_code=code)
+    if not stopping:
+        say(f"{name} exited with code {code}; the other services keep running (Ctrl-C stops them)")
+    return code
+
+
+def _up_detached(
+    args: argparse.Namespace,
+    stack_file: StackFile,
+    stack: str,
+    directory: Path,
+    listen: Sequence[str],
+) -> int:
+    logs = directory / "stacks"
+    logs.mkdir(mode=0o700, exist_ok=True)
+    log_path = logs / f"{stack}.log"
+    path = Path(args.file).resolve() if args.file else (Path.cwd() / STACK_FILE).resolve()
+    argv = [sys.executable, "-m", "devrouter", "up", "--file", str(path), "--stack", stack]
+    for addr in listen:
+        argv += ["--listen", addr]
+    env = {**os.environ, "DEVROUTER_HOME": str(directory)}
+    size = log_path.stat().st_size if log_path.exists() else 0
+    pid = _spawn_detached(argv, env, path.parent, log_path)
+    expected = {f"{s.name}.{stack}" for s in stack_file.services}
+    deadline = time.monotonic() + DETACH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        routes = _stack_routes(directory, stack)
+        if expected <= {r["name"] for r in routes}:
+            say(f"stack {stack} is running in the background (pid {pid}, log {log_path})")
+            for r in sorted(routes, key=lambda r: str(r["name"])):
+                print(f"  {r['url']}  -> {HOST}:{r['port']}", file=sys.stderr, flush=True)
+            say(f"stop it with `devrouter down {stack}`")
+            return EXIT_OK
+        if not process_alive(pid):
+            raise Failure(f"stack {stack} did not start: {_tail(log_path, size)} (log {log_path})")
+        time.sleep(0.1)
+    raise Failure(f"stack {stack} did not register within {DETACH_TIMEOUT_S:g} s (log {log_path})")
+
+
+def _tail(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            lines = f.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no output"
+
+
+def _stack_routes(directory: Path, stack: str) -> list[dict[str, Any]]:
+    try:
+        routes: list[dict[str, Any]] = call(directory, "list").get("routes", [])
+    except ControlError:
+        return []
+    return [r for r in routes if r.get("stack") == stack and r.get("source") == "stack"]
+
+
+# --- devrouter down -----------------------------------------------------------------------
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    directory = the_state_dir()
+    if args.stack:
+        stack = args.stack.strip().lower()
+    else:
+        _, stack, _ = _resolve(args)
+    if status(directory) is None:
+        say("no router is running, so no stack is either")
+        return EXIT_FAILED
+    routes = _stack_routes(directory, stack)
+    owners = {int(r["owner_pid"]) for r in routes if r.get("owner_pid")}
+    if not owners:
+        say(f"no stack named '{stack}' is running")
+        return EXIT_FAILED
+    for pid in owners:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + DETACH_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not any(process_alive(pid) for pid in owners):
+            say(f"stopped stack {stack} ({len(routes)} service(s))")
+            return EXIT_OK
+        time.sleep(0.1)
+    raise Failure(f"stack {stack} (pid {', '.join(map(str, owners))}) is still running")
+
+
+# --- wiring into the CLI ------------------------------------------------------------------
+
+
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser],
+) -> dict[str, Handler]:
+    """Add up and down; returns command name -> handler."""
+    up = sub.add_parser(
+        "up",
+        parents=list(parents),
+        help="start every service of ./devrouter.yaml, each at NAME.STACK.localhost",
+        description="Start the services listed under `services:` in devrouter.yaml with "
+        "assigned ports, route NAME.STACK.localhost to each, and stop them all on Ctrl-C.",
+    )
+    up.add_argument("-f", "--file", metavar="PATH", help=f"stack file (default: ./{STACK_FILE})")
+    up.add_argument(
+        "--stack", metavar="NAME", help="stack name (default: `stack:`, the directory or branch)"
+    )
+    up.add_argument(
+        "-d", "--detach", action="store_true", help="run in the background (stop: devrouter down)"
+    )
+    up.add_argument(
+        "--listen",
+        metavar="ADDR",
+        action="append",
+        default=[],
+        help="address for a router started in the background",
+    )
+    down = sub.add_parser(
+        "down",
+        parents=list(parents),
+        help="stop a running stack",
+        description="Stop the stack of ./devrouter.yaml (or STACK), wherever it was started.",
+    )
+    down.add_argument("stack", metavar="STACK", nargs="?", help="stack name")
+    down.add_argument("-f", "--file", metavar="PATH", help=f"stack file (default: ./{STACK_FILE})")
+    return {"up": failing(cmd_up), "down": failing(cmd_down)}
