@@ -1807,3 +1807,21 @@ async def test_stale_pooled_connection_post_is_not_replayed(raw_backend, router)
     posts = [m for m in seen if m.start.startswith("POST")]
     assert len(posts) == 1, [m.start for m in seen]
     assert resp.status == 502
+
+
+async def test_connection_cannot_name_host_or_content_length_away(raw_backend, router):
+    """RFC 9110 §7.6.1 lets Connection name fields to drop, but Host and Content-Length are
+    the router's to keep: dropping them would change where and how the request goes."""
+    seen: list[Msg] = []
+    rb = await raw_backend(capture(seen=seen))
+    r = await router(make_config({"app": rb.port}))
+    raw = await raw_exchange(
+        r.port,
+        req("/", method="POST", headers=("Connection: Host, Content-Length, X-Drop",
+                                          "X-Drop: 1", "Content-Length: 5"), body=b"hello"),
+    )
+    assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
+    msg = seen[0]
+    assert msg.one("Host") == "app.localhost"
+    assert msg.one("Content-Length") == "5" and msg.body == b"hello"
+    assert not msg.has("X-Drop")
