@@ -132,7 +132,7 @@ class Router:
         self._tasks: list[asyncio.Task[None]] = []  # reloader, health probes
         self.access_log = access_log
         self.metrics = Metrics(recent_requests, sink=access_log)
-        self.health = Health(state)
+        self.health = Health(state, self.metrics)
         self.site = dashboard.Context(state, self.metrics, self.health)
         self._session: aiohttp.ClientSession | None = None
 

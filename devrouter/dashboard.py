@@ -63,10 +63,24 @@ class Context:
     health: Health
     listen: Sequence[ListenAddr] = ()
     started: float = field(default_factory=time.time)
-    # id(histogram) -> (histogram, its count when summarised, summary)
+    # id(histogram) -> (histogram, its count when read, what was read): percentiles and
+    # Prometheus buckets are only recomputed for a histogram that has changed
     _summaries: dict[int, tuple[Histogram, int, Summary]] = field(
         default_factory=dict, repr=False, compare=False
     )
+    _buckets: dict[int, tuple[Histogram, int, list[int]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def buckets(self, h: Histogram) -> list[int]:
+        """`prometheus.cumulative_buckets`, cached until the histogram's count changes."""
+        count = h.count()
+        cached = self._buckets.get(id(h))
+        if cached is not None and cached[0] is h and cached[1] == count:
+            return cached[2]
+        out = prometheus.cumulative_buckets(h)
+        self._buckets[id(h)] = (h, count, out)
+        return out
 
     def summary(self, h: Histogram) -> Summary:
         """Percentiles, max and mean of a microsecond histogram, in milliseconds; None for
@@ -141,6 +155,7 @@ def route_status(ctx: Context, route: Route, port: int, now: float) -> dict[str,
                 "prefix": p.prefix,
                 "target": p.upstream.describe(),
                 "port": p.upstream.port,
+                "hosts": list(p.upstream.hosts),
                 "health": _health(ctx.health, p.upstream),
             }
             for p in route.paths
@@ -278,7 +293,7 @@ async def _requests(request: web.BaseRequest, ctx: Context, query: str, port: in
 
 async def _metrics(request: web.BaseRequest, ctx: Context, query: str, port: int) -> web.Response:
     await ctx.health.fresh()
-    text = prometheus.render(ctx.state, ctx.metrics, ctx.health, ctx.started)
+    text = prometheus.render(ctx.state, ctx.metrics, ctx.health, ctx.started, buckets=ctx.buckets)
     return _respond(text, prometheus.CONTENT_TYPE)
 
 
@@ -369,7 +384,7 @@ border-bottom:1px solid var(--line)}
 .live{margin-left:auto;display:flex;align-items:center;gap:.45em;color:var(--muted);
 font-size:13px}
 .live .dot{width:8px;height:8px}
-main{max-width:1320px;margin:0 auto;padding:18px 24px 8px}
+main{max-width:1440px;margin:0 auto;padding:18px 24px 8px}
 .meta{display:flex;flex-wrap:wrap;gap:6px 28px;margin:0 0 14px;color:var(--muted);
 font-size:13px}
 .meta b{color:var(--fg);font-weight:500}
@@ -388,9 +403,9 @@ border:1px solid var(--line);border-radius:6px;padding:3px 8px}
 button{cursor:pointer}button:hover{background:var(--soft)}
 table{border-collapse:collapse;width:100%}
 th{font-size:11.5px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);
-font-weight:600;text-align:left;padding:8px 12px;border-bottom:1px solid var(--line);
+font-weight:600;text-align:left;padding:8px 11px;border-bottom:1px solid var(--line);
 white-space:nowrap}
-td{padding:8px 12px;border-bottom:1px solid var(--line);vertical-align:middle}
+td{padding:8px 11px;border-bottom:1px solid var(--line);vertical-align:middle}
 tr:last-child>td{border-bottom:0}
 .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .name a{font-weight:600;white-space:nowrap}
@@ -402,8 +417,8 @@ tr.has-paths>td{border-bottom:0}
 flex:none}
 .dot.up{background:var(--ok)}.dot.down{background:var(--bad)}
 .health{display:flex;align-items:center;gap:.55em;white-space:nowrap}
-.detail-text{font-size:12px;color:var(--muted);margin-left:calc(9px + .55em);
-white-space:nowrap}
+.detail-text{font-size:12px;color:var(--muted);margin-left:calc(9px + .55em)}
+td.backend{min-width:20em}td.sparkcell{width:146px}
 .detail-text.down{color:var(--bad)}
 .badge{display:inline-block;border-radius:999px;padding:1px 9px;font-size:12px;
 background:var(--soft);color:var(--muted);white-space:nowrap}
@@ -433,7 +448,7 @@ color:var(--muted)}
 .timing svg{flex:none}
 .timing .ttfb{fill:var(--accent)}.timing .body{fill:var(--bar)}
 .legend{color:var(--muted)}
-footer{max-width:1320px;margin:0 auto;padding:0 24px 24px;color:var(--muted);
+footer{max-width:1440px;margin:0 auto;padding:0 24px 24px;color:var(--muted);
 font-size:12.5px}
 @media (max-width:900px){.grid{grid-template-columns:1fr}.hide-narrow{display:none}}
 """
@@ -570,7 +585,7 @@ function buildRoute(r) {
   c.p50 = el("td", "num p50");
   c.p99 = el("td", "num p99");
   c.errors = el("td", "num errors");
-  const sp = el("td", "hide-narrow");
+  const sp = el("td", "sparkcell hide-narrow");
   c.spark = svg("svg", {class: "spark", width: 120, height: 28, viewBox: "0 0 120 28"});
   sp.append(c.spark);
   tr.append(name, c.source, backend, c.count, c.rps, c.p50, c.p99, c.errors, sp);

@@ -113,6 +113,8 @@ def _without_named(out: list[bytes], named: list[bytes], start: int) -> list[byt
         if out[i].lower() not in drop:
             kept += out[i : i + 4]
     return kept
+
+
 _NO_BODY_STATUS = frozenset({204, 304})
 _REASONS = {
     400: b"Bad Request",

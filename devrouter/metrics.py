@@ -35,7 +35,8 @@ ERROR_KINDS = ("refused", "timeout", "reset", "invalid")
 
 
 _SECRET_LINE = re.compile(
-    rb"(?im)^(authorization|proxy-authorization|cookie|set-cookie|x-api-key)[ \t]*:[^\r\n]*"
+    rb"(?im)^(" + b"|".join(re.escape(h.encode()) for h in sorted(SECRET_HEADERS)) + rb")"
+    rb"[ \t]*:[^\r\n]*"
 )
 
 
@@ -47,13 +48,21 @@ def redact_head(head: bytes) -> bytes:
     return _SECRET_LINE.sub(rb"\1: " + REDACTED.encode(), head)
 
 
+def _text(raw: bytes) -> str:
+    """Header bytes as text: UTF-8 where it is (most non-ASCII values are), else latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def head_fields(head: bytes) -> list[list[str]]:
     """[[name, value], ...] of a message head, for JSON."""
     out: list[list[str]] = []
     for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
         if sep:
-            out.append([name.decode("latin-1"), value.strip().decode("latin-1")])
+            out.append([_text(name), _text(value.strip())])
     return out
 
 
@@ -160,6 +169,9 @@ class Metrics:
             stats.total.record(total_us)
             if rec.ttfb_s is not None:
                 stats.ttfb.record(int(rec.ttfb_s * 1e6))
+        if rec.websocket:  # a session's length is not a latency: keep it out of the series
+            self._remember(rec)
+            return
         second = int(rec.started + rec.duration_s)
         series = stats.series
         if series and series[-1][0] == second:
@@ -170,6 +182,9 @@ class Metrics:
                 point[3] = total_us
         else:
             series.append([second, 1, total_us, total_us])
+        self._remember(rec)
+
+    def _remember(self, rec: RequestRecord) -> None:
         self._seq += 1
         rec.seq = self._seq
         self.recent.append(rec)
@@ -186,6 +201,8 @@ class Metrics:
         return n / window_s
 
     def since(self, seq: int, route: str | None = None, limit: int = 200) -> list[RequestRecord]:
+        if limit <= 0:
+            return []
         out = [r for r in self.recent if r.seq > seq and (route is None or r.route == route)]
         return out[-limit:]
 

@@ -1,0 +1,238 @@
+"""devrouter.metrics: the per-route counters, the per-second series, the ring buffer of
+recent requests and the redaction of secrets, as units (no sockets).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from devrouter.metrics import (
+    DEFAULT_RECENT,
+    ERROR_KINDS,
+    REDACTED,
+    SERIES_SECONDS,
+    Metrics,
+    RequestRecord,
+    head_fields,
+    redact_head,
+)
+
+T0 = 1_700_000_000.0  # a whole second, wall clock
+
+
+def rec(
+    route: str = "api",
+    status: int = 200,
+    started: float = T0,
+    duration_s: float = 0.010,
+    ttfb_s: float | None = 0.005,
+    **kw: object,
+) -> RequestRecord:
+    r = RequestRecord(started, "GET", f"{route}.localhost", "/", route, 4001, status)
+    r.duration_s = duration_s
+    r.ttfb_s = ttfb_s
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def finish(m: Metrics, r: RequestRecord) -> RequestRecord:
+    m.opened(r.route, websocket=r.websocket)
+    m.finish(r)
+    return r
+
+
+# --- the ring buffer ---------------------------------------------------------------------------
+
+
+def test_ring_keeps_the_last_n_with_increasing_seq() -> None:
+    m = Metrics(recent=3)
+    for i in range(5):
+        finish(m, rec(path=f"/{i}"))
+    assert [r.seq for r in m.recent] == [3, 4, 5]
+    assert [r.path for r in m.recent] == ["/2", "/3", "/4"]
+    assert m.routes["api"].count == 5  # the counters are not limited by the ring
+
+
+def test_ring_size_default_and_minimum() -> None:
+    assert Metrics().recent.maxlen == DEFAULT_RECENT
+    assert Metrics(recent=0).recent.maxlen == 1
+    assert Metrics(recent=-5).recent.maxlen == 1
+
+
+def test_since_filters_by_seq_and_route_and_keeps_the_newest() -> None:
+    m = Metrics()
+    for i in range(6):
+        finish(m, rec("api" if i % 2 else "web", path=f"/{i}"))
+    assert [r.seq for r in m.since(0)] == [1, 2, 3, 4, 5, 6]
+    assert [r.seq for r in m.since(4)] == [5, 6]
+    assert [r.seq for r in m.since(0, "api")] == [2, 4, 6]
+    assert [r.seq for r in m.since(0, limit=2)] == [5, 6]  # the newest, oldest first
+    assert m.since(0, "nosuch") == []
+    assert m.since(6) == []
+
+
+def test_since_with_limit_zero_returns_nothing() -> None:
+    m = Metrics()
+    finish(m, rec())
+    assert m.since(0, limit=0) == []
+
+
+def test_records_never_hold_bodies() -> None:
+    fields = set(RequestRecord.__dataclass_fields__)
+    assert not {f for f in fields if "body" in f}
+    assert set(rec().as_json()) >= {"method", "host", "path", "status", "duration_ms"}
+    assert "request_headers" not in rec().as_json(headers=False)
+
+
+# --- counters --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "key"),
+    [
+        (101, "1xx"),
+        (200, "2xx"),
+        (204, "2xx"),
+        (304, "3xx"),
+        (404, "4xx"),
+        (499, "4xx"),
+        (500, "5xx"),
+        (599, "5xx"),
+        (999, "9xx"),
+        (0, "none"),
+        (1000, "none"),
+    ],
+)
+def test_status_classes(status: int, key: str) -> None:
+    m = Metrics()
+    finish(m, rec(status=status))
+    assert m.routes["api"].requests == {key: 1}
+
+
+def test_errors_bytes_and_open_counts() -> None:
+    m = Metrics()
+    for kind in ERROR_KINDS:
+        finish(m, rec(status=502, error=kind, ttfb_s=None))
+    finish(m, rec(bytes_in=100, bytes_out=2000))
+    s = m.routes["api"]
+    assert s.errors == dict.fromkeys(ERROR_KINDS, 1)
+    assert s.requests == {"5xx": len(ERROR_KINDS), "2xx": 1}
+    assert (s.bytes_in, s.bytes_out) == (100, 2000)
+    m.opened("api")
+    m.opened("api")
+    m.opened("api", websocket=True)
+    assert (s.open_streams, s.open_websockets) == (2, 1)
+    m.finish(rec())
+    m.finish(rec(websocket=True))
+    assert (s.open_streams, s.open_websockets) == (1, 0)
+
+
+def test_histograms_in_microseconds_without_websockets_or_missing_ttfb() -> None:
+    m = Metrics()
+    finish(m, rec(duration_s=0.012, ttfb_s=0.003))
+    finish(m, rec(duration_s=0.020, ttfb_s=None))  # no response headers
+    finish(m, rec(duration_s=300.0, ttfb_s=0.001, websocket=True))  # a session, not a latency
+    s = m.routes["api"]
+    assert s.total.count() == 2 and s.ttfb.count() == 1
+    assert s.total.max() == 20_000 and s.ttfb.max() == 3_000
+
+
+# --- the per-second series and the rate --------------------------------------------------------
+
+
+def test_series_aggregates_each_second() -> None:
+    m = Metrics()
+    finish(m, rec(started=T0 + 0.1, duration_s=0.010))
+    finish(m, rec(started=T0 + 0.5, duration_s=0.030))
+    finish(m, rec(started=T0 + 1.2, duration_s=0.002))
+    assert [list(p) for p in m.routes["api"].series] == [
+        [int(T0), 2, 40_000, 30_000],  # [second, count, sum µs, max µs]
+        [int(T0) + 1, 1, 2_000, 2_000],
+    ]
+
+
+def test_series_is_bounded() -> None:
+    m = Metrics()
+    for i in range(SERIES_SECONDS + 30):
+        finish(m, rec(started=T0 + i))
+    series = m.routes["api"].series
+    assert len(series) == SERIES_SECONDS
+    assert series[0][0] == int(T0) + 30
+
+
+def test_rate_counts_whole_seconds_before_now() -> None:
+    m = Metrics()
+    for i in range(10):
+        for _ in range(i):  # 0 + 1 + ... + 9 = 45 requests over ten seconds
+            finish(m, rec(started=T0 + i, duration_s=0.001))
+    now = T0 + 10.5
+    assert m.rate("api", now, window_s=10) == pytest.approx(4.5)
+    assert m.rate("api", now, window_s=2) == pytest.approx((8 + 9) / 2)
+    finish(m, rec(started=T0 + 10.2))  # the current second is not counted yet
+    assert m.rate("api", now, window_s=10) == pytest.approx(4.5)
+    assert m.rate("nosuch", now) == 0.0
+
+
+def test_series_latency_leaves_out_websocket_sessions() -> None:
+    m = Metrics()
+    finish(m, rec(started=T0, duration_s=0.010))
+    finish(m, rec(started=T0 + 0.5 - 300, duration_s=300.0, websocket=True))
+    (point,) = m.routes["api"].series
+    assert point[3] == 10_000
+
+
+# --- redaction ---------------------------------------------------------------------------------
+
+HEAD = (
+    b"GET /x HTTP/1.1\r\n"
+    b"Host: api.localhost\r\n"
+    b"Authorization: Bearer hunter2\r\n"
+    b"cookie: sid=hunter2; theme=dark\r\n"
+    b"PROXY-AUTHORIZATION: Basic aHVudGVyMg==\r\n"
+    b"X-Api-Key:hunter2\r\n"
+    b"Cookie:   second=hunter2  \r\n"
+    b"X-Authorization-Hint: keep me\r\n"
+    b"Accept: */*\r\n"
+    b"\r\n"
+)
+
+
+def test_secret_header_values_are_redacted() -> None:
+    out = redact_head(HEAD)
+    assert b"hunter2" not in out and b"aHVudGVyMg" not in out
+    fields = head_fields(out)
+    assert fields == [
+        ["Host", "api.localhost"],
+        ["Authorization", REDACTED],
+        ["cookie", REDACTED],
+        ["PROXY-AUTHORIZATION", REDACTED],
+        ["X-Api-Key", REDACTED],
+        ["Cookie", REDACTED],
+        ["X-Authorization-Hint", "keep me"],
+        ["Accept", "*/*"],
+    ]
+
+
+def test_set_cookie_in_a_response_is_redacted() -> None:
+    head = b"HTTP/1.1 200 OK\r\nSet-Cookie: a=hunter2\r\nset-cookie: b=hunter2\r\n\r\n"
+    assert head_fields(redact_head(head)) == [["Set-Cookie", REDACTED], ["set-cookie", REDACTED]]
+
+
+def test_a_head_without_secrets_is_returned_as_is() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a.localhost\r\nAccept: */*\r\n\r\n"
+    assert redact_head(head) is head
+
+
+def test_the_request_line_and_other_headers_are_untouched() -> None:
+    head = b"GET /cookie/authorization HTTP/1.1\r\nX-Note: my cookie: not a secret\r\n\r\n"
+    assert redact_head(head) == head
+    assert head_fields(head) == [["X-Note", "my cookie: not a secret"]]
+
+
+def test_as_json_shows_redacted_heads() -> None:
+    r = rec(request_head=redact_head(HEAD), response_head=b"HTTP/1.1 200 OK\r\n\r\n")
+    doc = r.as_json()
+    assert ["Authorization", REDACTED] in doc["request_headers"]  # type: ignore[operator]
+    assert doc["response_headers"] == []
+    assert doc["ttfb_ms"] == 5.0 and doc["duration_ms"] == 10.0
