@@ -274,7 +274,7 @@ async def _demo(listen: tuple[ListenAddr, ...]) -> int:
         for r in config.routes:
             print(f"  {route_url(r, port):<32} -> {r.upstream.describe()}", flush=True)
         print(
-            f"  {f'http://localhost:{port}/':<32} -> the route list\n\nPress Ctrl-C to stop.",
+            f"  {f'http://localhost:{port}/':<32} -> the dashboard\n\nPress Ctrl-C to stop.",
             flush=True,
         )
 

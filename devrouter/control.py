@@ -536,6 +536,8 @@ class ControlServer:
         warnings = [c for c in self.state.snapshot.conflicts if _conflict_name(c) in names]
         for svc in services:
             log.info("registered %s -> port %d (%s)", svc.name, svc.port, svc.describe())
+        for w in warnings:
+            log.warning("%s", w)
         return warnings
 
     def _alias(self, raw_name: object, raw_port: object) -> list[str]:

@@ -27,7 +27,7 @@ name through devrouter. Each line below goes through the router too:</p>
 <li>WebSocket echo: <span id=ws>...</span></li>
 </ul>
 <p>The API also answers on its own name: <a href="http://api.localhost:%(router_port)d/api/time">
-api.localhost:%(router_port)d/api/time</a>. All routes: <a href="http://localhost:%(router_port)d/">
+api.localhost:%(router_port)d/api/time</a>. The dashboard: <a href="http://localhost:%(router_port)d/">
 localhost:%(router_port)d</a>.</p>
 <script>
 const $ = id => document.getElementById(id);
