@@ -187,8 +187,8 @@ def _run(
         {"name": "wrk", "version": versions.get("wrk", "wrk"), "threads": args.wrk_threads}
         if wrk_path
         else {
-            "name": "builtin",
-            "version": "aiohttp closed loop",
+            "name": "devrouter bench",
+            "version": "closed loop, 1 worker",
             "why": f"wrk {found.missing.get('wrk', '')}".strip(),
         }
     )
@@ -197,8 +197,8 @@ def _run(
         + (
             ""
             if wrk_path
-            else f"; wrk {found.missing.get('wrk')}, using the built-in "
-            "aiohttp client, which is slower than the servers it measures at high rates"
+            else f"; wrk {found.missing.get('wrk')}, using `devrouter bench` (closed loop, one "
+            "worker process)"
         )
         + "; WebSocket and SSE clients: built-in"
     )
@@ -427,7 +427,7 @@ class _Context:
             figures = wrk.parse(out)
         elif w.kind == "http":
             figures = loadgen.run(
-                lambda: loadgen.http_load(
+                lambda: loadgen.bench_load(
                     target.port, target.host, w.path, w.connections, secs, w.method, size
                 ),
                 sample,

@@ -1,5 +1,6 @@
-"""The built-in clients: an HTTP closed loop (used when wrk is missing), WebSocket echo round
-trips and time to the first server-sent event (always ours: wrk does neither).
+"""The built-in clients: HTTP closed loops (when wrk is missing: `devrouter bench`, or a
+plain aiohttp loop), WebSocket echo round trips and time to the first server-sent event
+(always ours: wrk does neither).
 
 Each returns the same shape of figures as `benchmarks.wrk.parse`: requests (or round trips,
 or samples), bytes, duration_s, errors and latency_us percentiles. A closed loop means each
@@ -11,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -48,7 +53,7 @@ def _errors() -> dict[str, int]:
     return {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
 
 
-async def http_load(
+async def bench_load(
     port: int,
     host: str,
     path: str,
@@ -57,57 +62,47 @@ async def http_load(
     method: str = "GET",
     upload_bytes: int = 0,
 ) -> dict[str, Any]:
-    """`connections` closed loops for `seconds`; requests in flight at the end finish and
-    count, and the duration runs to when the last one does."""
-    body = b"u" * upload_bytes if upload_bytes else None
-    headers = {"Host": host}
-    if body is not None:
-        headers["Content-Type"] = "application/octet-stream"
-    url = f"http://{LOOPBACK}:{port}{path}"
-    latencies: list[float] = []
-    errors = _errors()
-    received = 0
-    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False
-    ) as session:
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        deadline = loop.time() + seconds
-
-        async def worker() -> None:
-            nonlocal received
-            while loop.time() < deadline:
-                t0 = time.perf_counter()
-                try:
-                    async with session.request(method, url, headers=headers, data=body) as r:
-                        n = 0
-                        async for chunk in r.content.iter_any():
-                            n += len(chunk)
-                        if r.status >= 400:
-                            errors["status"] += 1
-                except TimeoutError:
-                    errors["timeout"] += 1
-                    continue
-                except aiohttp.ClientConnectorError:
-                    errors["connect"] += 1
-                    await asyncio.sleep(0.01)
-                    continue
-                except (aiohttp.ClientError, OSError):
-                    errors["read"] += 1
-                    continue
-                latencies.append((time.perf_counter() - t0) * 1e6)
-                received += n
-
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        duration = time.perf_counter() - start
+    """The same closed loop driven by `devrouter bench` (one worker process, so the servers
+    keep the other core), in the shape `benchmarks.wrk.parse` returns."""
+    with tempfile.TemporaryDirectory(prefix="dr-bench-") as tmp:
+        argv = [
+            sys.executable, "-m", "devrouter", "bench", f"http://{host}{path}",
+            "-c", str(connections), "-d", f"{seconds:g}s", "--workers", "1", "--json",
+            "-H", f"Host: {host}", "-m", method,
+        ]  # fmt: skip
+        if upload_bytes:
+            body = Path(tmp) / "body"
+            body.write_bytes(b"u" * upload_bytes)
+            argv += ["-b", f"@{body}", "-H", "Content-Type: application/octet-stream"]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), seconds + REQUEST_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise RuntimeError(f"devrouter bench failed: {err.decode(errors='replace').strip()}")
+    data = json.loads(out)
+    lat = data["latency_ms"]
+    errs = data["errors"]
+    bad = sum(n for code, n in data["status"].items() if int(code) >= 400)
     return {
-        "requests": len(latencies),
-        "bytes": received,
-        "duration_s": duration,
-        "errors": errors,
-        "latency_us": percentiles(latencies),
+        "requests": data["requests"],
+        "bytes": data["bytes"],
+        "duration_s": data["duration_s"],
+        "errors": {
+            "connect": errs.get("refused", 0),
+            "read": errs.get("reset", 0) + errs.get("other", 0),
+            "write": 0,
+            "status": bad,
+            "timeout": errs.get("timeout", 0),
+        },
+        "latency_us": {
+            "p50": lat["p50"] * 1000,
+            "p90": lat["p90"] * 1000,
+            "p99": lat["p99"] * 1000,
+            "p99_9": lat["p999"] * 1000,
+            "mean": lat["mean"] * 1000,
+            "max": lat["max"] * 1000,
+        },
     }
 
 

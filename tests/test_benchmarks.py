@@ -62,13 +62,13 @@ def run_harness(out: Path, *extra: str, env: dict[str, str] | None = None) -> di
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30)
 def test_smoke_with_what_is_installed(tmp_path: Path) -> None:
     result = run_harness(tmp_path)
-    assert result["load_generator"]["name"] in ("wrk", "builtin")
+    assert result["load_generator"]["name"] in ("wrk", "devrouter bench")
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30)
 def test_smoke_without_nginx_and_wrk(tmp_path: Path) -> None:
     result = run_harness(tmp_path, env={WITHOUT_ENV: "nginx,wrk"})
-    assert result["load_generator"]["name"] == "builtin"
+    assert result["load_generator"]["name"] == "devrouter bench"
     assert result["backends"]["fast"].startswith("aiohttp")
     assert "nginx" not in result["tools"]
 
