@@ -3,23 +3,29 @@
     12:01:02 api GET /items?page=2 200 1.3ms 512B
     12:01:03 api POST /login 502 0.4ms 0B refused
 
-Written straight to the stream, not through `logging` (which costs several microseconds a
-line); a non-terminal stdout is block-buffered and flushed by `flush_periodically`, so
-`devrouter serve > log` and `tail -f log` both work.
+Lines are formatted on the event loop (no `logging`, which costs several microseconds a
+line) and collected; every FLUSH_INTERVAL_S the batch is handed to a writer thread. A stdout
+that nobody reads (`devrouter serve | sleep`) therefore blocks only that thread: the router
+keeps serving, holds at most MAX_BACKLOG_BYTES of unwritten lines, and counts what it had to
+drop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import sys
+import threading
 import time
 from typing import TextIO
 
 from .metrics import RequestRecord
 
-#: How often buffered access lines are flushed when stdout is not a terminal, in seconds.
-FLUSH_INTERVAL_S = 0.5
+#: How often collected lines are handed to the writer, in seconds.
+FLUSH_INTERVAL_S = 0.1
+#: Unwritten log text kept while stdout is blocked, in bytes; beyond it lines are dropped.
+MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 #: Longest path shown on a line, in characters.
 MAX_PATH_CHARS = 200
 
@@ -27,8 +33,15 @@ MAX_PATH_CHARS = 200
 class AccessLog:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.dropped = 0
         self._second = -1
         self._stamp = ""
+        self._lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._backlog = 0  # characters queued but not yet written
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._broken = False
 
     def __call__(self, rec: RequestRecord) -> None:
         second = int(rec.started)
@@ -38,25 +51,53 @@ class AccessLog:
         path = rec.path if len(rec.path) <= MAX_PATH_CHARS else rec.path[:MAX_PATH_CHARS] + "..."
         status = rec.status or "-"
         extra = f" {rec.error}" if rec.error else (" ws" if rec.websocket else "")
-        try:
-            self.stream.write(
-                f"{self._stamp} {rec.route} {rec.method} {path} {status} "
-                f"{rec.duration_s * 1000:.1f}ms {rec.bytes_out}B{extra}\n"
+        self._lines.append(
+            f"{self._stamp} {rec.route} {rec.method} {path} {status} "
+            f"{rec.duration_s * 1000:.1f}ms {rec.bytes_out}B{extra}\n"
+        )
+
+    def flush(self) -> None:
+        """Hand the collected lines to the writer thread (from the event loop)."""
+        if not self._lines:
+            return
+        batch = "".join(self._lines)
+        count = len(self._lines)
+        self._lines.clear()
+        if self._broken:
+            return
+        with self._lock:
+            if self._backlog + len(batch) > MAX_BACKLOG_BYTES:
+                self.dropped += count
+                return
+            self._backlog += len(batch)
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._write_loop, name="devrouter-access-log", daemon=True
             )
-        except (OSError, ValueError):  # stdout closed or a broken pipe: stop logging
-            self.stream = _Null()
+            self._thread.start()
+        self._queue.put(batch)
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            dropped, self.dropped = self.dropped, 0
+            try:
+                if dropped:
+                    self.stream.write(f"(devrouter: {dropped} access log lines dropped)\n")
+                self.stream.write(batch)
+                self.stream.flush()
+            except (OSError, ValueError):  # stdout closed or a broken pipe: stop logging
+                self._broken = True
+            with self._lock:
+                self._backlog -= len(batch)
 
     async def flush_periodically(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
-            with contextlib.suppress(OSError, ValueError):
-                self.stream.flush()
-
-
-class _Null:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+            self.flush()
+        if self._thread is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join, 1.0)

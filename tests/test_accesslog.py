@@ -25,6 +25,12 @@ def test_line_has_route_method_path_status_duration_bytes_and_error() -> None:
     m.opened("api")
     m.finish(RequestRecord(time.time(), "POST", "api.localhost", "/x", "api", 4001, 502,
                            None, 0.0004, 5, 0, "refused"))
+    log = m.sink
+    assert isinstance(log, AccessLog)
+    log.flush()
+    log._queue.put(None)
+    assert log._thread is not None
+    log._thread.join(5)
     first, second = out.getvalue().splitlines()
     assert first.split()[1:] == ["api", "GET", "/items?p=2", "200", "2.5ms", "512B"]
     assert second.split()[1:] == ["api", "POST", "/x", "502", "0.4ms", "0B", "refused"]
@@ -35,6 +41,38 @@ def test_a_closed_stream_stops_logging_without_failing_requests() -> None:
     log = AccessLog(out)
     out.close()
     log(RequestRecord(time.time(), "GET", "h", "/", "api", 1, 200))  # must not raise
+    log.flush()
+    log._queue.put(None)
+    assert log._thread is not None
+    log._thread.join(5)
+    assert log._broken
+
+
+def test_a_blocked_stream_keeps_a_bounded_backlog_and_counts_drops() -> None:
+    import threading
+
+    from devrouter import accesslog
+
+    gate = threading.Event()
+
+    class Blocked(io.StringIO):
+        def write(self, text: str) -> int:
+            gate.wait(10)
+            return super().write(text)
+
+    log = AccessLog(Blocked())
+    line = RequestRecord(time.time(), "GET", "h", "/" + "x" * 1000, "api", 1, 200)
+    per_flush = 100  # lines of ~240 bytes (the path is cut at 200 characters)
+    for _ in range(2 * accesslog.MAX_BACKLOG_BYTES // (per_flush * 200)):
+        for _ in range(per_flush):
+            log(line)
+        log.flush()  # never blocks, even though the writer is stuck
+    assert log.dropped > 0
+    assert log._backlog <= accesslog.MAX_BACKLOG_BYTES
+    gate.set()
+    log._queue.put(None)
+    assert log._thread is not None
+    log._thread.join(5)
 
 
 def _read_stdout(proc, needle: str, timeout_s: float = IO_TIMEOUT_S) -> str:
