@@ -36,6 +36,7 @@ from .metrics import DEFAULT_RECENT, Metrics
 from .proxy import Proxy
 from .reload import Reloader
 from .state import State
+from .strictgate import GatedServer
 from .upstream import make_session
 
 log = logging.getLogger("devrouter")
@@ -139,16 +140,23 @@ class Router:
     async def start(self) -> None:
         if not c_parser_in_use():
             log.warning(
-                "aiohttp's C HTTP parser is not in use (pure-Python fallback); request "
-                "parsing is slower and less strict. Reinstall aiohttp with its wheels."
+                "aiohttp's C HTTP parser is not in use (pure-Python fallback): requests are "
+                "checked with llhttp first, but parsing is slower. Reinstall aiohttp from its "
+                "wheels (and unset AIOHTTP_NO_EXTENSIONS)."
             )
         self._session = make_session()  # needs the running loop
         proxy = Proxy(self.state, self._session, self.site)
+        gated = not c_parser_in_use()
         extra: dict[str, Any] = {}
-        server_class: type[web.Server] = web.Server
+        server_class: type[web.Server] = GatedServer if gated else web.Server
         if self.fast_path:
             server_class = FastServer
-            extra = {"state": self.state, "prefer": proxy.prefer, "metrics": self.metrics}
+            extra = {
+                "state": self.state,
+                "prefer": proxy.prefer,
+                "metrics": self.metrics,
+                "gated": gated,
+            }
         server = server_class(
             proxy.handle,
             **extra,

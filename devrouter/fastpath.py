@@ -42,6 +42,7 @@ from .pages import error_headers, render_error
 from .proxy import HOP_BY_HOP, HOPS_HEADER, MAX_HOPS
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import Snapshot, State
+from .strictgate import StrictGate
 from .upstream import (
     CONNECT_TIMEOUT_S,
     POOL_KEEPALIVE_S,
@@ -100,6 +101,10 @@ _REQUEST_ACTIONS: dict[bytes, int] = {
 }
 
 
+def _has_long_line(head: bytes, limit: int) -> bool:
+    return any(len(line) > limit for line in head.split(b"\r\n"))
+
+
 #: Fields a Connection header cannot remove: framing and routing are the router's business.
 _NEVER_NAMED = frozenset({b"host", b"content-length"})
 
@@ -141,15 +146,22 @@ class FastServer(web.Server):
         state: State,
         prefer: HostPreference,
         metrics: Metrics,
+        gated: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self.gated = gated  # aiohttp's parser is the pure-Python one: check with llhttp first
         self.state = state
         self.metrics = metrics
         self.prefer = prefer
         self.pool = Pool()
         self.fast_connections: set[ClientConnection] = set()
         self.keepalive_timeout_s = float(kwargs.get("keepalive_timeout", 15.0))
+        # the same limits aiohttp applies to what it parses: oversize heads are its to refuse
+        self.max_headers = int(kwargs.get("max_headers", 128))
+        self.max_line = min(
+            int(kwargs.get("max_line_size", 8190)), int(kwargs.get("max_field_size", 8190))
+        )
         self._snapshot: Snapshot | None = None
         self._routes: dict[bytes, Route | None] = {}
         self._drained: asyncio.Event | None = None
@@ -158,7 +170,8 @@ class FastServer(web.Server):
         return ClientConnection(self)
 
     def aio_protocol(self) -> asyncio.Protocol:
-        return super().__call__()
+        protocol: asyncio.Protocol = super().__call__()
+        return StrictGate(protocol) if self.gated else protocol
 
     def lookup(self, host: bytes) -> Route | None:
         """The route for a Host value, cached per snapshot; None sends the request to aiohttp
@@ -351,6 +364,10 @@ class ClientConnection(asyncio.Protocol):
         if method not in _FAST_METHODS:
             raise Handoff
         headers = _HEADER_RE.findall(lines)
+        if len(headers) > self.server.max_headers or (
+            len(head) > self.server.max_line and _has_long_line(head, self.server.max_line)
+        ):
+            raise Handoff  # aiohttp answers with its 4xx for oversize heads
         host: bytes | None = None
         length = -1
         hops = 0

@@ -124,7 +124,13 @@ async def bridge(
     except BaseException:
         await up.close(code=1001)
         raise
-    await _relay(up, down)
+    try:
+        await _relay(up, down)
+    except asyncio.CancelledError:
+        # The client vanished (aiohttp cancels the handler): tell the backend in words, so
+        # an HMR server sees "going away", not a dropped TCP connection.
+        await _close(up, 1001, b"client went away")
+        raise
     return down
 
 
