@@ -331,8 +331,13 @@ class ControlServer:
                     info = await channel.call("status")
                 finally:
                     await channel.close()
-            except ControlError:
+            except RouterNotRunning:
                 path.unlink(missing_ok=True)  # left by a router that did not stop cleanly
+            except ControlError as exc:
+                raise ControlError(
+                    f"something holds the control socket {path} but does not answer ({exc}); "
+                    "if no devrouter is running, remove the file"
+                ) from None
             else:
                 raise ControlError(
                     f"another devrouter is already running (pid {info.get('pid')}, "
@@ -422,6 +427,9 @@ class ControlServer:
                     reply = self.handle(msg, owner)
                 except ControlError as exc:
                     reply = {"ok": False, "error": str(exc)}
+                except Exception:  # a bug here must not take the channel down
+                    log.exception("control request %r failed", msg.get("op"))
+                    reply = {"ok": False, "error": "internal error in the router (see its log)"}
                 await self._reply(writer, reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -516,10 +524,11 @@ class ControlServer:
             if not isinstance(item, dict):
                 raise ControlError("each route must be a mapping")
             svc = _service_from(item, owner.pid)
-            if svc.port in {a.port for a in self.listen}:
+            own = {a.port for a in self.listen}
+            if svc.port in own or any(p in own for _, p in svc.paths):
                 raise ControlError(
-                    f"port {svc.port} is devrouter's own port; '{svc.name}' would loop back "
-                    "into the router"
+                    f"'{svc.name}' points at devrouter's own port; it would loop back into "
+                    "the router"
                 )
             if any(s.name == svc.name for s in services) or svc.name in owner.services:
                 raise ControlError(f"'{svc.name}' is listed twice")
@@ -817,6 +826,17 @@ PING_INTERVAL_S = 2.0
 RECONNECT_INTERVAL_S = 2.0
 
 
+async def sleep_or_stop(stop: asyncio.Event, delay_s: float) -> None:
+    """Sleep `delay_s` or until `stop` is set. Unlike `wait_for(stop.wait(), delay_s)`, a
+    cancellation that arrives just as the delay ends is never turned into TimeoutError (and
+    lost) on Python 3.11."""
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=delay_s)
+    finally:
+        waiter.cancel()
+
+
 class Registration:
     """The client end for `run` and `up`: registers services, sends their progress, and if the
     router goes away, registers them again with whichever router comes back.
@@ -871,8 +891,7 @@ class Registration:
         """Send changes and pings until `stop`; reconnect when the router goes away."""
         idle = 0.0
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
+            await sleep_or_stop(stop, FLUSH_INTERVAL_S)
             if stop.is_set():
                 break
             try:

@@ -13,9 +13,10 @@ a terminal, so colours and line buffering stay as if devrouter were not there); 
 go to the router for error pages. If the router is killed, SIGKILLing `devrouter run`
 included, the router notices the dead process, drops the route and stops CMD's group.
 
-Exit codes: CMD's own (128+N when a signal N ended it), 127 when CMD is not found, 126 when
-it cannot be executed, 2 for usage errors, 3 when the router cannot be started or the name is
-taken.
+Exit codes of `run`: CMD's own (128+N when a signal N ended it), 127 when CMD is not found,
+126 when it cannot be executed, 2 for usage errors, 3 when the router cannot be started or the
+name is taken. The other commands: 0, 1 when the router refused (`alias`) or there was nothing
+to do it to (`down`), 2 for usage errors, 3 when the router cannot be reached or started.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .control import (
     call,
     check_name,
     process_alive,
+    sleep_or_stop,
     status,
 )
 from .ports import (
@@ -534,13 +536,23 @@ async def listening(port: int) -> bool:
 
 
 async def watch_ready(port: int, on_ready: Callable[[], None], stop: asyncio.Event) -> None:
-    """Call `on_ready` once something accepts connections on `port`."""
+    """Call `on_ready` once something accepts connections on `port`; ends when `stop` is
+    set (not by cancellation, which `wait_for` can lose on Python 3.11)."""
     while not stop.is_set():
         if await listening(port):
-            on_ready()
+            if not stop.is_set():
+                on_ready()
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), READY_POLL_S)
+        await sleep_or_stop(stop, READY_POLL_S)
+
+
+async def drain(pumps: Sequence[Pump], timeout_s: float = 1.0) -> None:
+    """Wait up to `timeout_s` for the pumps to reach end of file, then close them."""
+    pending = [p.done for p in pumps if not p.done.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout_s)
+    for p in pumps:
+        p.close()
 
 
 async def start_process(
@@ -658,7 +670,7 @@ async def _run(
     stop = asyncio.Event()
     keeper = asyncio.create_task(reg.run(stop))
     try:
-        return await _supervise(reg, name, port, argv, env, stop)
+        return await _supervise(reg, name, port, argv, env)
     finally:
         stop.set()
         await keeper
@@ -671,10 +683,9 @@ async def _supervise(
     port: int,
     argv: list[str],
     env: dict[str, str],
-    stop: asyncio.Event,
 ) -> int:
     loop = asyncio.get_running_loop()
-    tail = LineTail()
+    tails = {1: LineTail(), 2: LineTail()}
     pumps: list[Pump] = []
     child_ends: list[int] = []
 
@@ -685,62 +696,78 @@ async def _supervise(
             nonlocal alive
             if alive:
                 alive = write_all(ours, data)
-            lines = tail.feed(data)
+            lines = tails[ours].feed(data)
             if lines:
                 reg.update(name, lines=lines)
 
         return on_data
 
-    fds: list[int] = []
-    for ours in (1, 2):
-        read_end, write_end = _output_pair(ours)
-        fds.append(write_end)
-        child_ends.append(write_end)
-        pumps.append(Pump(read_end, copier(ours)))
-    terminal = _foreground_terminal()
-    try:
-        proc = await start_process(argv, env, stdin=None, stdout=fds[0], stderr=fds[1])
-    except Failure:
-        for p in pumps:
-            p.close()
-        raise
-    finally:
-        for fd in child_ends:
-            os.close(fd)
-    pgid = proc.pid
-    give_terminal(terminal, pgid)
-    signal_group(pgid, signal.SIGCONT)  # in case it touched the terminal before it was its
-    reg.update(name, pgid=pgid)
-    with contextlib.suppress(ControlError):
-        await reg.flush()  # now: the router stops this group if we are SIGKILLed
     received: list[int] = []
+    group: list[int] = []  # CMD's process group, once it exists
 
     def on_signal(sig: int) -> None:
         received.append(sig)
-        signal_group(pgid, signal.SIGKILL if len(received) >= 3 else sig)
+        if group:
+            signal_group(group[0], signal.SIGKILL if len(received) >= 3 else sig)
 
+    # Before CMD starts, so that a Ctrl-C at any moment reaches it (or stops us before it).
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, on_signal, sig)
-    ready = asyncio.create_task(watch_ready(port, lambda: reg.update(name, ready=True), stop))
+    terminal = _foreground_terminal()
     try:
-        returncode = await proc.wait()
+        for ours in (1, 2):
+            read_end, write_end = _output_pair(ours)
+            child_ends.append(write_end)
+            pumps.append(Pump(read_end, copier(ours)))
+        try:
+            proc = await start_process(
+                argv, env, stdin=None, stdout=child_ends[0], stderr=child_ends[1]
+            )
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        group.append(proc.pid)
+        returncode = await _wait_for_command(reg, name, port, proc, terminal, received)
     finally:
-        ready.cancel()
-        await asyncio.gather(ready, return_exceptions=True)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        await stop_group(pgid)
-        give_terminal(terminal, os.getpgrp())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(p.done for p in pumps)), 1.0)
-        for p in pumps:
-            p.close()
-    rest = tail.flush()
+        if group:
+            await stop_group(group[0])
+            give_terminal(terminal, os.getpgrp())
+        await drain(pumps)
+    rest = [line for t in tails.values() for line in t.flush()]
     code = exit_status(returncode)
     reg.update(name, exit_code=code, **({"lines": rest} if rest else {}))
     if returncode < 0 and not received:
         say(f"{name}: the command was ended by signal {-returncode}")
     return code
+
+
+async def _wait_for_command(
+    reg: Registration,
+    name: str,
+    port: int,
+    proc: asyncio.subprocess.Process,
+    terminal: int | None,
+    received: list[int],
+) -> int:
+    """CMD has started: give it the terminal, tell the router its group, watch for it to
+    listen, and wait for it to exit."""
+    pgid = proc.pid
+    give_terminal(terminal, pgid)
+    signal_group(pgid, signal.SIGCONT)  # in case it touched the terminal before it was its
+    if received:
+        signal_group(pgid, received[-1])  # a signal that came while it was starting
+    reg.update(name, pgid=pgid)
+    with contextlib.suppress(ControlError):
+        await reg.flush()  # now: the router stops this group if we are SIGKILLed
+    exited = asyncio.Event()
+    ready = asyncio.create_task(watch_ready(port, lambda: reg.update(name, ready=True), exited))
+    try:
+        return await proc.wait()
+    finally:
+        exited.set()
+        await ready
 
 
 # --- ls, url, port, alias, stop -----------------------------------------------------------
@@ -849,6 +876,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
             call(directory, "unalias", name=args.name)
         except RouterNotRunning:
             _remove_alias_offline(directory, check_name(args.name))
+        except ControlError as exc:
+            raise Failure(str(exc), EXIT_FAILED) from None
         say(f"removed the alias {args.name}")
         return EXIT_OK
     if args.port is None:
@@ -858,7 +887,10 @@ def cmd_alias(args: argparse.Namespace) -> int:
     except ControlError as exc:
         raise Failure(str(exc), EXIT_USAGE) from None
     info = ensure_router(directory, listen_args(args.listen))
-    reply = call(directory, "alias", name=name, port=args.port)
+    try:
+        reply = call(directory, "alias", name=name, port=args.port)
+    except ControlError as exc:
+        raise Failure(str(exc), EXIT_FAILED) from None
     for w in reply.get("warnings", []):
         say(f"warning: {w}")
     say(

@@ -58,6 +58,7 @@ from .runner import (
     LineTail,
     Pump,
     _spawn_detached,
+    drain,
     ensure_router,
     exit_status,
     failing,
@@ -83,6 +84,9 @@ DETACH_TIMEOUT_S = 30.0
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _STACK_NAME = re.compile(
     r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_SAFE_TAGS = frozenset(
+    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
 )
 _SERVICE_KEYS = ("run", "port", "paths", "env", "cwd")
 _COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
@@ -116,15 +120,21 @@ class StackFile:
 # --- parsing ------------------------------------------------------------------------------
 
 
+def _check_tag(source: str, node: Node, what: str) -> None:
+    """Only plain YAML types: a `!!python/...` tag is refused before anything is built."""
+    if node.tag not in _SAFE_TAGS:
+        raise StackError(source, node, f"{what}: the YAML tag {node.tag!r} is not allowed")
+
+
 def _scalar(source: str, node: Node, what: str) -> object:
+    _check_tag(source, node, what)
     if not isinstance(node, ScalarNode):
         raise StackError(source, node, f"{what} must be a single value")
-    if not node.tag.startswith("tag:yaml.org,2002:"):
-        raise StackError(source, node, f"{what}: the YAML tag {node.tag!r} is not allowed")
     return yaml.constructor.SafeConstructor().construct_object(node)
 
 
 def _pairs(source: str, node: Node, what: str) -> list[tuple[str, Node, Node]]:
+    _check_tag(source, node, what)
     if not isinstance(node, MappingNode):
         raise StackError(source, node, f"{what} must be a mapping (key: value lines)")
     out: list[tuple[str, Node, Node]] = []
@@ -153,6 +163,7 @@ def _port(source: str, node: Node, what: str) -> int:
 
 
 def _service(source: str, name: str, node: Node) -> ServiceSpec:
+    _check_tag(source, node, f"service '{name}'")
     if isinstance(node, ScalarNode):
         return ServiceSpec(name, _text(source, node, f"service '{name}'"))
     run: str | tuple[str, ...] | None = None
@@ -162,6 +173,7 @@ def _service(source: str, name: str, node: Node) -> ServiceSpec:
     cwd: str | None = None
     for key, knode, vnode in _pairs(source, node, f"service '{name}'"):
         if key == "run":
+            _check_tag(source, vnode, f"service '{name}': run")
             if isinstance(vnode, SequenceNode):
                 run = tuple(_text(source, n, f"service '{name}': run") for n in vnode.value)
                 if not run:
@@ -454,14 +466,14 @@ async def _up(
     stop = asyncio.Event()
     keeper = asyncio.create_task(reg.run(stop))
     try:
-        return await _supervise_all(reg, planned, stop)
+        return await _supervise_all(reg, planned)
     finally:
         stop.set()
         await keeper
         await reg.close()
 
 
-async def _supervise_all(reg: Registration, planned: list[Planned], stop: asyncio.Event) -> int:
+async def _supervise_all(reg: Registration, planned: list[Planned]) -> int:
     loop = asyncio.get_running_loop()
     colour = _colour_enabled()
     width = max(len(p.spec.name) for p in planned)
@@ -487,7 +499,7 @@ async def _supervise_all(reg: Registration, planned: list[Planned], stop: asynci
         for i, p in enumerate(planned):
             if stopping:
                 break
-            tasks.append(asyncio.create_task(_one(reg, p, i, width, colour, procs, stop, stopping)))
+            tasks.append(asyncio.create_task(_one(reg, p, i, width, colour, procs, stopping)))
             await asyncio.sleep(0)  # let it start before the next
         codes = await asyncio.gather(*tasks, return_exceptions=True)
     finally:
@@ -510,7 +522,6 @@ async def _one(
     width: int,
     colour: bool,
     procs: dict[str, asyncio.subprocess.Process],
-    stop: asyncio.Event,
     stopping: list[int],
 ) -> int:
     name = p.spec.name
@@ -550,15 +561,15 @@ async def _one(
     reg.update(p.route, pgid=proc.pid)
     with contextlib.suppress(ControlError):
         await reg.flush()  # now: the router stops this group if `up` is SIGKILLed
-    ready = asyncio.create_task(watch_ready(p.port, lambda: reg.update(p.route, ready=True), stop))
+    exited = asyncio.Event()
+    ready = asyncio.create_task(
+        watch_ready(p.port, lambda: reg.update(p.route, ready=True), exited)
+    )
     returncode = await proc.wait()
-    ready.cancel()
-    await asyncio.gather(ready, return_exceptions=True)
+    exited.set()
+    await ready
     await stop_group(proc.pid)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(x.done for x in pumps)), 1.0)
-    for pump in pumps:
-        pump.close()
+    await drain(pumps)
     for pre in prefixers:
         pre.flush()
     code = exit_status(returncode)
