@@ -271,6 +271,8 @@ def start_devrouter(st: Stage, extra_args: list[str]) -> Tool:
         "warning",
         # like the peers' access_log off; metrics and the request ring stay on
         "--no-access-log",
+        "--state-dir",
+        str(tmp / "devrouter-state"),
         *extra_args,
     ]
     version = first_line(run_text([sys.executable, "-m", "devrouter", "--version"]))

@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from . import dashboard
 from .accesslog import AccessLog
 from .config import ListenAddr
+from .control import ControlError, ControlServer
 from .fastpath import FastServer
 from .health import Health
 from .metrics import DEFAULT_RECENT, Metrics
@@ -119,6 +120,7 @@ class Router:
         fast_path: bool | None = None,
         recent_requests: int = DEFAULT_RECENT,
         access_log: AccessLog | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.state = state
         self.listen = tuple(listen)
@@ -136,6 +138,8 @@ class Router:
         self.health = Health(state, self.metrics)
         self.site = dashboard.Context(state, self.metrics, self.health)
         self._session: aiohttp.ClientSession | None = None
+        # The registration channel (devrouter run / up / alias); only with a state directory.
+        self.control = ControlServer(state, state_dir) if state_dir is not None else None
 
     async def start(self) -> None:
         if not c_parser_in_use():
@@ -181,6 +185,13 @@ class Router:
             await self.close()
             raise
         self.site.listen = tuple(self.bound)
+        if self.control is not None:
+            self.control.listen = tuple(self.bound)
+            try:
+                await self.control.start()
+            except ControlError as exc:
+                await self.close()
+                raise StartupError(str(exc)) from None
         if self.config_path is not None:
             reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
             self._tasks.append(asyncio.create_task(reloader.run(self._stop)))
@@ -226,6 +237,8 @@ class Router:
 
     async def close(self) -> None:
         self._stop.set()
+        if self.control is not None:
+            await self.control.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()

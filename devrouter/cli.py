@@ -16,7 +16,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from . import __version__, bench, doctor
+from . import __version__, bench, doctor, ports, runner, stack
 from .accesslog import AccessLog
 from .app import Router, StartupError, tune_malloc
 from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
@@ -33,7 +33,9 @@ class UsageError(Exception):
     pass
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    commands: dict[str, Callable[[argparse.Namespace], int]] | None = None,
+) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--log-level",
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a --listen address that is not loopback (exposes your services)",
     )
+    serve.add_argument(
+        "--state-dir",
+        metavar="PATH",
+        help="where the control socket, port assignments and aliases live (default: "
+        "$DEVROUTER_HOME, $XDG_STATE_HOME/devrouter or ~/.local/state/devrouter)",
+    )
 
     check = sub.add_parser(
         "check",
@@ -90,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_listen(demo)
     bench.add_parser(sub, parents=[common])
+    extra = {**runner.register(sub, [common]), **stack.register(sub, [common])}
+    if commands is not None:
+        commands.update(extra)
     doctor.add_parser(sub, parents=[common])
     return parser
 
@@ -105,7 +116,8 @@ def _add_listen(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    extra: dict[str, Callable[[argparse.Namespace], int]] = {}
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -116,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": cmd_check,
         "demo": cmd_demo,
         "bench": bench.run,
+        **extra,
         "doctor": doctor.run,
     }
     try:
@@ -177,7 +190,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     required = listen if (cli_listen or config.listen) else listen[:1]
     tune_malloc()
     access_log = None if args.no_access_log else AccessLog()
-    router = Router(State(config), listen, path, required=required, access_log=access_log)
+    state_dir = Path(args.state_dir) if args.state_dir else ports.state_dir()
+    router = Router(
+        State(config), listen, path, required=required, access_log=access_log, state_dir=state_dir
+    )
     return _run(_serve(router))
 
 

@@ -35,7 +35,7 @@ _SAFE_TAGS = frozenset(
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
 )
 
-_TOP_KEYS = ("listen", "routes", "timeout")
+_TOP_KEYS = ("listen", "routes", "timeout", "stack", "services")
 _ROUTE_KEYS = ("port", "target", "paths", "timeout")
 _PATH_KEYS = ("port", "target")
 
@@ -349,8 +349,9 @@ def parse_config(
             listen = _parse_listen_node(w, vnode)
         elif key == "timeout":
             timeout_s = w.timeout(vnode, None)
-        else:
+        elif key == "routes":
             routes_node = vnode
+        # `stack` and `services` belong to `devrouter up` (devrouter.stack), not the router
     ports = (
         set(own_ports)
         if own_ports is not None

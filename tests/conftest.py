@@ -236,7 +236,11 @@ class CliProcess:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVROUTER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("DEVROUTER") and k != "XDG_STATE_HOME"
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

@@ -1,0 +1,682 @@
+"""`devrouter run` end to end, through the real CLI in subprocesses, plus the pure helpers
+(tool flags, `$PORT` substitution, output tails).
+
+Every test gets its own state directory (DEVROUTER_HOME), its own router port
+(DEVROUTER_LISTEN) and its own slice of the port range (DEVROUTER_PORTS), so tests never touch
+~/.local or port 7355 and can run beside another test run. The `dev` fixture kills whatever
+is left at the end: every process whose environment names the test's state directory (the
+background router, `run`/`up` processes and their commands), then the processes it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import cli_env, free_port
+
+from devrouter.runner import LineTail, substitute, tool_flags
+
+#: Upper bound for one CLI command or one wait in these tests, in seconds.
+WAIT_S = 15.0
+
+SERVER = r"""
+import http.server, json, os, signal, sys, threading
+label = sys.argv[1] if len(sys.argv) > 1 else "server"
+KEYS = ("PORT", "HOST", "DEVROUTER_URL", "DEVROUTER_STACK", "API_URL", "API_PORT",
+        "WEB_URL", "WEB_PORT", "EXTRA")
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"label": label, "path": self.path, "pid": os.getpid(),
+                           "env": {k: os.environ.get(k) for k in KEYS},
+                           "argv": sys.argv[1:]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        if self.path.startswith("/exit/"):
+            code = int(self.path.split("/")[2])
+            threading.Timer(0.1, lambda: os._exit(code)).start()
+
+    def log_message(self, *args):
+        pass
+
+port = int(os.environ["PORT"])
+for a in sys.argv:
+    if a.startswith("--port="):
+        port = int(a.split("=", 1)[1])
+server = http.server.ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), port), Handler)
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+print(f"{label} listening on {port}", flush=True)
+print(f"{label} to stderr", file=sys.stderr, flush=True)
+server.serve_forever()
+"""
+
+
+def http_get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host, "Accept": "text/plain"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def listening(port: int) -> bool:
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            try:
+                s.connect((host, port))
+            except OSError:
+                continue
+            return True
+    return False
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout_s: float = WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def pids_with_env(key: str, value: str) -> list[int]:
+    """Processes whose environment has key=value (Linux /proc)."""
+    needle = f"{key}={value}".encode()
+    out = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in env:
+            out.append(int(entry.name))
+    return out
+
+
+@dataclass
+class Dev:
+    """One isolated devrouter world: state directory, router port and port range."""
+
+    tmp: Path
+    home: Path
+    port: int
+    env: dict[str, str]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def server(self) -> Path:
+        path = self.tmp / "server.py"
+        if not path.exists():
+            path.write_text(SERVER)
+        return path
+
+    def cli(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devrouter", *args],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S * 2,
+            cwd=cwd or self.tmp,
+            env=env or self.env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(
+        self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devrouter", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd or self.tmp,
+            env=env or self.env,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def run_server(
+        self, name: str, *extra: str, label: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        return self.start(
+            "run", name, *extra, "--", sys.executable, str(self.server()), label or name
+        )
+
+    def routes(self) -> list[dict[str, Any]]:
+        res = self.cli("ls", "--json")
+        assert res.returncode == 0, res.stderr
+        return list(json.loads(res.stdout)["routes"])
+
+    def route(self, name: str) -> dict[str, Any] | None:
+        return next((r for r in self.routes() if r["name"] == name), None)
+
+    def get(self, name: str, path: str = "/") -> tuple[int, bytes]:
+        return http_get(self.port, f"{name}.localhost", path)
+
+    def wait_up(self, name: str) -> dict[str, Any]:
+        """Wait until `name` is routed and its backend answers through the router."""
+
+        def answered() -> dict[str, Any] | None:
+            try:
+                status, body = self.get(name)
+            except OSError:
+                return None
+            return json.loads(body) if status == 200 else None
+
+        result: dict[str, Any] = wait_for(answered, f"{name} to answer through the router")
+        return result
+
+    def router_pid(self) -> int | None:
+        try:
+            return int((self.home / "router.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        for _ in range(2):  # the router, stragglers, and anything they started
+            pids = pids_with_env("DEVROUTER_HOME", str(self.home))
+            pid = self.router_pid()
+            if pid:
+                pids.append(pid)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+
+NOT_WIRED = "run/up are not wired into devrouter/cli.py, app.py and config.py yet"
+
+
+def wired() -> bool:
+    """Are the commands registered in the CLI (and the stack keys allowed in the config)?"""
+    import argparse
+
+    from devrouter import cli
+    from devrouter.config import ConfigError, parse_config
+
+    parser = cli.build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    try:
+        parse_config("services: {}\nstack: x\n", own_ports=())
+    except ConfigError:
+        return False
+    return bool(subs) and {"run", "up", "ls"} <= set(subs[0].choices)
+
+
+def make_dev(tmp_path: Path) -> Iterator[Dev]:
+    """The body of the `dev` fixture; test_stack and test_control use it too."""
+    if not wired():
+        pytest.skip(NOT_WIRED)
+    home = tmp_path / "h"
+    port = free_port()
+    low = random.randrange(20000, 30000, 50)  # apart from parallel test runs
+    env = cli_env(
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg"),
+        DEVROUTER_HOME=str(home),
+        DEVROUTER_LISTEN=f"127.0.0.1:{port}",
+        DEVROUTER_PORTS=f"{low}-{low + 49}",
+    )
+    env.pop("XDG_STATE_HOME", None)
+    d = Dev(tmp_path, home, port, env)
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    yield from make_dev(tmp_path)
+
+
+def finish(proc: subprocess.Popen[bytes], timeout_s: float = WAIT_S) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout_s)
+    return proc.returncode, out.decode(), err.decode()
+
+
+# --- a child that binds PORT is reachable by name while it runs, and gone after -----------
+
+
+def test_run_routes_name_while_running_and_exits_with_the_commands_code(dev):
+    proc = dev.run_server("api")
+    info = dev.wait_up("api")
+    assert info["label"] == "api"
+    port = int(info["env"]["PORT"])
+    assert info["env"]["HOST"] == "127.0.0.1"
+    assert info["env"]["DEVROUTER_URL"] == f"http://api.localhost:{dev.port}"
+    route = dev.route("api")
+    assert route is not None
+    assert (route["port"], route["source"], route["owner_pid"]) == (port, "run", proc.pid)
+    assert route["listening"] is True
+    dev.get("api", "/exit/7")  # the command exits with code 7 on its own
+    rc, out, err = finish(proc)
+    assert rc == 7, err
+    assert "api listening on" in out
+    assert dev.route("api") is None
+    assert dev.get("api")[0] == 404
+    assert not listening(port)
+
+
+def test_sigint_reaches_the_command_and_the_route_goes(dev):
+    proc = dev.run_server("api")
+    port = int(dev.wait_up("api")["env"]["PORT"])
+    proc.send_signal(signal.SIGINT)
+    rc, _, err = finish(proc)
+    assert rc == 128 + signal.SIGINT, err  # Python died of the SIGINT it was passed
+    assert dev.route("api") is None
+    assert not listening(port)
+
+
+def test_sigterm_is_forwarded(dev):
+    proc = dev.run_server("api")
+    port = int(dev.wait_up("api")["env"]["PORT"])
+    proc.terminate()
+    rc, _, err = finish(proc)
+    assert rc == 0, err  # the server exits 0 on SIGTERM
+    assert dev.route("api") is None
+    assert not listening(port)
+
+
+def test_sigkill_of_devrouter_run_drops_the_route_and_stops_the_command(dev):
+    proc = dev.run_server("api")
+    info = dev.wait_up("api")
+    port, child = int(info["env"]["PORT"]), int(info["pid"])
+    proc.kill()
+    proc.wait(5)
+    wait_for(lambda: dev.route("api") is None, "the router to drop the route", 5)
+    assert dev.get("api")[0] == 404
+    wait_for(lambda: not listening(port), "the orphaned command to be stopped", 8)
+    wait_for(lambda: not Path(f"/proc/{child}").exists() or _zombie(child), "the child to die", 8)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def test_whole_process_group_is_stopped_when_the_command_exits(dev):
+    # The shell exits at once; the server it started in the background must not survive.
+    script = f"{sys.executable} {dev.server()} bg & echo started; sleep 0.5; exit 3"
+    res = dev.cli("run", "bg", "--", "/bin/sh", "-c", script)
+    assert res.returncode == 3, res.stderr
+    assert "started" in res.stdout
+    port = dev.route("bg")
+    assert port is None
+    assigned = json.loads((dev.home / "ports.json").read_text())["ports"]["bg"]
+    wait_for(lambda: not listening(assigned), "the background server to be stopped", 5)
+
+
+# --- the router, starting and stopping ----------------------------------------------------
+
+
+def test_run_starts_a_background_router_says_so_and_stop_stops_it(dev):
+    res = dev.cli("run", "once", "--", "true")
+    assert res.returncode == 0, res.stderr
+    assert "started a background router" in res.stderr
+    assert str(dev.home / "router.log") in res.stderr
+    pid = dev.router_pid()
+    assert pid is not None
+    assert os.getpgid(pid) != os.getpgid(0)  # detached: its own session
+    res = dev.cli("run", "again", "--", "true")
+    assert "started a background router" not in res.stderr  # the same one is reused
+    assert dev.router_pid() == pid
+    res = dev.cli("stop")
+    assert res.returncode == 0, res.stderr
+    assert f"stopped the router (pid {pid})" in res.stderr
+    assert not (dev.home / "control.sock").exists()
+    assert dev.cli("stop").returncode == 0  # nothing to stop is fine
+
+
+def test_a_name_held_by_a_live_process_is_refused_naming_it(dev):
+    first = dev.run_server("api")
+    dev.wait_up("api")
+    res = dev.cli("run", "api", "--", "true")
+    assert res.returncode == 3
+    assert f"pid {first.pid}" in res.stderr
+    assert "server.py api" in res.stderr  # the command that holds it
+    assert dev.wait_up("api")["label"] == "api"  # the first one is untouched
+
+
+def test_config_route_clash_is_reported_not_resolved(dev, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("routes:\n  api: 1\n")
+    env = {**dev.env, "DEVROUTER_CONFIG": str(config)}
+    proc = dev.start("run", "api", "--", sys.executable, str(dev.server()), "api", env=env)
+    wait_for(lambda: any(r["name"] == "api" for r in dev.routes()), "the route")
+    res = dev.cli("ls")
+    assert "clash" in res.stdout and "api" in res.stdout
+    assert json.loads(dev.cli("ls", "--json").stdout)["conflicts"]
+    assert dev.route("api")["source"] == "config"  # type: ignore[index]
+    proc.terminate()
+    _, _, err = finish(proc)
+    assert "warning" in err and "clashes" in err
+
+
+# --- ports --------------------------------------------------------------------------------
+
+
+def test_the_same_name_gets_the_same_port_on_every_run(dev):
+    script = "import os; print(os.environ['PORT'])"
+    first = dev.cli("run", "api", "--", sys.executable, "-c", script)
+    second = dev.cli("run", "api", "--", sys.executable, "-c", script)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout == second.stdout
+    port = int(first.stdout)
+    assert dev.cli("port", "api").stdout.strip() == str(port)
+    other = dev.cli("run", "web", "--", sys.executable, "-c", script)
+    assert int(other.stdout) != port
+
+
+def test_a_busy_port_is_skipped_and_the_new_one_remembered(dev):
+    with socket.socket() as s:
+        # Like a real server: a parallel test run's closed connections (TIME_WAIT) on this
+        # port must not stop the bind.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        for _ in range(5):  # a parallel test run may take the port between the two lines
+            port = int(dev.cli("port", "api").stdout)
+            try:
+                s.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                continue
+        else:
+            pytest.fail("could not occupy api's port")
+        s.listen()
+        res = dev.cli(
+            "run", "api", "--", sys.executable, "-c", "import os; print(os.environ['PORT'])"
+        )
+    assert res.returncode == 0, res.stderr
+    new = int(res.stdout)
+    assert new != port
+    assert f"port {port} is busy" in res.stderr
+    assert dev.cli("port", "api").stdout.strip() == str(new)
+
+
+def test_pinned_port(dev):
+    port = free_port()
+    proc = dev.run_server("api", "--port", str(port))
+    assert int(dev.wait_up("api")["env"]["PORT"]) == port
+    proc.terminate()
+    finish(proc)
+
+
+def test_port_command_reports_a_running_names_port(dev):
+    proc = dev.run_server("api")
+    port = dev.wait_up("api")["env"]["PORT"]
+    assert dev.cli("port", "api").stdout.strip() == port
+    assert dev.cli("url", "api").stdout.strip() == f"http://api.localhost:{dev.port}"
+    proc.terminate()
+    finish(proc)
+
+
+def test_alias_routes_a_port_until_removed(dev):
+    import http.server
+    import threading
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        res = dev.cli("alias", "db", str(port))  # starts a router, too
+        assert res.returncode == 0, res.stderr
+        assert f"http://db.localhost:{dev.port} -> port {port}" in res.stderr
+        assert dev.get("db") == (200, b"hello")
+        assert dev.route("db")["source"] == "alias"  # type: ignore[index]
+        assert dev.cli("alias", "db", str(dev.port)).returncode == 1  # would loop
+        # Aliases outlive the router.
+        assert dev.cli("stop").returncode == 0
+        assert dev.cli("run", "boot", "--", "true").returncode == 0
+        assert dev.get("db") == (200, b"hello")
+        assert dev.cli("alias", "--remove", "db").returncode == 0
+        assert dev.get("db")[0] == 404
+        assert dev.cli("alias", "--remove", "db").returncode == 1
+        # Without a router, the file is edited directly.
+        assert dev.cli("alias", "x", str(port)).returncode == 0
+        assert dev.cli("stop").returncode == 0
+        assert dev.cli("alias", "--remove", "x").returncode == 0
+        assert "x" not in json.loads((dev.home / "aliases.json").read_text())["aliases"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_url_without_a_router_uses_the_configured_port(dev):
+    res = dev.cli("url", "api.shop")
+    assert res.stdout.strip() == f"http://api.shop.localhost:{dev.port}"
+    assert dev.cli("ls").returncode == 0
+    assert json.loads(dev.cli("ls", "--json").stdout) == {
+        "router": None,
+        "routes": [],
+        "conflicts": [],
+    }
+
+
+# --- the command: environment, arguments, output ------------------------------------------
+
+
+def test_dollar_port_in_arguments_is_replaced(dev):
+    proc = dev.start(
+        "run", "api", "--", sys.executable, str(dev.server()), "api", "--port=$PORT", "${HOST}"
+    )
+    info = dev.wait_up("api")
+    assert info["argv"] == ["api", f"--port={info['env']['PORT']}", "127.0.0.1"]
+    proc.terminate()
+    finish(proc)
+
+
+def test_output_passes_through_unchanged_and_the_router_keeps_the_last_lines(dev):
+    script = (
+        "import sys; sys.stdout.write('out \\x1b[32mgreen\\x1b[0m\\nno newline');"
+        "sys.stderr.write('err line\\n')"
+    )
+    res = subprocess.run(
+        [sys.executable, "-m", "devrouter", "run", "chatty", "--", sys.executable, "-c", script],
+        capture_output=True,
+        timeout=WAIT_S,
+        env=dev.env,
+        cwd=dev.tmp,
+        stdin=subprocess.DEVNULL,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == b"out \x1b[32mgreen\x1b[0m\nno newline"
+    assert b"err line\n" in res.stderr
+    # While it runs, the router has its lines without the colour codes.
+    loop = "import time\nfor i in range(100):\n    print('line', i, flush=True)\ntime.sleep(30)"
+    proc = dev.start("run", "chatty", "--", sys.executable, "-c", loop)
+    from devrouter.control import call
+
+    def lines() -> list[str] | None:
+        try:
+            got = call(dev.home, "output", name="chatty")["lines"]
+        except Exception:
+            return None
+        return got if got and got[-1] == "line 99" else None
+
+    got = wait_for(lines, "the output lines at the router")
+    assert len(got) <= 40
+    proc.terminate()
+    finish(proc)
+
+
+def test_command_not_found_exits_127_and_unregisters(dev):
+    res = dev.cli("run", "api", "--", "no-such-command-devrouter")
+    assert res.returncode == 127
+    assert "command not found" in res.stderr
+    assert dev.route("api") is None
+
+
+def test_usage_errors_exit_2(dev):
+    assert dev.cli("run", "api").returncode == 2
+    assert dev.cli("run", "api", "--port", "1").returncode == 2  # no `--`: no command
+    res = dev.cli("run", "Bad_Name!", "--", "true")
+    assert res.returncode == 2
+    assert "not a usable name" in res.stderr
+    assert dev.cli("run", "devrouter", "--", "true").returncode == 2
+
+
+def test_options_after_the_name(dev):
+    port = free_port()
+    res = dev.cli(
+        "run", "api", "--port", str(port), "--", sys.executable, "-c",
+        "import os; print(os.environ['PORT'])",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(port)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_on_a_terminal_ctrl_c_reaches_the_command_and_output_stays_a_terminal(dev):
+    import fcntl
+    import termios
+
+    master, slave = os.openpty()
+    script = (
+        "import os, sys, time\n"
+        "print('tty', os.isatty(1), os.isatty(0), flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devrouter", "run", "tty", "--", sys.executable, "-c", script],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=dev.env,
+        cwd=dev.tmp,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    dev.procs.append(proc)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + WAIT_S
+    while b"tty True True" not in seen and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            seen += os.read(master, 4096)
+    assert b"tty True True" in seen, seen
+    os.write(master, b"\x03")  # Ctrl-C on the terminal
+    assert proc.wait(WAIT_S) == 128 + signal.SIGINT
+    os.close(master)
+
+
+# --- pure helpers -------------------------------------------------------------------------
+
+
+VITE = ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]
+PORT_HOST = ["--port", "4100", "--host", "127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["vite"], ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]),
+        (["npx", "vite", "dev"], ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]),
+        (["./node_modules/.bin/vite"], ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]),
+        (["vite", "build"], []),
+        (["vite", "--port", "5"], []),
+        (["astro", "dev"], ["--port", "4100", "--host", "127.0.0.1"]),
+        (["pnpm", "exec", "astro", "preview"], ["--port", "4100", "--host", "127.0.0.1"]),
+        (["ng", "serve"], ["--port", "4100", "--host", "127.0.0.1"]),
+        (["ng", "build"], []),
+        (["nuxi", "dev"], ["--port", "4100", "--host", "127.0.0.1"]),
+        (["next", "dev"], ["--port", "4100", "--hostname", "127.0.0.1"]),
+        (["uvicorn", "app:app"], ["--port", "4100", "--host", "127.0.0.1"]),
+        (["python3", "-m", "uvicorn", "app:app", "--reload"], PORT_HOST),
+        (["uvicorn", "app:app", "--port=9"], []),
+        (["flask", "run"], ["--port", "4100", "--host", "127.0.0.1"]),
+        (["python", "manage.py", "runserver"], ["127.0.0.1:4100"]),
+        (["python", "manage.py", "runserver", "0:8000"], []),
+        (["cross-env", "NODE_ENV=dev", "vite"], VITE),
+        (["node", "server.js"], []),
+        (["uvicorn"], ["--port", "4100", "--host", "127.0.0.1"]),
+        ([], []),
+    ],
+)  # fmt: skip
+def test_tool_flags(argv, expected, tmp_path):
+    assert tool_flags(argv, 4100, cwd=tmp_path) == expected
+
+
+def test_tool_flags_through_package_scripts(tmp_path):
+    (tmp_path / "package.json").write_text(
+        json.dumps({"scripts": {"dev": "vite", "both": "vite & tsc -w", "start": "next start"}})
+    )
+    vite = ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]
+    assert tool_flags(["npm", "run", "dev"], 4100, cwd=tmp_path) == ["--", *vite]
+    assert tool_flags(["pnpm", "dev"], 4100, cwd=tmp_path) == vite
+    assert tool_flags(["yarn", "run", "dev"], 4100, cwd=tmp_path) == vite
+    assert tool_flags(["bun", "run", "dev"], 4100, cwd=tmp_path) == vite
+    assert tool_flags(["npm", "start"], 4100, cwd=tmp_path)[-2:] == ["--hostname", "127.0.0.1"]
+    assert tool_flags(["npm", "run", "both"], 4100, cwd=tmp_path) == []  # not one command
+    assert tool_flags(["npm", "run", "nosuch"], 4100, cwd=tmp_path) == []
+    assert tool_flags(["npm", "run", "dev", "--", "--port", "1"], 4100, cwd=tmp_path) == []
+
+
+def test_substitute():
+    env = {"PORT": "5", "HOST": "127.0.0.1", "DEVROUTER_URL": "http://a.localhost:7355"}
+    assert substitute(["--port", "$PORT", "${PORT}x", "$PORTS", "$HOST:$PORT"], env) == [
+        "--port",
+        "5",
+        "5x",
+        "$PORTS",
+        "127.0.0.1:5",
+    ]
+    assert substitute(["$DEVROUTER_URL/cb"], env) == ["http://a.localhost:7355/cb"]
+
+
+def test_line_tail_strips_escapes_and_progress_redraws():
+    tail = LineTail()
+    assert tail.feed(b"\x1b[1;32mready\x1b[0m in 20ms\r\npartial") == ["ready in 20ms"]
+    assert tail.feed(b" 10%\r 50%\r100%\n") == ["100%"]
+    assert tail.flush() == []
+    assert tail.feed(b"end") == []
+    assert tail.flush() == ["end"]

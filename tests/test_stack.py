@@ -1,0 +1,348 @@
+"""devrouter.stack: the stack file, stack names, and `devrouter up` / `down` end to end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from test_run import NOT_WIRED, Dev, finish, listening, make_dev, wait_for, wired
+
+from devrouter.config import parse_config
+from devrouter.stack import (
+    ServiceSpec,
+    StackError,
+    env_prefix,
+    linked_worktree_branch,
+    parse_stack,
+    plan,
+    stack_name,
+)
+
+# --- the file -----------------------------------------------------------------------------
+
+
+def test_the_issue_example_parses():
+    text = (
+        "stack: shop\n"
+        "services:\n"
+        '  api: {run: "uvicorn app:app --port $PORT"}\n'
+        '  web: {run: "npm run dev", paths: {/api: api}}\n'
+    )
+    f = parse_stack(text, "devrouter.yaml")
+    assert f.stack == "shop"
+    assert f.services == (
+        ServiceSpec("api", "uvicorn app:app --port $PORT"),
+        ServiceSpec("web", "npm run dev", paths=(("/api", "api"),)),
+    )
+
+
+def test_every_service_key():
+    text = (
+        "services:\n"
+        "  db: {run: [postgres, -p, $PORT], port: 5433}\n"
+        "  docs: mkdocs serve\n"
+        "  web:\n"
+        "    run: vite\n"
+        "    cwd: frontend\n"
+        "    env: {NODE_ENV: development, DEBUG: 1}\n"
+        "    paths: {/api: db, /raw: 9000}\n"
+    )
+    db, docs, web = parse_stack(text).services
+    assert db == ServiceSpec("db", ("postgres", "-p", "$PORT"), port=5433)
+    assert docs.run == "mkdocs serve"
+    assert web.cwd == "frontend"
+    assert web.env == (("NODE_ENV", "development"), ("DEBUG", "1"))
+    assert web.paths == (("/api", "db"), ("/raw", 9000))
+
+
+@pytest.mark.skipif(not wired(), reason=NOT_WIRED)
+def test_the_router_accepts_a_file_with_a_stack_section():
+    """`devrouter serve` reads the same devrouter.yaml and ignores the stack keys."""
+    text = "routes:\n  legacy: 4001\nstack: shop\nservices:\n  api: {run: x}\n"
+    config = parse_config(text, "devrouter.yaml", own_ports=())
+    assert [r.name for r in config.routes] == ["legacy"]
+    assert [s.name for s in parse_stack(text).services] == ["api"]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("services:\n  api: {run: x, prot: 1}\n", 2, "did you mean 'port'"),
+        ("services:\n  api: {port: 4000}\n", 2, "needs a `run:` command"),
+        ("services:\n  web: {run: x, paths: {/api: nope}}\n", 2, "unknown service 'nope'"),
+        ("services:\n  Web_1: x\n", 2, "one DNS label"),
+        ("services:\n  api: {run: x, port: 70000}\n", 2, "port number"),
+        ("services:\n  api: {run: x, paths: {api: 1}}\n", 2, "must start with '/'"),
+        ("services:\n  api: x\n  api: y\n", 3, "appears twice"),
+        ("stack: a_b\nservices:\n  api: x\n", 1, "DNS name"),
+        ("routes:\n  api: 4000\n", 1, "no `services:`"),
+        ("services:\n  api: !!python/object/apply:os.system [id]\n", 2, "not allowed"),
+        ("services: [\n", None, "invalid YAML"),
+    ],
+)
+def test_errors_name_file_and_line(text, line, message):
+    with pytest.raises(StackError) as err:
+        parse_stack(text, "proj/devrouter.yaml")
+    where = f"proj/devrouter.yaml:{line}:" if line else "proj/devrouter.yaml"
+    assert str(err.value).startswith(where), str(err.value)
+    assert message in str(err.value)
+
+
+# --- names --------------------------------------------------------------------------------
+
+
+def test_stack_name_defaults_to_the_directory(tmp_path):
+    project = tmp_path / "My Shop"
+    project.mkdir()
+    assert stack_name(None, project) == "my-shop"
+    assert stack_name("shop", project) == "shop"
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.skipif(
+    subprocess.run(["git", "--version"], capture_output=True).returncode != 0, reason="git"
+)
+def test_a_linked_worktree_is_named_after_its_branch(tmp_path):
+    main = tmp_path / "shop"
+    main.mkdir()
+    _git("init", "-q", "-b", "main", cwd=main)
+    (main / "devrouter.yaml").write_text("services:\n  api: x\n")
+    _git("add", ".", cwd=main)
+    _git("commit", "-q", "-m", "x", cwd=main)
+    _git("worktree", "add", "-q", "-b", "Feature/Cart", str(tmp_path / "wt"), cwd=main)
+    assert linked_worktree_branch(main) is None
+    assert stack_name(None, main) == "shop"
+    assert linked_worktree_branch(tmp_path / "wt") == "Feature/Cart"
+    assert stack_name(None, tmp_path / "wt") == "feature-cart"
+    assert stack_name("shop", tmp_path / "wt") == "feature-cart.shop"
+    (tmp_path / "wt" / "sub").mkdir()
+    assert stack_name("shop", tmp_path / "wt" / "sub") == "feature-cart.shop"
+
+
+def test_sibling_environment():
+    f = parse_stack("services:\n  api: {run: [srv]}\n  web-app: {run: 'vite', env: {EXTRA: '1'}}\n")
+    planned = plan(f, "shop", {"api": 4001, "web-app": 4002}, 7355, {"KEEP": "x"}, Path("/p"))
+    api, web = planned
+    for p in planned:
+        assert p.env["API_URL"] == "http://api.shop.localhost:7355"
+        assert p.env["API_PORT"] == "4001"
+        assert p.env["WEB_APP_URL"] == "http://web-app.shop.localhost:7355"
+        assert p.env["WEB_APP_PORT"] == "4002"
+        assert p.env["DEVROUTER_STACK"] == "shop"
+        assert p.env["KEEP"] == "x"
+    assert (api.env["PORT"], web.env["PORT"]) == ("4001", "4002")
+    assert web.env["DEVROUTER_URL"] == "http://web-app.shop.localhost:7355"
+    assert web.env["EXTRA"] == "1"
+    assert "EXTRA" not in api.env
+    assert web.argv[-1].endswith("vite --port 4002 --strictPort --host 127.0.0.1")
+    assert env_prefix("web-app") == "WEB_APP"
+
+
+# --- devrouter up / down ------------------------------------------------------------------
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    yield from make_dev(tmp_path)
+
+
+def write_project(d: Dev, name: str, declared: str | None = None) -> Path:
+    """A project with `api` and `web` services; each answers with its label and env."""
+    project = d.tmp / name
+    project.mkdir()
+    server = str(d.server())
+    services = {
+        "api": {"run": [sys.executable, server, f"{name}-api"]},
+        "web": {
+            "run": f"{sys.executable} {server} {name}-web",
+            "paths": {"/api": "api"},
+        },
+    }
+    body: dict[str, object] = {"services": services}
+    if declared:
+        body["stack"] = declared
+    (project / "devrouter.yaml").write_text(yaml.safe_dump(body))
+    return project
+
+
+def wait_for_stack(d: Dev, stack: str, names: tuple[str, ...] = ("api", "web")) -> dict[str, dict]:
+    want = {f"{n}.{stack}" for n in names}
+
+    def ready() -> dict[str, dict] | None:
+        routes = {r["name"]: r for r in d.routes() if r.get("stack") == stack}
+        if want <= set(routes) and all(routes[n]["listening"] for n in want):
+            return routes
+        return None
+
+    routes: dict[str, dict] = wait_for(ready, f"stack {stack} to be up")
+    return routes
+
+
+def test_two_stacks_with_the_same_service_names_side_by_side(dev):
+    a = write_project(dev, "alpha")
+    b = write_project(dev, "beta")
+    up_a = dev.start("up", cwd=a)
+    up_b = dev.start("up", cwd=b)
+    routes = {**wait_for_stack(dev, "alpha"), **wait_for_stack(dev, "beta")}
+    assert len({r["port"] for r in routes.values()}) == 4
+    for stack in ("alpha", "beta"):
+        for svc in ("api", "web"):
+            info = json.loads(dev.get(f"{svc}.{stack}")[1])
+            assert info["label"] == f"{stack}-{svc}"
+            assert routes[f"{svc}.{stack}"]["source"] == "stack"
+        # The web's /api path goes to its own stack's api.
+        info = json.loads(dev.get(f"web.{stack}", "/api/x")[1])
+        assert (info["label"], info["path"]) == (f"{stack}-api", "/api/x")
+    # Ctrl-C stops everything in that stack and nothing in the other.
+    up_a.send_signal(signal.SIGINT)
+    rc, out, err = finish(up_a)
+    assert rc == 0, err
+    assert "api | alpha-api listening on" in out or "api | alpha-api listening on" in err
+    names = {r["name"] for r in dev.routes()}
+    assert names == {"api.beta", "web.beta"}
+    for svc in ("api", "web"):
+        assert not listening(routes[f"{svc}.alpha"]["port"])
+    assert json.loads(dev.get("api.beta")[1])["label"] == "beta-api"
+    up_b.terminate()
+    assert finish(up_b)[0] == 0
+
+
+def test_services_get_their_siblings_urls_and_ports(dev):
+    project = write_project(dev, "shop")
+    dev.start("up", cwd=project)
+    routes = wait_for_stack(dev, "shop")
+    env = json.loads(dev.get("web.shop")[1])["env"]
+    assert env["API_URL"] == f"http://api.shop.localhost:{dev.port}"
+    assert env["API_PORT"] == str(routes["api.shop"]["port"])
+    assert env["WEB_PORT"] == env["PORT"] == str(routes["web.shop"]["port"])
+    assert env["DEVROUTER_URL"] == f"http://web.shop.localhost:{dev.port}"
+    assert env["DEVROUTER_STACK"] == "shop"
+
+
+def test_ports_are_stable_across_ups(dev):
+    project = write_project(dev, "shop")
+    first = dev.start("up", cwd=project)
+    before = {n: r["port"] for n, r in wait_for_stack(dev, "shop").items()}
+    first.terminate()
+    finish(first)
+    dev.start("up", cwd=project)
+    after = {n: r["port"] for n, r in wait_for_stack(dev, "shop").items()}
+    assert before == after
+
+
+def test_output_is_prefixed_by_service_name(dev):
+    project = write_project(dev, "shop")
+    proc = dev.start("up", cwd=project)
+    wait_for_stack(dev, "shop")
+    proc.terminate()
+    rc, out, err = finish(proc)
+    assert rc == 0
+    assert "web | shop-web listening on" in out
+    assert "api | shop-api to stderr" in err
+    assert f"http://api.shop.localhost:{dev.port}" in err  # the URLs are printed
+
+
+def test_a_service_that_exits_keeps_its_route_and_the_others_run(dev):
+    project = dev.tmp / "p"
+    project.mkdir()
+    (project / "devrouter.yaml").write_text(
+        "stack: p\nservices:\n"
+        f"  api: {{run: [{sys.executable}, {dev.server()}, p-api]}}\n"
+        f'  bad: {{run: "echo why it failed; exit 4"}}\n'
+    )
+    proc = dev.start("up", cwd=project)
+    wait_for_stack(dev, "p", ("api",))
+
+    def exited() -> dict | None:
+        route = dev.route("bad.p")
+        return route if route and route["exit_code"] == 4 else None
+
+    wait_for(exited, "bad to have exited")
+    from devrouter.control import call
+
+    assert call(dev.home, "output", name="bad.p")["lines"] == ["why it failed"]
+    assert json.loads(dev.get("api.p")[1])["label"] == "p-api"
+    proc.send_signal(signal.SIGINT)
+    assert finish(proc)[0] == 0
+
+
+def test_up_detach_and_down(dev):
+    project = write_project(dev, "shop")
+    res = dev.cli("up", "--detach", cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert "devrouter down shop" in res.stderr
+    routes = wait_for_stack(dev, "shop")
+    assert (dev.home / "stacks" / "shop.log").exists()
+    res = dev.cli("down", cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert "stopped stack shop" in res.stderr
+    assert not any(r.get("stack") == "shop" for r in dev.routes())
+    for r in routes.values():
+        wait_for(lambda r=r: not listening(r["port"]), "the services to stop", 5)
+    assert dev.cli("down", "shop").returncode == 1  # nothing left to stop
+
+
+def test_sigkill_of_up_stops_every_service(dev):
+    project = write_project(dev, "shop")
+    proc = dev.start("up", cwd=project)
+    routes = wait_for_stack(dev, "shop")
+    proc.kill()
+    proc.wait(5)
+    wait_for(lambda: not any(r.get("stack") == "shop" for r in dev.routes()), "the drop", 5)
+    for r in routes.values():
+        wait_for(lambda r=r: not listening(r["port"]), "the orphaned services to stop", 8)
+
+
+def test_a_running_stack_name_is_refused(dev):
+    project = write_project(dev, "shop")
+    first = dev.start("up", cwd=project)
+    wait_for_stack(dev, "shop")
+    res = dev.cli("up", cwd=project)
+    assert res.returncode == 3
+    assert f"pid {first.pid}" in res.stderr
+    assert "--stack" in res.stderr
+    res_other = dev.start("up", "--stack", "shop2", cwd=project)
+    wait_for_stack(dev, "shop2")
+    res_other.terminate()
+    finish(res_other)
+
+
+def test_ls_groups_by_stack(dev):
+    project = write_project(dev, "shop")
+    dev.start("up", cwd=project)
+    wait_for_stack(dev, "shop")
+    solo = dev.run_server("solo")
+    dev.wait_up("solo")
+    text = dev.cli("ls").stdout
+    lines = text.splitlines()
+    assert lines[0].startswith("URL")
+    assert "solo.localhost" in lines[1]  # routes without a stack come first
+    assert lines[2] == "stack shop:"
+    assert "api.shop.localhost" in lines[3] and "listening" in lines[3]
+    solo.terminate()
+    finish(solo)
+
+
+def test_missing_or_invalid_file(dev):
+    res = dev.cli("up")
+    assert res.returncode == 2
+    assert "devrouter.yaml" in res.stderr and "no such file" in res.stderr
+    (dev.tmp / "devrouter.yaml").write_text("services:\n  api: {rn: x}\n")
+    res = dev.cli("up")
+    assert res.returncode == 2
+    assert "devrouter.yaml:2" in res.stderr and "did you mean 'run'" in res.stderr
