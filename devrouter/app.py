@@ -149,7 +149,7 @@ class Router:
                 "wheels (and unset AIOHTTP_NO_EXTENSIONS)."
             )
         self._session = make_session()  # needs the running loop
-        proxy = Proxy(self.state, self._session, self.site)
+        proxy = Proxy(self.state, self._session, self.site, self.control)
         gated = not c_parser_in_use()
         extra: dict[str, Any] = {}
         server_class: type[web.Server] = GatedServer if gated else web.Server
@@ -160,6 +160,7 @@ class Router:
                 "prefer": proxy.prefer,
                 "metrics": self.metrics,
                 "gated": gated,
+                "control": self.control,
             }
         server = server_class(
             proxy.handle,

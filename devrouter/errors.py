@@ -26,6 +26,15 @@ class ProxyError(Exception):
         self.detail = detail
         self.hint = hint
         self.kind = kind  # for metrics: "refused", "timeout", "reset", "invalid"
+        self.details: tuple[str, ...] = ()  # e.g. the last lines a `devrouter run` app printed
+        self.refresh_s: int | None = None  # a browser page reloads itself after this long
+
+
+class ServiceStarting(ProxyError):
+    """A `devrouter run` command that has not started listening yet."""
+
+    status = 503
+    title = "Starting"
 
 
 class BadRequest(ProxyError):

@@ -36,9 +36,10 @@ import httptools
 from aiohttp import web
 
 from .config import Route, Upstream
+from .control import ControlServer
 from .errors import BadGateway, GatewayTimeout, ProxyError
 from .metrics import Metrics, RequestRecord, redact_head
-from .pages import error_headers, render_error
+from .pages import error_headers, explain_failure, render_error
 from .proxy import HOP_BY_HOP, HOPS_HEADER, MAX_HOPS
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import Snapshot, State
@@ -124,6 +125,7 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _REASONS = {
     400: b"Bad Request",
     502: b"Bad Gateway",
+    503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
 
@@ -147,9 +149,11 @@ class FastServer(web.Server):
         prefer: HostPreference,
         metrics: Metrics,
         gated: bool = False,
+        control: ControlServer | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        self.control = control
         self.gated = gated  # aiohttp's parser is the pure-Python one: check with llhttp first
         self.state = state
         self.metrics = metrics
@@ -862,6 +866,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        control = self.client.server.control
+        if control is not None and (svc := control.service(self.route.name)):
+            err = explain_failure(err, svc, control.output(self.route.name))
         if not self.sent_head:
             self.status = err.status
         self.record(err.kind)

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from html import escape
+from typing import Protocol
 
 from aiohttp import web
 
 from . import __version__
 from .config import Route
-from .errors import ProxyError
+from .errors import ProxyError, ServiceStarting
+
+#: Lines of a `devrouter run` app's output shown on its error page.
+OUTPUT_TAIL_LINES = 20
+#: A "starting..." page reloads itself after this many seconds.
+STARTING_REFRESH_S = 1
 
 _STYLE = (
     "body{font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em;"
@@ -71,19 +77,60 @@ def render_error(
         body = f"<h1>{err.status} {escape(err.title)}</h1><p>{escape(err.detail)}</p>"
         if hint:
             body += f"<p>{escape(hint)}</p>"
+        if err.details:
+            body += "<h2>Last output</h2><pre>" + escape("\n".join(err.details)) + "</pre>"
+        if err.refresh_s:
+            body = f"<meta http-equiv=refresh content={int(err.refresh_s)}>" + body
         if routes is not None:
             body += "<h2>Routes</h2>" + _routes_html(routes, port)
         return "text/html", _page(f"{err.status} {err.title}", body)
     text = f"devrouter: {err.status} {err.title}: {err.detail}\n"
     if hint:
         text += f"{hint}\n"
+    if err.details:
+        text += "last output:\n" + "".join(f"  {line}\n" for line in err.details)
     if routes is not None:
         text += "routes:\n" + _routes_text(routes, port) + "\n"
     return "text/plain", text
 
 
 def error_headers(err: ProxyError) -> dict[str, str]:
-    return {"Cache-Control": "no-store", "X-Devrouter-Error": str(err.status)}
+    headers = {"Cache-Control": "no-store", "X-Devrouter-Error": str(err.status)}
+    if err.refresh_s:
+        headers["Retry-After"] = str(err.refresh_s)
+    return headers
+
+
+class ServiceInfo(Protocol):
+    """What a `devrouter run` registration tells an error page (devrouter.control.Service)."""
+
+    ready: bool
+    exit_code: int | None
+    command: str
+
+
+def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) -> ProxyError:
+    """Turn a refused connection to a `devrouter run` app into the answer that helps: a
+    self-reloading "starting..." page while it has not listened yet, or a 502 that shows
+    why it is not answering (its exit code and its last lines of output)."""
+    if err.kind != "refused" and err.status != 502:
+        return err
+    tail = tuple(output[-OUTPUT_TAIL_LINES:])
+    if err.kind == "refused" and not svc.ready and svc.exit_code is None:
+        new: ProxyError = ServiceStarting(
+            f"`{svc.command}` is starting and is not listening yet",
+            "This page reloads itself until it answers.",
+            kind="refused",
+        )
+        new.refresh_s = STARTING_REFRESH_S
+    elif svc.exit_code is not None:
+        new = type(err)(
+            f"`{svc.command}` exited with code {svc.exit_code}", err.hint, kind=err.kind
+        )
+    else:
+        new = err
+    new.details = tail
+    return new
 
 
 def error_response(

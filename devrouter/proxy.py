@@ -32,6 +32,7 @@ from yarl import URL
 
 from . import dashboard, websocket
 from .config import Route, Upstream
+from .control import ControlServer
 from .errors import (
     BadGateway,
     BadRequest,
@@ -43,7 +44,7 @@ from .errors import (
     VersionNotSupported,
 )
 from .metrics import RequestRecord, redact_head
-from .pages import error_response
+from .pages import error_response, explain_failure
 from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import State
 from .upstream import HostPreference, base_url, is_refused, reset_connection, translate_errors
@@ -142,8 +143,13 @@ def origin_form(raw_target: str, host: str) -> str:
 
 class Proxy:
     def __init__(
-        self, state: State, session: aiohttp.ClientSession, site: dashboard.Context
+        self,
+        state: State,
+        session: aiohttp.ClientSession,
+        site: dashboard.Context,
+        control: ControlServer | None = None,
     ) -> None:
+        self.control = control
         self.state = state
         self.session = session
         self.site = site
@@ -240,9 +246,11 @@ class Proxy:
             rec.status = resp.status
             return resp
         except ProxyError as err:
+            if self.control is not None and (svc := self.control.service(route.name)):
+                err = explain_failure(err, svc, self.control.output(route.name))
             rec.status = err.status
             rec.error = err.kind
-            raise
+            raise err from None
         finally:
             rec.duration_s = loop.time() - t0
             self.metrics.finish(rec)

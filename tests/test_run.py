@@ -680,3 +680,58 @@ def test_line_tail_strips_escapes_and_progress_redraws():
     assert tail.flush() == []
     assert tail.feed(b"end") == []
     assert tail.flush() == ["end"]
+
+
+def _get_html(port: int, host: str) -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+    try:
+        conn.request("GET", "/", headers={"Host": host, "Accept": "text/html"})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_a_command_not_listening_yet_gets_a_self_reloading_starting_page(dev):
+    """Until `devrouter run`'s command listens, a browser gets 'starting...' (503 with a
+    refresh), not a bare 502; its output so far is on the page."""
+    loop = "import time\nprint('compiling assets', flush=True)\ntime.sleep(60)"
+    proc = dev.start("run", "slow", "--", sys.executable, "-c", loop)
+
+    def page() -> tuple[int, dict[str, str], str] | None:
+        try:
+            got = _get_html(dev.port, "slow.localhost")
+        except OSError:
+            return None
+        return got if got[0] == 503 and "compiling assets" in got[2] else None
+
+    _, headers, body = wait_for(page, "the starting page")
+    assert "http-equiv=refresh" in body and "is starting" in body
+    assert headers.get("Retry-After") == "1"
+    proc.terminate()
+    finish(proc)
+
+
+def test_the_502_page_shows_why_the_app_is_not_answering(dev):
+    """A command that stopped listening (here: it closed its socket and kept running after
+    printing an error) gets a 502 that shows its last output."""
+    script = (
+        "import os, socket, time\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n"
+        "time.sleep(1.5); s.close()\n"
+        "print('Error: database connection refused', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = dev.start("run", "broken", "--", sys.executable, "-c", script)
+
+    def page() -> tuple[int, dict[str, str], str] | None:
+        try:
+            got = _get_html(dev.port, "broken.localhost")
+        except OSError:
+            return None
+        return got if got[0] == 502 and "database connection refused" in got[2] else None
+
+    _, _, body = wait_for(page, "a 502 page with the app's output")
+    assert "Last output" in body
+    proc.terminate()
+    finish(proc)
