@@ -37,7 +37,7 @@ from aiohttp import web
 
 from .config import Route, Upstream
 from .control import ControlServer
-from .errors import BadGateway, GatewayTimeout, ProxyError
+from .errors import BadGateway, ProxyError
 from .metrics import Metrics, RequestRecord, redact_head
 from .pages import error_headers, explain_failure, render_error
 from .proxy import HOP_BY_HOP, HOPS_HEADER, MAX_HOPS
@@ -49,8 +49,12 @@ from .upstream import (
     POOL_KEEPALIVE_S,
     REFUSED_ERRNOS,
     HostPreference,
+    connect_error,
+    disconnected_error,
+    invalid_response_error,
     refused_error,
     reset_connection,
+    timeout_error,
 )
 
 log = logging.getLogger("devrouter.proxy")
@@ -631,12 +635,7 @@ class Exchange:
         ):
             self.fail(refused_error(self.upstream))
         else:
-            self.fail(
-                BadGateway(
-                    f"could not connect to the backend on port {self.upstream.port}: {last}",
-                    kind="refused",
-                )
-            )
+            self.fail(connect_error(self.upstream, last))
 
     def _send(self, conn: UpstreamConnection, reused: bool) -> None:
         self.conn = conn
@@ -775,25 +774,13 @@ class Exchange:
             self.client.exchange = None
             self.client.abort()
             return
-        self.fail(
-            BadGateway(
-                f"the backend on port {self.upstream.port} closed the connection without answering",
-                "Did it crash or restart? Check its output.",
-                kind="reset",
-            )
-        )
+        self.fail(disconnected_error(self.upstream))
 
     def upstream_invalid(self, exc: Exception) -> None:
         if self.sent_head:
             self.upstream_lost(True)
             return
-        self.fail(
-            BadGateway(
-                f"the backend on port {self.upstream.port} sent a response that is not valid "
-                f"HTTP ({exc})",
-                "Is this port an HTTP server (not TLS, a database, or another protocol)?",
-            )
-        )
+        self.fail(invalid_response_error(self.upstream, exc))
 
     # -- flow control and failure ----------------------------------------------------------
 
@@ -825,14 +812,7 @@ class Exchange:
         if now < self.deadline:  # an upload made progress: wait again
             self.timer = self.client.loop.call_at(self.deadline, self._on_timer)
             return
-        self.fail(
-            GatewayTimeout(
-                f"the backend on port {self.upstream.port} did not answer within "
-                f"{self.route.timeout_s:g} s",
-                "Is it stuck (a breakpoint, a long first compile)? Raise the route's `timeout` "
-                "in the config if it is just slow.",
-            )
-        )
+        self.fail(timeout_error(self.upstream, self.route.timeout_s))
 
     def record(self, error: str | None) -> None:
         """Count this exchange in the route's metrics, once."""

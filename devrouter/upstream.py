@@ -123,6 +123,36 @@ def refused_error(upstream: Upstream) -> BadGateway:
     return BadGateway(f"nothing is listening on {where}", hint, kind="refused")
 
 
+def timeout_error(upstream: Upstream, timeout_s: float) -> GatewayTimeout:
+    return GatewayTimeout(
+        f"the backend on port {upstream.port} did not answer within {timeout_s:g} s",
+        "Is it stuck (a breakpoint, a long first compile)? Raise the route's `timeout` "
+        "in the config if it is just slow.",
+    )
+
+
+def connect_error(upstream: Upstream, exc: object) -> BadGateway:
+    return BadGateway(
+        f"could not connect to the backend on port {upstream.port}: {exc}", kind="refused"
+    )
+
+
+def disconnected_error(upstream: Upstream) -> BadGateway:
+    return BadGateway(
+        f"the backend on port {upstream.port} closed the connection without answering",
+        "Did it crash or restart? Check its output.",
+        kind="reset",
+    )
+
+
+def invalid_response_error(upstream: Upstream, detail: object) -> BadGateway:
+    return BadGateway(
+        f"the backend on port {upstream.port} sent a response that is not valid HTTP ({detail})",
+        "Is this port an HTTP server (not TLS, a database, or another protocol)?",
+        kind="invalid",
+    )
+
+
 @contextmanager
 def translate_errors(upstream: Upstream, timeout_s: float) -> Iterator[None]:
     """The single boundary where client-side exceptions become ProxyErrors (before the
@@ -137,31 +167,15 @@ def translate_errors(upstream: Upstream, timeout_s: float) -> Iterator[None]:
             "debugger) or a firewall drops them.",
         ) from None
     except TimeoutError:
-        raise GatewayTimeout(
-            f"the backend on port {upstream.port} did not answer within {timeout_s:g} s",
-            "Is it stuck (a breakpoint, a long first compile)? Raise the route's `timeout` "
-            "in the config if it is just slow.",
-        ) from None
+        raise timeout_error(upstream, timeout_s) from None
     except aiohttp.ClientConnectorError as exc:
         if is_refused(exc):
             raise refused_error(upstream) from None
-        raise BadGateway(
-            f"could not connect to the backend on port {upstream.port}: {exc.os_error}",
-            kind="refused",
-        ) from None
+        raise connect_error(upstream, exc.os_error) from None
     except aiohttp.ServerDisconnectedError:
-        raise BadGateway(
-            f"the backend on port {upstream.port} closed the connection without answering",
-            "Did it crash or restart? Check its output.",
-            kind="reset",
-        ) from None
+        raise disconnected_error(upstream) from None
     except aiohttp.ClientResponseError as exc:
-        raise BadGateway(
-            f"the backend on port {upstream.port} sent a response that is not valid HTTP "
-            f"({exc.message})",
-            "Is this port an HTTP server (not TLS, a database, or another protocol)?",
-            kind="invalid",
-        ) from None
+        raise invalid_response_error(upstream, exc.message) from None
     except (aiohttp.ClientError, OSError) as exc:
         raise BadGateway(
             f"the connection to the backend on port {upstream.port} failed: {exc or type(exc)}",
