@@ -40,7 +40,7 @@ from .control import ControlServer
 from .errors import BadGateway, ProxyError
 from .metrics import Metrics, RequestRecord, redact_head
 from .pages import error_headers, explain_failure, render_error
-from .proxy import HOP_BY_HOP, HOPS_HEADER, MAX_HOPS
+from .proxy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import Snapshot, State
 from .strictgate import StrictGate
@@ -77,21 +77,11 @@ _HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ 
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FAST_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _IDEMPOTENT = frozenset({b"GET", b"PUT", b"DELETE", b"OPTIONS"})
-_HOP_BY_HOP_B = frozenset(h.encode() for h in HOP_BY_HOP)
 _HANDOFF_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"http2-settings"})
-_REQUEST_DROP_B = _HOP_BY_HOP_B | {
-    b"forwarded",
-    b"x-real-ip",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"x-forwarded-port",
-    b"x-forwarded-prefix",
-    b"x-forwarded-server",
-    b"x-forwarded-ssl",
-    b"x-forwarded-scheme",
-    HOPS_HEADER.lower().encode(),
-}
-_RESPONSE_DROP_B = _HOP_BY_HOP_B | {b"content-length"}
+# The aiohttp handler's header rules, as bytes: one list of names for both engines.
+_REQUEST_DROP_B = frozenset(h.encode() for h in REQUEST_DROP)
+_RESPONSE_DROP_B = frozenset(h.encode() for h in RESPONSE_DROP)
+_NEVER_NAMED_B = frozenset(h.encode() for h in NEVER_NAMED)
 _HOPS_NAME = HOPS_HEADER.encode() + b": "
 # What _start does with each request field, by lowercase name; anything else is forwarded.
 _FORWARD, _HOST, _LENGTH, _CONNECTION, _XFF, _HOPS, _HANDOFF, _DROP = range(8)
@@ -110,14 +100,10 @@ def _has_long_line(head: bytes, limit: int) -> bool:
     return any(len(line) > limit for line in head.split(b"\r\n"))
 
 
-#: Fields a Connection header cannot remove: framing and routing are the router's business.
-_NEVER_NAMED = frozenset({b"host", b"content-length"})
-
-
 def _without_named(out: list[bytes], named: list[bytes], start: int) -> list[bytes]:
     """Drop the fields a Connection header named (RFC 9110 §7.6.1); `out` holds `start`
     pieces of start line, then name, ": ", value, CRLF for each forwarded field."""
-    drop = set(named) - _NEVER_NAMED
+    drop = set(named) - _NEVER_NAMED_B
     kept = out[:start]
     for i in range(start, len(out), 4):
         if out[i].lower() not in drop:

@@ -70,7 +70,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Set by the router only: a client's values must never reach a backend as if ours.
-_REQUEST_DROP = HOP_BY_HOP | {
+REQUEST_DROP = HOP_BY_HOP | {
     "expect",  # answered by the router itself; forwarding it can hang a backend
     "forwarded",
     "x-real-ip",
@@ -83,7 +83,7 @@ _REQUEST_DROP = HOP_BY_HOP | {
     "x-forwarded-scheme",
     HOPS_HEADER.lower(),
 }
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
+RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DEFAULTS_AIOHTTP_ADDS = (hdrs.CONTENT_TYPE, hdrs.DATE, hdrs.SERVER)
 
@@ -106,7 +106,7 @@ class ProxyResponse(web.StreamResponse):
 
 
 #: Fields a Connection header cannot remove: framing and routing are the router's business.
-_NEVER_NAMED = frozenset({"host", "content-length"})
+NEVER_NAMED = frozenset({"host", "content-length"})
 
 
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -115,7 +115,7 @@ def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     if not values:
         return frozenset()
     tokens = frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
-    return tokens - _NEVER_NAMED
+    return tokens - NEVER_NAMED
 
 
 def origin_form(raw_target: str, host: str) -> str:
@@ -266,7 +266,7 @@ class Proxy:
         xff = []
         for key, value in request.headers.items():
             lower = key.lower()
-            if lower in _REQUEST_DROP or lower in named:
+            if lower in REQUEST_DROP or lower in named:
                 continue
             if lower == "x-forwarded-for":
                 xff.append(value)
@@ -353,7 +353,7 @@ class Proxy:
         out_headers: CIMultiDict[str] = CIMultiDict()
         for key, value in resp.headers.items():
             lower = key.lower()
-            if lower in _RESPONSE_DROP or lower in named:
+            if lower in RESPONSE_DROP or lower in named:
                 continue
             if _BAD_VALUE.search(value):
                 raise BadGateway(
