@@ -558,7 +558,6 @@ class Exchange:
         self.head = head
         self.method = method
         self.body_left = self.length = length
-        self.had_body = length > 0
         self.pending: list[bytes] = []  # body bytes read before the upstream is connected
         self.pending_bytes = 0
         self.keep_alive = keep_alive
@@ -655,8 +654,7 @@ class Exchange:
         status: int,
         reason: bytes,
         headers: list[tuple[bytes, bytes]],
-        length: int | None,
-        upstream_chunked: bool,
+        length: int | None,  # None: chunked or close-delimited upstream
     ) -> None:
         if self.timer is not None:
             self.timer.cancel()
@@ -737,7 +735,7 @@ class Exchange:
             and self.reused
             and not self.retried
             and self.method in _IDEMPOTENT
-            and not self.had_body
+            and not self.length
             and not self.sent_head
         ):
             # A pooled connection the backend had closed: RFC 9112 §9.3.1 allows one retry.
@@ -950,7 +948,7 @@ class UpstreamConnection(asyncio.Protocol):
                 chunked = True
         self._chunked = chunked
         self._length = length
-        ex.response_head(status, self._reason, self._headers, None if chunked else length, chunked)
+        ex.response_head(status, self._reason, self._headers, None if chunked else length)
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange

@@ -140,19 +140,3 @@ def error_response(
     return web.Response(
         status=err.status, text=body, content_type=content_type, headers=error_headers(err)
     )
-
-
-def index_response(routes: Sequence[Route], accept: str, port: int, source: str) -> web.Response:
-    """The page at http://localhost:PORT/: what is routed where."""
-    headers = {"Cache-Control": "no-store"}
-    if wants_html(accept):
-        body = f"<h1>devrouter</h1><p>Config: <code>{escape(source)}</code></p>" + _routes_html(
-            routes, port
-        )
-        return web.Response(
-            text=_page("devrouter", body), content_type="text/html", headers=headers
-        )
-    return web.Response(
-        text=f"devrouter {__version__}, config {source}\nroutes:\n{_routes_text(routes, port)}\n",
-        headers=headers,
-    )
