@@ -122,6 +122,10 @@ class RouteStats:
     # per-second series: [second, count, sum of latency (us), max latency (us)]
     series: deque[list[int]] = field(default_factory=lambda: deque(maxlen=SERIES_SECONDS))
 
+    @property
+    def count(self) -> int:
+        return sum(self.requests.values())
+
 
 class Metrics:
     def __init__(
