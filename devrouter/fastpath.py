@@ -262,6 +262,7 @@ class ClientConnection(asyncio.Protocol):
         self.corked: list[bytes] | None = None
         self.idle_since = self.loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -308,6 +309,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_idle_timer()
+        self._cancel_deadline_timer()
         self.server.forget(self)
         self.closing = True
         if self.exchange is not None:
@@ -452,6 +454,7 @@ class ClientConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         self._cancel_idle_timer()
+        self._cancel_deadline_timer()
         self.server.forget(self)
         self.closing = True
         if self.corked is not None:
@@ -535,6 +538,34 @@ class ClientConnection(asyncio.Protocol):
         else:
             self._idle_timer = self.loop.call_later(left, self._idle_check)
 
+    def watch_deadline(self, deadline: float) -> None:
+        """Make sure a timer fires by `deadline` (loop time) for the exchange in flight.
+
+        One timer per connection, kept across exchanges: on keep-alive traffic the timer
+        armed for an earlier exchange is still pending and fires first, and its check
+        re-arms for the current exchange. A timer per request cost more than the relaying.
+        """
+        timer = self._deadline_timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._deadline_timer = self.loop.call_at(deadline, self._deadline_check)
+
+    def _cancel_deadline_timer(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+
+    def _deadline_check(self) -> None:
+        self._deadline_timer = None
+        ex = self.exchange
+        if ex is None or ex.done or ex.sent_head:
+            return
+        if self.loop.time() < ex.deadline:  # a later exchange, or an upload made progress
+            self._deadline_timer = self.loop.call_at(ex.deadline, self._deadline_check)
+            return
+        ex.fail(timeout_error(ex.upstream, ex.route.timeout_s))
+
 
 class Exchange:
     """One request/response pair on the fast path."""
@@ -569,8 +600,7 @@ class Exchange:
         self.done = False
         self.retried = False
         self.reused = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.deadline = 0.0
+        self.deadline = 0.0  # loop time; the client connection's timer enforces it
         self._connect_task: asyncio.Task[None] | None = None
         # for metrics
         self.target = target
@@ -584,17 +614,19 @@ class Exchange:
     # -- request side ----------------------------------------------------------------------
 
     def begin(self) -> None:
-        self.t0 = now = self.client.loop.time()
-        self.started = time.time()
-        self.client.server.metrics.opened(self.route.name)
-        self.deadline = now + self.route.timeout_s
-        self.timer = self.client.loop.call_at(self.deadline, self._on_timer)
-        hosts = self.client.server.prefer.order(self.upstream)
-        conn = self.client.server.pool.get((hosts[0], self.upstream.port))
+        # The head goes upstream first; the bookkeeping after it runs while the backend works.
+        client = self.client
+        self.t0 = now = client.loop.time()
+        hosts = client.server.prefer.order(self.upstream)
+        conn = client.server.pool.get((hosts[0], self.upstream.port))
         if conn is not None and not self.retried:
             self._send(conn, reused=True)
         else:
-            self._connect_task = self.client.loop.create_task(self._connect(hosts))
+            self._connect_task = client.loop.create_task(self._connect(hosts))
+        self.started = time.time()
+        client.server.metrics.opened(self.route.name)
+        self.deadline = now + self.route.timeout_s
+        client.watch_deadline(self.deadline)
 
     async def _connect(self, hosts: tuple[str, ...]) -> None:
         loop = self.client.loop
@@ -656,9 +688,6 @@ class Exchange:
         headers: list[tuple[bytes, bytes]],
         length: int | None,  # None: chunked or close-delimited upstream
     ) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if _BAD_VALUE.search(reason):
             self.fail(
                 BadGateway(
@@ -712,9 +741,10 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self.record(None)
         if self.chunked:
             self.client.write(b"0\r\n\r\n")
+        self.client.uncork()  # the client has its response before the bookkeeping starts
+        self.record(None)
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -779,24 +809,12 @@ class Exchange:
     def client_gone(self) -> None:
         self.done = True
         self.record(None)
-        if self.timer is not None:
-            self.timer.cancel()
         if self._connect_task is not None:
             self._connect_task.cancel()
         if self.conn is not None:
             self.conn.detach()
             self.conn.abort()
             self.conn = None
-
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.done or self.sent_head:
-            return
-        now = self.client.loop.time()
-        if now < self.deadline:  # an upload made progress: wait again
-            self.timer = self.client.loop.call_at(self.deadline, self._on_timer)
-            return
-        self.fail(timeout_error(self.upstream, self.route.timeout_s))
 
     def record(self, error: str | None) -> None:
         """Count this exchange in the route's metrics, once."""
@@ -836,9 +854,6 @@ class Exchange:
         if not self.sent_head:
             self.status = err.status
         self.record(err.kind)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.conn is not None:
             self.conn.detach()
             self.conn.abort()

@@ -205,3 +205,37 @@ async def test_plain_requests_stay_on_the_fast_path(fast_router, raw_backend, mo
     finally:
         writer.close()
     assert handoffs == []
+
+
+async def test_route_timeout_holds_for_a_later_exchange_on_a_keep_alive_connection(
+    fast_router, raw_backend
+):
+    """The deadline timer is one per client connection, armed by the first exchange and
+    re-armed by its own check: a hung second request must still get its 504."""
+
+    async def first_fast_then_hang(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        head = await read_head(reader)
+        rb.received.append(head)
+        if len(rb.received) == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            head = await read_head(reader)
+            rb.received.append(head)
+        await reader.read()  # hang until the router gives up
+
+    rb = await raw_backend(first_fast_then_hang)
+    port = await start(fast_router, make_config({"app": {"port": rb.port, "timeout": 0.6}}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /1 HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        await asyncio.sleep(0.4)  # the first exchange's deadline passes mid-way through this one
+        writer.write(b"GET /2 HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 504"), head
+        assert len(rb.received) == 2
+    finally:
+        writer.close()
