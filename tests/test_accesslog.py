@@ -20,11 +20,38 @@ def test_line_has_route_method_path_status_duration_bytes_and_error() -> None:
     out = io.StringIO()
     m = Metrics(sink=AccessLog(out))
     m.opened("api")
-    m.finish(RequestRecord(time.time(), "GET", "api.localhost", "/items?p=2", "api", 4001,
-                           200, 0.001, 0.0025, 0, 512))
+    m.finish(
+        RequestRecord(
+            time.time(),
+            "GET",
+            "api.localhost",
+            "/items?p=2",
+            "api",
+            4001,
+            200,
+            0.001,
+            0.0025,
+            0,
+            512,
+        )
+    )
     m.opened("api")
-    m.finish(RequestRecord(time.time(), "POST", "api.localhost", "/x", "api", 4001, 502,
-                           None, 0.0004, 5, 0, "refused"))
+    m.finish(
+        RequestRecord(
+            time.time(),
+            "POST",
+            "api.localhost",
+            "/x",
+            "api",
+            4001,
+            502,
+            None,
+            0.0004,
+            5,
+            0,
+            "refused",
+        )
+    )
     log = m.sink
     assert isinstance(log, AccessLog)
     log.flush()
@@ -101,8 +128,9 @@ async def test_serve_prints_one_line_per_request(cli, backend, tmp_path: Path) -
     p = cli("serve", "--config", str(cfg))
     async with aiohttp.ClientSession() as s:
         for path in ("/one", "/two"):
-            async with s.get(f"http://127.0.0.1:{p.port}{path}",
-                             headers={"Host": "api.localhost"}) as resp:
+            async with s.get(
+                f"http://127.0.0.1:{p.port}{path}", headers={"Host": "api.localhost"}
+            ) as resp:
                 assert resp.status == 200
     text = _read_stdout(p.proc, "/two")
     lines = [line for line in text.splitlines() if " api GET " in line]

@@ -35,11 +35,15 @@ SUBCOMMANDS = ("serve", "check", "demo")
 # --- helpers ------------------------------------------------------------------------------
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devrouter", *args],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT_S, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=cwd,
         env=env or cli_env(HOME=str(cwd), XDG_CONFIG_HOME=str(cwd / "xdg")),
     )
 
@@ -128,9 +132,7 @@ class Stderr:
         return self.buf.decode()
 
 
-def start(
-    cli: Callable[..., CliProcess], *args: str, **kw: Any
-) -> tuple[CliProcess, Stderr, str]:
+def start(cli: Callable[..., CliProcess], *args: str, **kw: Any) -> tuple[CliProcess, Stderr, str]:
     """Start the CLI and wait for its ready line with our own reader; (process, reader, line)."""
     p = cli(*args, wait_ready=False, **kw)
     err = Stderr(p)
@@ -254,8 +256,9 @@ async def test_in_flight_request_finishes_during_shutdown(cli, backend, tmp_path
 def test_invalid_config_exits_3_naming_file_and_line(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text(f"routes:\n  api: 70000\n  web: {free_port()}\n")
-    res = run_cli("serve", "--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}",
-                  cwd=tmp_path)
+    res = run_cli(
+        "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path
+    )
     assert res.returncode == 3
     line = single_error_line(res.stderr)
     assert f"{cfg}:2" in line
@@ -265,8 +268,9 @@ def test_invalid_config_exits_3_naming_file_and_line(tmp_path):
 def test_yaml_syntax_error_exits_3_naming_file_and_line(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("routes:\n  api: 4001\n  web: [5173\n")
-    res = run_cli("serve", "--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}",
-                  cwd=tmp_path)
+    res = run_cli(
+        "serve", "--config", str(cfg), "--listen", f"127.0.0.1:{free_port()}", cwd=tmp_path
+    )
     assert res.returncode == 3
     line = single_error_line(res.stderr)
     assert re.search(rf"{re.escape(str(cfg))}:\d+", line), line
@@ -296,8 +300,9 @@ def test_allow_remote_starts_and_warns(cli, tmp_path):
     p, err, _ = start(cli, "serve", "--listen", f"0.0.0.0:{port}", "--allow-remote", port=port)
     # The warning is logged before the ready line. Traffic goes to 127.0.0.1 only.
     assert http_get(p.port, "nosuch.localhost")[0] == 404
-    warnings = [line for line in err.buf.decode().splitlines()
-                if "WARNING" in line and "0.0.0.0" in line]
+    warnings = [
+        line for line in err.buf.decode().splitlines() if "WARNING" in line and "0.0.0.0" in line
+    ]
     assert warnings, err.buf
     rc, _ = stop(p, err)
     assert rc == 0
@@ -325,8 +330,9 @@ def test_env_config_wins_over_cwd_file(cli, tmp_path):
     env_cfg = tmp_path / "elsewhere" / "env.yaml"
     env_cfg.parent.mkdir()
     env_cfg.write_text(f"routes:\n  fromenv: {free_port()}\n")
-    env = cli_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"),
-                  DEVROUTER_CONFIG=str(env_cfg))
+    env = cli_env(
+        HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"), DEVROUTER_CONFIG=str(env_cfg)
+    )
     p, _, ready = start(cli, "serve", env=env)
     assert "env.yaml" in ready
     assert http_get(p.port, "fromenv.localhost")[0] == 502
@@ -389,8 +395,9 @@ async def test_hot_reload_through_cli(cli, backend, tmp_path):
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
 
         async def status(name: str) -> int:
-            async with s.get(f"http://127.0.0.1:{p.port}/",
-                             headers={"Host": f"{name}.localhost"}) as resp:
+            async with s.get(
+                f"http://127.0.0.1:{p.port}/", headers={"Host": f"{name}.localhost"}
+            ) as resp:
                 await resp.read()
                 return resp.status
 

@@ -149,8 +149,11 @@ def test_quoted_port_and_aliases_are_plain_values() -> None:
           www: *p
         """
     )
-    assert {r.name: r.upstream.port for r in config.routes} == {"api": 4001, "web": 4002,
-                                                                 "www": 4002}
+    assert {r.name: r.upstream.port for r in config.routes} == {
+        "api": 4001,
+        "web": 4002,
+        "www": 4002,
+    }
 
 
 # --- not a mapping ----------------------------------------------------------------------
@@ -185,11 +188,21 @@ def test_wrong_shape_is_rejected_with_line(text: str, line: int, route: str | No
         ("routes: {}\ntimout: 5\n", 2, None, "timout", "timeout"),
         ("routes:\n  api:\n    prot: 4001\n", 3, "api", "prot", "port"),
         ("routes:\n  api:\n    port: 4001\n    path:\n      /x: 1\n", 4, "api", "path", "paths"),
-        ("routes:\n  web: 1\n  api:\n    targte: http://127.0.0.1:1\n", 4, "api", "targte",
-         "target"),
+        (
+            "routes:\n  web: 1\n  api:\n    targte: http://127.0.0.1:1\n",
+            4,
+            "api",
+            "targte",
+            "target",
+        ),
         ("routes:\n  api:\n    port: 4001\n    timeot: 3\n", 4, "api", "timeot", "timeout"),
-        ("routes:\n  api:\n    port: 4001\n    paths:\n      /x:\n        prt: 1\n", 6, "api",
-         "prt", "port"),
+        (
+            "routes:\n  api:\n    port: 4001\n    paths:\n      /x:\n        prt: 1\n",
+            6,
+            "api",
+            "prt",
+            "port",
+        ),
     ],
 )
 def test_unknown_key_suggests_the_right_one(
@@ -229,8 +242,9 @@ def test_bad_port_under_port_key(value: str) -> None:
 
 @pytest.mark.parametrize("value", BAD_PORTS)
 def test_bad_port_in_paths(value: str) -> None:
-    err = rejected(f"routes:\n  api:\n    port: 4000\n    paths:\n      /a: 4001\n"
-                   f"      /b: {value}\n")
+    err = rejected(
+        f"routes:\n  api:\n    port: 4000\n    paths:\n      /a: 4001\n      /b: {value}\n"
+    )
     assert_names(err, 6, "api")
 
 
@@ -323,8 +337,14 @@ def test_loopback_targets(target: str, upstream: Upstream) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["http://10.0.0.1:80", "http://example.com:80", "https://127.0.0.1:1",
-               "http://127.0.0.1:1/x", "http://127.0.0.1:0"]
+    "target",
+    [
+        "http://10.0.0.1:80",
+        "http://example.com:80",
+        "https://127.0.0.1:1",
+        "http://127.0.0.1:1/x",
+        "http://127.0.0.1:0",
+    ],
 )
 def test_parse_target_raises_value_error(target: str) -> None:
     with pytest.raises(ValueError):
@@ -538,9 +558,7 @@ def test_yaml_syntax_error_names_its_line(text: str, line: int) -> None:
         "      /x: !!python/object/apply:os.system [id]\n",
     ],
 )
-def test_python_tags_are_rejected_and_never_run(
-    text: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_python_tags_are_rejected_and_never_run(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[object] = []
     monkeypatch.setattr(os, "system", lambda *a, **k: calls.append(a) or 0)
     with pytest.raises(ConfigError) as info:
@@ -551,7 +569,7 @@ def test_python_tags_are_rejected_and_never_run(
 
 def _list_bomb(prefix: str, indent: str, levels: int = 9) -> str:
     lol = ", ".join(['"lol"'] * 9)
-    out = [f'{indent}{prefix}0: &a0 [{lol}]']
+    out = [f"{indent}{prefix}0: &a0 [{lol}]"]
     for i in range(1, levels):
         out.append(f"{indent}{prefix}{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
     return "\n".join(out)
@@ -562,8 +580,7 @@ def _map_bomb(prefix: str, indent: str, levels: int = 9) -> str:
     out = [f"{indent}{prefix}0: &m0 {{{keys}}}"]
     for i in range(1, levels):
         out.append(
-            f"{indent}{prefix}{i}: &m{i} {{" + ", ".join(f"k{j}: *m{i - 1}" for j in range(9))
-            + "}"
+            f"{indent}{prefix}{i}: &m{i} {{" + ", ".join(f"k{j}: *m{i - 1}" for j in range(9)) + "}"
         )
     return "\n".join(out)
 
@@ -575,15 +592,14 @@ ALIAS_BOMBS = {
     "routes": "routes:\n" + _list_bomb("r", "  ") + "\n",
     "route-map": "routes:\n" + _map_bomb("r", "  ") + "\n",
     "paths": "routes:\n  api:\n    port: 4000\n    paths:\n" + _list_bomb("/p", "      ") + "\n",
-    "paths-map": "routes:\n  api:\n    port: 4000\n    paths:\n" + _map_bomb("/p", "      ")
-    + "\n",
+    "paths-map": "routes:\n  api:\n    port: 4000\n    paths:\n" + _map_bomb("/p", "      ") + "\n",
     "listen": "listen:\n"
-    + "\n".join(
-        "  - " + line.split(": ", 1)[1] for line in _list_bomb("x", "").splitlines()
-    )
+    + "\n".join("  - " + line.split(": ", 1)[1] for line in _list_bomb("x", "").splitlines())
     + "\nroutes: {}\n",
     "last-route": "routes:\n  api: 4001\n  web:\n    port: 4002\n    paths:\n      /x:\n"
-    + "        target: http://127.0.0.1:1\n" + _map_bomb("/q", "      ") + "\n",
+    + "        target: http://127.0.0.1:1\n"
+    + _map_bomb("/q", "      ")
+    + "\n",
 }
 
 _BOMB_CHILD = """
@@ -634,8 +650,10 @@ def test_alias_bombs_are_rejected_quickly() -> None:
         ("localhost:8000", (("127.0.0.1", 8000), ("::1", 8000))),
         ("127.0.0.5:8000", (("127.0.0.5", 8000),)),
         ("[8000, '[::1]:8001']", (("127.0.0.1", 8000), ("::1", 8000), ("::1", 8001))),
-        ("\n  - 127.0.0.1:8000\n  - 127.0.0.1:8000\n  - '[::1]:8000'",
-         (("127.0.0.1", 8000), ("::1", 8000))),
+        (
+            "\n  - 127.0.0.1:8000\n  - 127.0.0.1:8000\n  - '[::1]:8000'",
+            (("127.0.0.1", 8000), ("::1", 8000)),
+        ),
     ],
 )
 def test_listen_values(value: str, addrs: tuple[tuple[str, int], ...]) -> None:
@@ -649,9 +667,23 @@ def test_listen_absent_is_none() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["0.0.0.0:7355", "192.168.1.5:7355", "'[::]:7355'", "'[2001:db8::1]:7355'",
-     "example.com:7355", "0", "70000", "abc", "true", "127.0.0.1", "':7355'", "'[::1]'",
-     "1.2.3.4:80:90", "{port: 1}", "[[8000]]"],
+    [
+        "0.0.0.0:7355",
+        "192.168.1.5:7355",
+        "'[::]:7355'",
+        "'[2001:db8::1]:7355'",
+        "example.com:7355",
+        "0",
+        "70000",
+        "abc",
+        "true",
+        "127.0.0.1",
+        "':7355'",
+        "'[::1]'",
+        "1.2.3.4:80:90",
+        "{port: 1}",
+        "[[8000]]",
+    ],
 )
 def test_bad_listen_is_refused(value: str) -> None:
     err = rejected(f"routes:\n  api: 4001\nlisten: {value}\n")
@@ -692,8 +724,19 @@ def test_parse_listen_marks_non_loopback() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["0", "65536", "abc", ":80", "[::1]", "[::1]:", "1.2.3.4:80:90", "host.example:80",
-              "127.0.0.1:-1", ""]
+    "value",
+    [
+        "0",
+        "65536",
+        "abc",
+        ":80",
+        "[::1]",
+        "[::1]:",
+        "1.2.3.4:80:90",
+        "host.example:80",
+        "127.0.0.1:-1",
+        "",
+    ],
 )
 def test_parse_listen_errors(value: str) -> None:
     with pytest.raises(ValueError):
@@ -732,8 +775,7 @@ def test_timeout_top_level_and_per_route() -> None:
 
 def test_route_timeout_defaults_without_top_level() -> None:
     config = parse("routes:\n  api: 4001\n  web:\n    port: 4002\n    timeout: 3\n")
-    assert {r.name: r.timeout_s for r in config.routes} == {"api": DEFAULT_TIMEOUT_S,
-                                                            "web": 3.0}
+    assert {r.name: r.timeout_s for r in config.routes} == {"api": DEFAULT_TIMEOUT_S, "web": 3.0}
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "true", "[1]", "null", "''"])

@@ -36,8 +36,9 @@ async def start(routers: list[Router], config: Config) -> int:
     return r.bound[0].port
 
 
-async def keepalive_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            rb: RawBackend) -> None:
+async def keepalive_backend(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+) -> None:
     """Answers every request on the connection with `ok`, keeping it open."""
     while True:
         head = await read_head(reader)
@@ -188,7 +189,9 @@ async def test_unusual_requests_go_to_aiohttp(fast_router, raw_backend, monkeypa
 async def test_plain_requests_stay_on_the_fast_path(fast_router, raw_backend, monkeypatch):
     handoffs: list[int] = []
     monkeypatch.setattr(
-        fastpath.FastServer, "aio_protocol", lambda self: handoffs.append(1)  # type: ignore
+        fastpath.FastServer,
+        "aio_protocol",
+        lambda self: handoffs.append(1),  # type: ignore
     )
     rb = await raw_backend(keepalive_backend)
     port = await start(fast_router, make_config({"app": rb.port}))

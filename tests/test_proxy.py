@@ -1817,8 +1817,12 @@ async def test_connection_cannot_name_host_or_content_length_away(raw_backend, r
     r = await router(make_config({"app": rb.port}))
     raw = await raw_exchange(
         r.port,
-        req("/", method="POST", headers=("Connection: Host, Content-Length, X-Drop",
-                                          "X-Drop: 1", "Content-Length: 5"), body=b"hello"),
+        req(
+            "/",
+            method="POST",
+            headers=("Connection: Host, Content-Length, X-Drop", "X-Drop: 1", "Content-Length: 5"),
+            body=b"hello",
+        ),
     )
     assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
     msg = seen[0]

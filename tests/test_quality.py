@@ -14,7 +14,17 @@ ROOT = Path(__file__).resolve().parent.parent
     "argv",
     [
         [sys.executable, "-m", "ruff", "check", "devrouter", "tests", "benchmarks"],
-        [sys.executable, "-m", "ruff", "format", "--check", "--quiet", "devrouter"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "format",
+            "--check",
+            "--quiet",
+            "devrouter",
+            "tests",
+            "benchmarks",
+        ],
         [sys.executable, "-m", "mypy"],
     ],
     ids=["ruff", "ruff-format", "mypy"],

@@ -143,8 +143,9 @@ async def test_edit_swaps_table_and_requests_follow(
     port_b = await backend(text_app("from B"))
     path = tmp_path / "devrouter.yaml"
     path.write_text(routes_text(api=port_a))
-    r = await router(parse_config(routes_text(api=port_a), "<initial>", own_ports=()),
-                     config_path=path)
+    r = await router(
+        parse_config(routes_text(api=port_a), "<initial>", own_ports=()), config_path=path
+    )
     await prime(r.state, path, routes_text(api=port_a))
 
     async with aiohttp.ClientSession() as s:
@@ -205,8 +206,9 @@ async def test_reload_does_not_cut_an_inflight_stream(
     port_b = await backend(text_app("from B"))
     path = tmp_path / "devrouter.yaml"
     path.write_text(routes_text(api=port_a))
-    r = await router(parse_config(routes_text(api=port_a), "<initial>", own_ports=()),
-                     config_path=path)
+    r = await router(
+        parse_config(routes_text(api=port_a), "<initial>", own_ports=()), config_path=path
+    )
     await prime(r.state, path, routes_text(api=port_a))
 
     async with aiohttp.ClientSession() as s:
@@ -243,8 +245,9 @@ async def test_reload_does_not_cut_an_open_websocket(
     port_b = await backend(text_app("from B"))
     path = tmp_path / "devrouter.yaml"
     path.write_text(routes_text(api=port_a))
-    r = await router(parse_config(routes_text(api=port_a), "<initial>", own_ports=()),
-                     config_path=path)
+    r = await router(
+        parse_config(routes_text(api=port_a), "<initial>", own_ports=()), config_path=path
+    )
     await prime(r.state, path, routes_text(api=port_a))
 
     url = f"http://127.0.0.1:{r.port}/ws"
@@ -407,8 +410,9 @@ async def test_burst_of_writes_ends_with_the_last_valid_file(watch: WatchFactory
     assert w.reloader.reloads >= 1
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root can read a mode-000 file")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can read a mode-000 file"
+)
 async def test_unreadable_file_keeps_table(watch: WatchFactory) -> None:
     w = await watch(routes_text(api=4001))
     before = w.state.snapshot
@@ -525,8 +529,9 @@ def test_listen_change_is_applied_with_a_warning(
     state = State(Config())
     assert Reloader(state, path, own_ports=(7355,)).apply() is True
     assert table_ports(state) == {"api": 4001}
-    assert any(rec.levelno == logging.WARNING and "listen" in rec.getMessage()
-               for rec in caplog.records)
+    assert any(
+        rec.levelno == logging.WARNING and "listen" in rec.getMessage() for rec in caplog.records
+    )
 
 
 def test_state_swap_builds_a_new_snapshot() -> None:
@@ -581,8 +586,9 @@ def test_read_config_errors_name_the_file(
     assert words in str(info.value)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
-                    reason="root can read a mode-000 file")
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root can read a mode-000 file"
+)
 def test_read_config_permission_denied(tmp_path: Path) -> None:
     path = tmp_path / "devrouter.yaml"
     path.write_text(routes_text(api=4001))
@@ -628,16 +634,15 @@ def test_find_config_lookup_order(places: dict[str, Path]) -> None:
     assert find_config(None, env, cwd) == local
 
     # $DEVROUTER_CONFIG beats both, even before the file exists (so the error can say so)
-    assert find_config(None, {**env, "DEVROUTER_CONFIG": str(places["env"])}, cwd) == places[
-        "env"
-    ]
+    assert find_config(None, {**env, "DEVROUTER_CONFIG": str(places["env"])}, cwd) == places["env"]
     # an empty variable counts as unset
     assert find_config(None, {**env, "DEVROUTER_CONFIG": ""}, cwd) == local
 
     # --config beats everything
     explicit = cwd / "other.yaml"
-    assert find_config(str(explicit), {**env, "DEVROUTER_CONFIG": str(places["env"])},
-                       cwd) == explicit
+    assert (
+        find_config(str(explicit), {**env, "DEVROUTER_CONFIG": str(places["env"])}, cwd) == explicit
+    )
 
 
 def test_find_config_defaults_xdg_to_home_dot_config(places: dict[str, Path]) -> None:

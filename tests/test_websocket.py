@@ -133,9 +133,7 @@ async def ws_connect(
     kw.setdefault("compress", 0)
     kw.setdefault("max_msg_size", 8 * MIB)
     kw.setdefault("timeout", aiohttp.ClientWSTimeout(ws_receive=IO_TIMEOUT_S, ws_close=5))
-    return await s.ws_connect(
-        f"http://127.0.0.1:{port}{path}", headers=headers, **kw
-    )
+    return await s.ws_connect(f"http://127.0.0.1:{port}{path}", headers=headers, **kw)
 
 
 def echo_app(
@@ -208,8 +206,10 @@ async def test_many_messages_keep_order(backend, router):
     r, _ = await echo_router(backend, router, seen=seen)
     async with ws_session() as s:
         ws = await ws_connect(s, r.port)
-        sent = [(WSMsgType.TEXT, f"m{i}") if i % 2 else (WSMsgType.BINARY, b"b%d" % i)
-                for i in range(50)]
+        sent = [
+            (WSMsgType.TEXT, f"m{i}") if i % 2 else (WSMsgType.BINARY, b"b%d" % i)
+            for i in range(50)
+        ]
         for kind, data in sent:
             await (ws.send_str(data) if kind is WSMsgType.TEXT else ws.send_bytes(data))
         got = []
@@ -271,9 +271,7 @@ async def test_fragmented_message_from_backend(raw_backend, router):
     """A raw backend sends a fragmented text message (with a ping in the middle) and a
     fragmented binary one; the client receives each whole, and the backend receives the
     client's reply intact (masked, as a client frame must be)."""
-    got_from_client: asyncio.Future[tuple[int, bytes]] = (
-        asyncio.get_running_loop().create_future()
-    )
+    got_from_client: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
 
     async def handler(reader, writer, rb):
         await raw_ws_server_handshake(reader, writer, rb)
@@ -506,8 +504,9 @@ async def test_client_close_code_reaches_backend(backend, router):
         await ws.send_str("ready")
         msg = await ws.receive()
         if not closed.done():
-            closed.set_result((msg.data, msg.extra) if msg.type is WSMsgType.CLOSE
-                              else (-1, repr(msg)))
+            closed.set_result(
+                (msg.data, msg.extra) if msg.type is WSMsgType.CLOSE else (-1, repr(msg))
+            )
         return ws
 
     app = web.Application()
