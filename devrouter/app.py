@@ -33,6 +33,7 @@ from .config import ListenAddr
 from .control import ControlError, ControlServer
 from .fastpath import FastServer
 from .health import Health
+from .limits import LimitedServer, connection_budget, raise_fd_limit
 from .metrics import DEFAULT_RECENT, Metrics
 from .proxy import Proxy
 from .reload import Reloader
@@ -151,12 +152,22 @@ class Router:
         self._session = make_session()  # needs the running loop
         proxy = Proxy(self.state, self._session, self.site, self.control)
         gated = not c_parser_in_use()
-        extra: dict[str, Any] = {}
-        server_class: type[web.Server] = GatedServer if gated else web.Server
+        fd_limit = raise_fd_limit()
+        budget = connection_budget(fd_limit)
+        wanted = self.state.snapshot.config.max_connections
+        if wanted > budget:
+            log.warning(
+                "max_connections %d needs more open files than this process may have (ulimit "
+                "-n %d); using %d",
+                wanted,
+                fd_limit,
+                budget,
+            )
+        extra: dict[str, Any] = {"state": self.state, "fd_budget": budget}
+        server_class: type[LimitedServer] = GatedServer if gated else LimitedServer
         if self.fast_path:
             server_class = FastServer
-            extra = {
-                "state": self.state,
+            extra |= {
                 "prefer": proxy.prefer,
                 "metrics": self.metrics,
                 "gated": gated,

@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"devrouter: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `devrouter ls | head`: the reader has gone; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except StartupError as exc:
         print(f"devrouter: {exc}", file=sys.stderr)
         return EXIT_STARTUP
@@ -265,8 +268,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     port = (config.listen or listen_addrs([DEFAULT_PORT]))[0].port
     print(f"{path}: valid, {len(config.routes)} route(s)")
     width = max((len(route_url(r, port)) for r in config.routes), default=0)
+    effective = {r.name: r for r in State(config).snapshot.table.routes}  # access filled in
     for r in config.routes:
-        print(f"  {route_url(r, port):<{width}}  -> {r.upstream.describe()}")
+        r = effective.get(r.name, r)
+        secret = "  (requires a secret)" if r.access is not None else ""
+        print(f"  {route_url(r, port):<{width}}  -> {r.upstream.describe()}{secret}")
         for p in r.paths:
             print(f"  {'':<{width}}  {p.prefix} -> {p.upstream.describe()}")
     return EXIT_OK

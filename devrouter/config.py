@@ -27,6 +27,12 @@ DEFAULT_LOOPBACKS = ("127.0.0.1", "::1")
 #: (Vite pre-bundling, Next.js first compile) can take tens of seconds on a cold start.
 DEFAULT_TIMEOUT_S = 60.0
 RESERVED_NAMES = frozenset({"devrouter"})
+#: Client connections the router keeps open at once, all routes together; more are answered
+#: with a 503 and closed. Lowered at start-up if the process's file limit cannot hold them.
+DEFAULT_MAX_CONNECTIONS = 4096
+#: Requests, streams and WebSockets in flight to one route at once; more get a 503. A
+#: browser opens at most six connections per name, so only load tests and leaks reach it.
+DEFAULT_MAX_CONNECTIONS_PER_ROUTE = 512
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
@@ -35,8 +41,18 @@ _SAFE_TAGS = frozenset(
     "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
 )
 
-_TOP_KEYS = ("listen", "routes", "timeout", "stack", "services")
-_ROUTE_KEYS = ("port", "target", "paths", "timeout")
+_TOP_KEYS = (
+    "listen",
+    "routes",
+    "timeout",
+    "access",
+    "max_connections",
+    "max_connections_per_route",
+    "stack",
+    "services",
+)
+_ROUTE_KEYS = ("port", "target", "paths", "timeout", "access", "max_connections")
+_ACCESS_KEYS = ("env", "file")
 _PATH_KEYS = ("port", "target")
 
 
@@ -82,6 +98,29 @@ class PathRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessRule:
+    """Where the secret a route (or the whole router) requires is kept: an environment
+    variable or an owner-only file, never the config file itself.
+
+    `secret` is filled in by `devrouter.access.load_secrets` (the I/O); a rule whose secret is
+    not loaded admits nobody. A rule with neither `env` nor `file` is `access: false`: the
+    route is open even when the whole router requires a secret.
+    """
+
+    env: str | None = None
+    file: str | None = None
+    line: int = 0
+    secret: str | None = field(default=None, repr=False)
+
+    @property
+    def is_off(self) -> bool:
+        return self.env is None and self.file is None
+
+
+ACCESS_OFF = AccessRule()
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str  # "api", "shop.api" or "*.shop"; the host is NAME.localhost
     upstream: Upstream
@@ -91,6 +130,9 @@ class Route:
     source: str = "config"  # "config", "run", "stack", "alias", "demo"
     owner_pid: int | None = None  # the process a `run` route lives and dies with
     stack: str | None = None
+    # None: the config's top-level value (filled in when the route table is built)
+    access: AccessRule | None = None
+    max_connections: int | None = None
 
     @property
     def host(self) -> str:
@@ -116,6 +158,9 @@ class Config:
     listen: tuple[ListenAddr, ...] | None = None  # None: not set in the file
     routes: tuple[Route, ...] = ()
     timeout_s: float = DEFAULT_TIMEOUT_S
+    access: AccessRule | None = None  # required by every route that does not say otherwise
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_route: int = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -292,6 +337,44 @@ class _Walker:
             )
         return float(value)
 
+    def count(self, node: Node, what: str, route: str | None) -> int:
+        value = self.scalar(node, what, route)
+        if isinstance(value, bool) or not isinstance(value, int) or not value > 0:
+            raise self.error(node, f"{what} must be a whole number above 0, got {value!r}", route)
+        return value
+
+    def access(self, node: Node, route: str | None) -> AccessRule:
+        """`{env: NAME}`, `{file: PATH}`, or `false` (a route open to all)."""
+        line = node.start_mark.line + 1
+        if isinstance(node, ScalarNode):
+            value = self.scalar(node, "access", route)
+            if value is False and route is not None:
+                return ACCESS_OFF
+            raise self.error(
+                node,
+                "access must be a mapping with env: VARIABLE or file: PATH"
+                + (" (or false, to leave this route open)" if route is not None else ""),
+                route,
+            )
+        env: str | None = None
+        path: str | None = None
+        for key, _knode, vnode in self.mapping(node, "access", _ACCESS_KEYS, route):
+            value = self.scalar(vnode, f"access.{key}", route)
+            if not isinstance(value, str) or not value.strip():
+                raise self.error(vnode, f"access.{key} must be text, got {value!r}", route)
+            if key == "env":
+                env = value.strip()
+            else:
+                path = value.strip()
+        if (env is None) == (path is None):
+            raise self.error(
+                node,
+                "access needs exactly one of env: VARIABLE or file: PATH (the secret is kept "
+                "out of the config file)",
+                route,
+            )
+        return AccessRule(env, path, line)
+
     def upstream(self, node: Node, route: str, keys: tuple[str, ...]) -> Upstream:
         """A port, a target string, or a mapping with exactly one of `port` / `target`."""
         if isinstance(node, ScalarNode):
@@ -344,11 +427,20 @@ def parse_config(
     listen: tuple[ListenAddr, ...] | None = None
     timeout_s = DEFAULT_TIMEOUT_S
     routes_node: Node | None = None
+    access: AccessRule | None = None
+    max_connections = DEFAULT_MAX_CONNECTIONS
+    per_route = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
     for key, _knode, vnode in w.mapping(root, "the top level", _TOP_KEYS):
         if key == "listen":
             listen = _parse_listen_node(w, vnode)
         elif key == "timeout":
             timeout_s = w.timeout(vnode, None)
+        elif key == "access":
+            access = None if _is_null(vnode) else w.access(vnode, None)
+        elif key == "max_connections":
+            max_connections = w.count(vnode, "max_connections", None)
+        elif key == "max_connections_per_route":
+            per_route = w.count(vnode, "max_connections_per_route", None)
         elif key == "routes":
             routes_node = vnode
         # `stack` and `services` belong to `devrouter up` (devrouter.stack), not the router
@@ -361,7 +453,15 @@ def parse_config(
     routes: list[Route] = []
     if routes_node is not None and not _is_null(routes_node):
         routes = _parse_routes(w, routes_node, timeout_s)
-    return Config(source=source, listen=listen, routes=tuple(routes), timeout_s=timeout_s)
+    return Config(
+        source=source,
+        listen=listen,
+        routes=tuple(routes),
+        timeout_s=timeout_s,
+        access=access,
+        max_connections=max_connections,
+        max_connections_per_route=per_route,
+    )
 
 
 def _is_null(node: Node) -> bool:
@@ -409,18 +509,17 @@ def _parse_routes(w: _Walker, node: Node, timeout_s: float) -> list[Route]:
         if name in lines:
             raise w.error(knode, f"duplicate route (also on line {lines[name]})", name)
         lines[name] = line
-        upstream, paths, route_timeout = _parse_route_body(w, vnode, name, timeout_s)
-        routes.append(Route(name, upstream, paths, route_timeout, line))
+        routes.append(_parse_route_body(w, vnode, name, timeout_s, line))
     return routes
 
 
-def _parse_route_body(
-    w: _Walker, node: Node, name: str, timeout_s: float
-) -> tuple[Upstream, tuple[PathRoute, ...], float]:
+def _parse_route_body(w: _Walker, node: Node, name: str, timeout_s: float, line: int) -> Route:
     if isinstance(node, ScalarNode):
-        return w.upstream(node, name, _ROUTE_KEYS), (), timeout_s
+        return Route(name, w.upstream(node, name, _ROUTE_KEYS), (), timeout_s, line)
     paths: list[PathRoute] = []
     upstream: Upstream | None = None
+    access: AccessRule | None = None
+    max_connections: int | None = None
     for key, _knode, vnode in w.mapping(node, f"route '{name}'", _ROUTE_KEYS, name):
         if key == "port":
             if upstream is not None:
@@ -432,11 +531,23 @@ def _parse_route_body(
             upstream = w.upstream(vnode, name, _PATH_KEYS)
         elif key == "timeout":
             timeout_s = w.timeout(vnode, name)
+        elif key == "access":
+            access = w.access(vnode, name)
+        elif key == "max_connections":
+            max_connections = w.count(vnode, "max_connections", name)
         else:
             paths = _parse_paths(w, vnode, name)
     if upstream is None:
         raise w.error(node, "needs a port (or a target URL)", name)
-    return upstream, tuple(sorted(paths, key=lambda p: len(p.prefix), reverse=True)), timeout_s
+    return Route(
+        name,
+        upstream,
+        tuple(sorted(paths, key=lambda p: len(p.prefix), reverse=True)),
+        timeout_s,
+        line,
+        access=access,
+        max_connections=max_connections,
+    )
 
 
 def _parse_paths(w: _Walker, node: Node, name: str) -> list[PathRoute]:

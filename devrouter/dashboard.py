@@ -150,6 +150,8 @@ def route_status(ctx: Context, route: Route, port: int, now: float) -> dict[str,
         "owner_pid": route.owner_pid,
         "stack": route.stack,
         "timeout_s": route.timeout_s,
+        "access": route.access is not None,  # requires a secret (never shown)
+        "max_connections": route.max_connections,
         "paths": [
             {
                 "prefix": p.prefix,

@@ -2,12 +2,14 @@
 
     ProxyError                 base: status, title, detail, hint
       BadRequest          400  malformed Host, request target or hop header
+      Unauthorized        401  a route (or the router) requires a secret the request lacks
       NotFound            404  a .localhost name with no route
       MethodNotAllowed    405  CONNECT, OPTIONS *
       MisdirectedRequest  421  a Host that is not ours (DNS rebinding, stray traffic)
       VersionNotSupported 505  HTTP versions other than 1.0 and 1.1
       LoopDetected        508  a route that leads back into the router
       BadGateway          502  backend refused, reset, or sent something that is not HTTP
+      RouteBusy           503  the route has max_connections requests in flight
       GatewayTimeout      504  backend silent past the route's timeout
 
 Upstream exceptions (aiohttp's, OSError, TimeoutError) are translated into these at one
@@ -28,6 +30,7 @@ class ProxyError(Exception):
         self.kind = kind  # for metrics: "refused", "timeout", "reset", "invalid"
         self.details: tuple[str, ...] = ()  # e.g. the last lines a `devrouter run` app printed
         self.refresh_s: int | None = None  # a browser page reloads itself after this long
+        self.headers: dict[str, str] = {}  # extra response headers (WWW-Authenticate)
 
 
 class ServiceStarting(ProxyError):
@@ -40,6 +43,24 @@ class ServiceStarting(ProxyError):
 class BadRequest(ProxyError):
     status = 400
     title = "Bad request"
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    title = "Authentication required"
+
+    def __init__(self, detail: str, hint: str, challenge: str) -> None:
+        super().__init__(detail, hint)
+        self.headers["WWW-Authenticate"] = challenge
+
+
+class RouteBusy(ProxyError):
+    status = 503
+    title = "Too many connections"
+
+    def __init__(self, detail: str, hint: str = "") -> None:
+        super().__init__(detail, hint, kind=None)
+        self.refresh_s = 2
 
 
 class NotFound(ProxyError):

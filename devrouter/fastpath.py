@@ -35,9 +35,11 @@ from typing import Any, cast
 import httptools
 from aiohttp import web
 
+from .access import TOKEN_HEADER, Verdict, verdict
 from .config import Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
+from .limits import LimitedServer
 from .metrics import Metrics, RequestRecord, redact_head
 from .pages import error_headers, explain_failure, render_error
 from .proxy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
@@ -84,7 +86,7 @@ _RESPONSE_DROP_B = frozenset(h.encode() for h in RESPONSE_DROP)
 _NEVER_NAMED_B = frozenset(h.encode() for h in NEVER_NAMED)
 _HOPS_NAME = HOPS_HEADER.encode() + b": "
 # What _start does with each request field, by lowercase name; anything else is forwarded.
-_FORWARD, _HOST, _LENGTH, _CONNECTION, _XFF, _HOPS, _HANDOFF, _DROP = range(8)
+_FORWARD, _HOST, _LENGTH, _CONNECTION, _XFF, _HOPS, _HANDOFF, _DROP, _AUTH, _TOKEN_H = range(10)
 _REQUEST_ACTIONS: dict[bytes, int] = {
     **dict.fromkeys(_REQUEST_DROP_B, _DROP),
     **dict.fromkeys(_HANDOFF_HEADERS, _HANDOFF),
@@ -93,6 +95,8 @@ _REQUEST_ACTIONS: dict[bytes, int] = {
     b"connection": _CONNECTION,
     b"x-forwarded-for": _XFF,
     HOPS_HEADER.lower().encode(): _HOPS,
+    b"authorization": _AUTH,
+    TOKEN_HEADER.lower().encode(): _TOKEN_H,  # in REQUEST_DROP too: never forwarded
 }
 
 
@@ -124,11 +128,12 @@ class Handoff(Exception):
     """This request is for the aiohttp handler."""
 
 
-class FastServer(web.Server):
+class FastServer(LimitedServer):
     """aiohttp's low-level server whose connections start on the fast path.
 
-    Subclassing `web.Server` keeps aiohttp's runner and sites (binding, shutdown) working;
-    `aio_protocol()` makes the aiohttp connection handler a hand-off needs.
+    Subclassing aiohttp's `web.Server` (through LimitedServer) keeps aiohttp's runner and
+    sites (binding, shutdown) working; `aio_protocol()` makes the aiohttp connection handler
+    a hand-off needs.
     """
 
     def __init__(
@@ -142,7 +147,7 @@ class FastServer(web.Server):
         control: ControlServer | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, **kwargs)
+        super().__init__(handler, state=state, **kwargs)
         self.control = control
         self.gated = gated  # aiohttp's parser is the pure-Python one: check with llhttp first
         self.state = state
@@ -160,11 +165,15 @@ class FastServer(web.Server):
         self._routes: dict[bytes, Route | None] = {}
         self._drained: asyncio.Event | None = None
 
-    def __call__(self) -> Any:
+    def open_connections(self) -> int:
+        return len(self._connections) + len(self.fast_connections)
+
+    def make_protocol(self) -> asyncio.Protocol:
         return ClientConnection(self)
 
     def aio_protocol(self) -> asyncio.Protocol:
-        protocol: asyncio.Protocol = super().__call__()
+        """aiohttp's handler for a connection handed off (already counted, never refused)."""
+        protocol: asyncio.Protocol = web.Server.__call__(self)
         return StrictGate(protocol) if self.gated else protocol
 
     def lookup(self, host: bytes) -> Route | None:
@@ -370,6 +379,8 @@ class ClientConnection(asyncio.Protocol):
         named: list[bytes] = []  # fields the client's Connection header names
         keep_alive = minor == b"1"
         xff: list[bytes] = []
+        auth_at = -1  # where Authorization sits in `out`, if it came
+        token: bytes | None = None
         out = [method, b" ", target, b" HTTP/1.1\r\n"]
         actions = _REQUEST_ACTIONS
         for name, value in headers:
@@ -401,6 +412,15 @@ class ClientConnection(asyncio.Protocol):
                 if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
                     raise Handoff
                 hops = int(value)
+            elif action == _AUTH:
+                if auth_at >= 0:
+                    raise Handoff
+                auth_at = len(out)
+                out += (name, b": ", value, b"\r\n")
+            elif action == _TOKEN_H:
+                if token is not None:
+                    raise Handoff
+                token = value
             elif action == _HANDOFF:
                 raise Handoff
             # _DROP: hop-by-hop and forwarding fields the router sets itself
@@ -409,6 +429,19 @@ class ClientConnection(asyncio.Protocol):
         route = self.server.lookup(host)
         if route is None:
             raise Handoff
+        if route.access is not None:  # a denial is aiohttp's to answer (401 and its page)
+            admitted = verdict(
+                route.access,
+                out[auth_at + 2].decode("latin-1") if auth_at >= 0 else None,
+                token.decode("latin-1") if token is not None else None,
+            )
+            if admitted is Verdict.DENIED:
+                raise Handoff
+            if admitted is Verdict.AUTHORIZATION:  # the router's credential, not the app's
+                del out[auth_at : auth_at + 4]
+        limit = route.max_connections
+        if limit is not None and self.server.metrics.in_flight(route.name) >= limit:
+            raise Handoff  # aiohttp answers the 503
         try:
             upstream = select_upstream(route, target.decode("latin-1"))
         except AmbiguousPath:

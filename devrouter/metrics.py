@@ -150,6 +150,11 @@ class Metrics:
         else:
             stats.open_streams += 1
 
+    def in_flight(self, name: str) -> int:
+        """Requests, streams and WebSockets open on a route now (what its limit counts)."""
+        stats = self.routes.get(name)
+        return stats.open_streams + stats.open_websockets if stats is not None else 0
+
     def finish(self, rec: RequestRecord) -> None:
         """Count one finished exchange (call `opened` first)."""
         stats = self.route(rec.route)

@@ -98,6 +98,7 @@ def error_headers(err: ProxyError) -> dict[str, str]:
     headers = {"Cache-Control": "no-store", "X-Devrouter-Error": str(err.status)}
     if err.refresh_s:
         headers["Retry-After"] = str(err.refresh_s)
+    headers.update(err.headers)
     return headers
 
 

@@ -31,7 +31,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import dashboard, websocket
-from .config import Route, Upstream
+from .access import TOKEN_HEADER, Verdict, challenge, verdict
+from .config import AccessRule, Route, Upstream
 from .control import ControlServer
 from .errors import (
     BadGateway,
@@ -41,6 +42,8 @@ from .errors import (
     MisdirectedRequest,
     NotFound,
     ProxyError,
+    RouteBusy,
+    Unauthorized,
     VersionNotSupported,
 )
 from .metrics import RequestRecord, redact_head
@@ -82,6 +85,7 @@ REQUEST_DROP = HOP_BY_HOP | {
     "x-forwarded-ssl",
     "x-forwarded-scheme",
     HOPS_HEADER.lower(),
+    TOKEN_HEADER.lower(),  # the router's own credential, never an app's
 }
 RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -174,6 +178,7 @@ class Proxy:
             name = route_name(host)
             if name is None or name == "devrouter":
                 if host in OWN_HOSTS:
+                    _admit(snapshot.config.access, request, host)
                     return await dashboard.handle(
                         request, self.site, target, self._local_port(request)
                     )
@@ -182,12 +187,14 @@ class Proxy:
                 )
             route = snapshot.table.lookup(name)
             if route is None:
+                _admit(snapshot.config.access, request, host)  # the 404 page lists the routes
                 return error_response(
                     NotFound(f"no route is named '{name}'", "Add it to the config file."),
                     request.headers.get(hdrs.ACCEPT, ""),
                     snapshot.table.routes,
                     self._local_port(request),
                 )
+            admitted = _admit(route.access, request, host)
             hops = _hops(request.headers.get(HOPS_HEADER))
             if hops >= MAX_HOPS:
                 raise LoopDetected(
@@ -196,11 +203,19 @@ class Proxy:
                     "to a .localhost name, point it at the backend's port instead, or make it "
                     "rewrite Host (changeOrigin).",
                 )
+            limit = route.max_connections
+            if limit is not None and self.metrics.in_flight(route.name) >= limit:
+                raise RouteBusy(
+                    f"route '{route.name}' already has {limit} requests, streams and "
+                    "WebSockets open, its limit",
+                    "Close some (another tab, a stuck client), or raise max_connections for "
+                    f"this route in {snapshot.config.source}.",
+                )
             try:
                 upstream = select_upstream(route, target)
             except AmbiguousPath as exc:
                 raise BadRequest(str(exc)) from None
-            headers = self._upstream_headers(request, hops)
+            headers = self._upstream_headers(request, hops, admitted)
             return await self._measured(request, route, upstream, target, headers)
         except ProxyError as err:
             if err.status >= 500:
@@ -260,8 +275,12 @@ class Proxy:
         sockname = transport.get_extra_info("sockname") if transport is not None else None
         return int(sockname[1]) if sockname else 0
 
-    def _upstream_headers(self, request: web.BaseRequest, hops: int) -> CIMultiDict[str]:
+    def _upstream_headers(
+        self, request: web.BaseRequest, hops: int, admitted: Verdict | None = None
+    ) -> CIMultiDict[str]:
         named = connection_tokens(request.headers)
+        if admitted is Verdict.AUTHORIZATION:  # the router's credential, not the app's
+            named |= {"authorization"}
         out: CIMultiDict[str] = CIMultiDict()
         xff = []
         for key, value in request.headers.items():
@@ -432,6 +451,28 @@ class Deadline:
             if self._active:
                 self._cm.reschedule(loop.time() + self.timeout_s)
             yield chunk
+
+
+def _admit(rule: AccessRule | None, request: web.BaseRequest, host: str) -> Verdict | None:
+    """None if no secret is required; how the request presented it; or a 401."""
+    if rule is None or rule.is_off:
+        return None
+    authorization = request.headers.getall(hdrs.AUTHORIZATION, ())
+    token = request.headers.getall(TOKEN_HEADER, ())
+    found = verdict(
+        rule,
+        authorization[0] if len(authorization) == 1 else None,
+        token[0] if len(token) == 1 else None,
+    )
+    if found is Verdict.DENIED:
+        raise Unauthorized(
+            f"{host} requires a secret (access: in the devrouter config)",
+            "In a browser, give any user name and the token as the password. From a script: "
+            "curl -H 'Authorization: Bearer TOKEN', or -H 'X-Devrouter-Token: TOKEN' when the "
+            "app uses Authorization itself.",
+            challenge(f"devrouter {host}"),
+        )
+    return found
 
 
 def _hops(value: str | None) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import watchfiles
 
+from .access import load_secrets
 from .config import Config, ConfigError, parse_config
 from .state import State
 
@@ -53,7 +54,8 @@ def find_config(explicit: str | None, env: Mapping[str, str], cwd: Path) -> Path
 
 
 def read_config(path: Path, own_ports: Iterable[int] | None = None) -> Config:
-    """Read and parse one file; every failure is a ConfigError naming the file."""
+    """Read and parse one file, and the access secrets it names; every failure is a
+    ConfigError naming the file."""
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -72,7 +74,7 @@ def read_config(path: Path, own_ports: Iterable[int] | None = None) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, None, f"the file is not UTF-8 text ({exc.reason})") from None
-    return parse_config(text, source, own_ports)
+    return load_secrets(parse_config(text, source, own_ports))
 
 
 class Reloader:

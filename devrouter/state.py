@@ -4,6 +4,9 @@ A request reads `State.snapshot` once and keeps that object, so it sees either t
 table or the new one, never a mix; replacing the attribute is a single assignment on the
 event loop thread, so no lock is needed.
 
+Each route in the table carries its effective access rule and connection limit (the
+config's top-level ones where the route sets none).
+
 Routes come from two places: the config file (`swap`) and processes that register names
 while they run (`set_dynamic`: `devrouter run`, stacks, aliases). Both are merged into one
 table; a dynamic route whose name the config file also has is not installed, and the clash
@@ -12,6 +15,7 @@ is reported in `conflicts`, never silently resolved.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -65,8 +69,20 @@ class State:
             merged.append(route)
         return Snapshot(
             config,
-            RouteTable.build(merged),
+            RouteTable.build([_effective(r, config) for r in merged]),
             generation,
             time.time() if loaded_at is None else loaded_at,
             tuple(conflicts),
         )
+
+
+def _effective(route: Route, config: Config) -> Route:
+    """The route with the config's top-level access and limit where it sets none, so a
+    request reads one field: `route.access` None means open."""
+    access = config.access if route.access is None else route.access
+    if access is not None and access.is_off:
+        access = None
+    limit = route.max_connections or config.max_connections_per_route
+    if access is route.access and limit == route.max_connections:
+        return route
+    return dataclasses.replace(route, access=access, max_connections=limit)

@@ -14,10 +14,11 @@ After an Upgrade (a WebSocket), the bytes are no longer HTTP and pass through un
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import cast
 
 import httptools
-from aiohttp import web
+
+from .limits import LimitedServer
 
 _BODY = b"devrouter: 400 Bad request: the request is not well-formed HTTP/1.1\n"
 _REFUSAL = (
@@ -63,8 +64,8 @@ class StrictGate(asyncio.Protocol):
         self.inner.resume_writing()
 
 
-class GatedServer(web.Server):
+class GatedServer(LimitedServer):
     """aiohttp's low-level server with every connection behind a StrictGate."""
 
-    def __call__(self) -> Any:
-        return StrictGate(super().__call__())
+    def make_protocol(self) -> asyncio.Protocol:
+        return StrictGate(super().make_protocol())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -16,7 +17,7 @@ from conftest import IO_TIMEOUT_S, RawBackend, make_config, read_head
 
 from devrouter import fastpath
 from devrouter.app import Router
-from devrouter.config import Config, ListenAddr
+from devrouter.config import AccessRule, Config, ListenAddr
 from devrouter.state import State
 
 
@@ -240,5 +241,44 @@ async def test_route_timeout_holds_for_a_later_exchange_on_a_keep_alive_connecti
         head, body = await asyncio.wait_for(read_response(reader), 5)
         assert head.startswith(b"HTTP/1.1 504"), head
         assert len(rb.received) == 2
+    finally:
+        writer.close()
+
+
+async def test_authorized_requests_stay_on_the_fast_path_and_denials_go_to_aiohttp(
+    fast_router, raw_backend, monkeypatch
+):
+    """A protected route costs no hand-off when the secret is right; the 401 (and its page)
+    is aiohttp's. The router's Authorization is cut from the head in place."""
+    handoffs: list[int] = []
+    real = fastpath.FastServer.aio_protocol
+
+    def counting(self: fastpath.FastServer) -> asyncio.Protocol:
+        handoffs.append(1)
+        return real(self)
+
+    monkeypatch.setattr(fastpath.FastServer, "aio_protocol", counting)
+    token = "fast-path-token-0123456789"
+    rb = await raw_backend(keepalive_backend)
+    config = make_config({"app": rb.port})
+    config = replace(config, access=AccessRule(env="T", line=1, secret=token))
+    port = await start(fast_router, config)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET /a HTTP/1.1\r\nHost: app.localhost\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\nAccept: */*\r\n\r\n"
+        )
+        head, body = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        assert handoffs == []
+        sent = rb.received[-1].lower()
+        assert b"authorization" not in sent and b"accept: */*\r\n" in sent
+        writer.write(b"GET /b HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        head, _ = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 401")
+        assert handoffs == [1]
+        assert len(rb.received) == 1
     finally:
         writer.close()
