@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib
 import ipaddress
@@ -47,6 +48,7 @@ from typing import Any, Literal, TextIO
 
 import aiohttp
 
+from .access import TOKEN_HEADER, load_secrets
 from .config import (
     DEFAULT_LOOPBACKS,
     DEFAULT_PORT,
@@ -180,10 +182,11 @@ class RouterProbe:
     http_status: int | None = None
     body_start: bytes = b""
     error: Reach | None = None  # when nothing answered: why
+    locked: bool = False  # devrouter's 401: it requires a secret doctor could not present
 
     @property
     def is_devrouter(self) -> bool:
-        return self.status is not None or self.body_start.startswith(b"devrouter")
+        return self.status is not None or self.locked or self.body_start.startswith(b"devrouter")
 
 
 @dataclass
@@ -356,9 +359,11 @@ async def probe_connect(host: str, port: int, timeout_s: float = CONNECT_TIMEOUT
     return "open"
 
 
-async def probe_router(port: int, timeout_s: float = HTTP_TIMEOUT_S) -> RouterProbe:
+async def probe_router(
+    port: int, timeout_s: float = HTTP_TIMEOUT_S, headers: Mapping[str, str] | None = None
+) -> RouterProbe:
     """GET /api/status on 127.0.0.1, then ::1. Never follows redirects, never uses a proxy
-    from the environment."""
+    from the environment. `headers` carry the router's secret when it has one."""
     result = RouterProbe(port)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
     errors: list[Reach] = []
@@ -368,10 +373,13 @@ async def probe_router(port: int, timeout_s: float = HTTP_TIMEOUT_S) -> RouterPr
             url = f"http://{_hostport(host, port)}/api/status"
             try:
                 async with session.get(
-                    url, allow_redirects=False, headers={"Accept": "application/json"}
+                    url,
+                    allow_redirects=False,
+                    headers={"Accept": "application/json", **(headers or {})},
                 ) as resp:
                     result.answered = host
                     result.http_status = resp.status
+                    result.locked = resp.status == 401 and "X-Devrouter-Error" in resp.headers
                     body = bytearray()
                     while len(body) <= MAX_STATUS_BYTES:
                         chunk = await resp.content.read(64 * 1024)
@@ -587,6 +595,17 @@ def judge_router(probe: RouterProbe, holders: Sequence[Listener]) -> Check:
             data,
         )
     held = f" ({owners})" if owners else ""
+    if probe.locked:
+        data["running"] = True
+        return Check(
+            "router",
+            "warn",
+            f"devrouter is running on port {port}{held} but requires a secret (access: in its "
+            "config) that doctor could not read here; its routes are taken from the config file",
+            "run doctor where the secret is readable (the same environment variable, or the "
+            "secret file as its owner)",
+            data,
+        )
     ours = probe.is_devrouter or any(_is_devrouter(x.process) for x in holders)
     if probe.error == "timeout":
         who = "devrouter" if ours else "something else"
@@ -952,14 +971,29 @@ class Options:
 
 
 def _load(
-    path: Path | None, own_ports: Iterable[int] | None
+    path: Path | None, own_ports: Iterable[int] | None, env: Mapping[str, str] | None = None
 ) -> tuple[Config | None, ConfigError | None]:
+    """The config, with its access secrets where this shell can read them: the router may
+    run where a variable is set that is not set here, which is not a config error."""
     if path is None:
         return None, None
     try:
-        return read_config(path, own_ports), None
+        config = read_config(path, own_ports, secrets=False)
     except ConfigError as exc:
         return None, exc
+    with contextlib.suppress(ConfigError):
+        config = load_secrets(config, env)
+    return config, None
+
+
+def _credential(config: Config | None) -> dict[str, str]:
+    """Headers that present the router-wide secret, if the config has one loaded."""
+    secret = config.access.secret if config and config.access else None
+    if secret is None:
+        return {}
+    if ":" in secret:
+        return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+    return {TOKEN_HEADER: secret}
 
 
 def _read_text(path: Path) -> str | None:
@@ -972,10 +1006,10 @@ def _read_text(path: Path) -> str | None:
 async def diagnose(opts: Options) -> Report:
     """Gather the facts, then judge them. Only loopback addresses are contacted."""
     path = find_config(opts.config, opts.env, opts.cwd)
-    config, error = _load(path, None)
+    config, error = _load(path, None, opts.env)
     port = opts.port or (config.listen[0].port if config and config.listen else DEFAULT_PORT)
 
-    probe = await probe_router(port)
+    probe = await probe_router(port, headers=_credential(config))
     status = probe.status or {}
     listen_ports = _status_ports(status)
     if probe.status is not None:
@@ -1042,7 +1076,7 @@ def _router_config(
         path = Path(source)
     if path is None:
         return None, None, None
-    config, error = _load(path, _status_ports(status) or None)
+    config, error = _load(path, _status_ports(status) or None, opts.env)
     return path, config, error
 
 

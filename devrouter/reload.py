@@ -53,9 +53,9 @@ def find_config(explicit: str | None, env: Mapping[str, str], cwd: Path) -> Path
     return user if user.is_file() else None
 
 
-def read_config(path: Path, own_ports: Iterable[int] | None = None) -> Config:
-    """Read and parse one file, and the access secrets it names; every failure is a
-    ConfigError naming the file."""
+def read_config(path: Path, own_ports: Iterable[int] | None = None, secrets: bool = True) -> Config:
+    """Read and parse one file, and (with `secrets`) the access secrets it names; every
+    failure is a ConfigError naming the file."""
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -74,7 +74,8 @@ def read_config(path: Path, own_ports: Iterable[int] | None = None) -> Config:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(source, None, f"the file is not UTF-8 text ({exc.reason})") from None
-    return load_secrets(parse_config(text, source, own_ports))
+    config = parse_config(text, source, own_ports)
+    return load_secrets(config) if secrets else config
 
 
 class Reloader:

@@ -682,3 +682,27 @@ def test_add_parser_wires_into_a_cli() -> None:
     doctor.add_parser(sub, parents=[common])
     args = parser.parse_args(["doctor", "--port", "7400", "--json", "--log-level", "debug"])
     assert (args.command, args.port, args.json, args.config) == ("doctor", 7400, True, None)
+
+
+def test_router_that_requires_a_secret(
+    cli: Callable[..., CliProcess], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the secret readable here, doctor presents it and reads /api/status; without it,
+    it says the router is there but locked, not that something else holds the port."""
+    secret = "doctor-test-secret-0123456789"
+    config = write_config(tmp_path, "access:\n  env: DOCTOR_TEST_SECRET\nroutes:\n  api: 9\n")
+    env = cli_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "xdg"))
+    p = cli("serve", "--config", config, env={**env, "DOCTOR_TEST_SECRET": secret})
+
+    def router_check() -> dict[str, Any]:
+        out = io.StringIO()
+        doctor.main(["--config", config, "--port", str(p.port), "--json"], out)
+        return only(json.loads(out.getvalue()), "router")
+
+    monkeypatch.setenv("DOCTOR_TEST_SECRET", secret)
+    router = router_check()
+    assert router["status"] == "ok" and router["data"]["version"] == __version__, router
+    monkeypatch.delenv("DOCTOR_TEST_SECRET")
+    router = router_check()
+    assert router["status"] == "warn" and router["data"]["running"] is True, router
+    assert "requires a secret" in router["message"]
