@@ -40,7 +40,7 @@ from .config import Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
 from .limits import LimitedServer
-from .metrics import Metrics, RequestRecord, redact_head
+from .metrics import Metrics, RequestRecord
 from .pages import error_headers, explain_failure, render_error
 from .proxy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
@@ -75,7 +75,15 @@ _HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])\r\n"
     rb"((?:" + _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
 )
-_HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r\n")
+# A response head the pattern path relays: status line, then header lines as in requests.
+_RESPONSE_HEAD_RE = re.compile(
+    rb"HTTP/1\.([01]) ([1-9][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
+    rb"((?:" + _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+)
+# One field of a head the whole-head pattern already accepted. The value keeps any trailing
+# whitespace (a lazy match to trim it cost more than the rest of the parse); every value the
+# router interprets is stripped where it is read, and forwarded values go out as they came.
+_HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r]*)\r\n")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FAST_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _IDEMPOTENT = frozenset({b"GET", b"PUT", b"DELETE", b"OPTIONS"})
@@ -122,6 +130,41 @@ _REASONS = {
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
+
+
+def _response_fields(
+    headers: list[tuple[bytes, bytes]], out: list[bytes], http11: bool
+) -> tuple[list[bytes], int, bool, bool]:
+    """One pass over a response's fields: append those the client gets to `out` (start
+    line already in it) and read the framing. Returns (out, Content-Length or -1 when absent
+    or -2 when invalid or repeated, Transfer-Encoding present, backend keeps the connection
+    open)."""
+    length = -1
+    chunked = False
+    keep = http11
+    named: list[bytes] | None = None
+    drop = _RESPONSE_DROP_B
+    for name, value in headers:
+        lower = name.lower()
+        if lower not in drop:
+            out += (name, b": ", value, b"\r\n")
+        elif lower == b"content-length":
+            value = value.rstrip(b" \t")
+            length = -2 if length != -1 or not value.isdigit() or len(value) > 18 else int(value)
+        elif lower == b"transfer-encoding":
+            chunked = True
+        elif lower == b"connection":
+            for token in value.lower().split(b","):
+                token = token.strip()
+                if token == b"close":
+                    keep = False
+                elif token == b"keep-alive":
+                    keep = keep or not http11
+                elif token and token not in drop:
+                    named = [token] if named is None else [*named, token]
+    if named:
+        out = _without_named(out, named, 3)
+    return out, length, chunked, keep
 
 
 class Handoff(Exception):
@@ -257,6 +300,24 @@ class Pool:
 class ClientConnection(asyncio.Protocol):
     """One accepted client socket, on the fast path until a request needs aiohttp."""
 
+    __slots__ = (
+        "_deadline_timer",
+        "_idle_timer",
+        "buf",
+        "closing",
+        "corked",
+        "eof",
+        "exchange",
+        "idle_since",
+        "local_port",
+        "loop",
+        "peer",
+        "peer_token",
+        "reading_paused",
+        "server",
+        "transport",
+    )
+
     def __init__(self, server: FastServer) -> None:
         self.server = server
         self.loop = server._loop
@@ -390,7 +451,7 @@ class ClientConnection(asyncio.Protocol):
             elif action == _HOST:
                 if host is not None:
                     raise Handoff
-                host = value
+                host = value = value.rstrip(b" \t")
                 out += (name, b": ", value, b"\r\n")
             elif action == _LENGTH:
                 if length >= 0 or not value.isdigit() or len(value) > 18:
@@ -603,6 +664,37 @@ class ClientConnection(asyncio.Protocol):
 class Exchange:
     """One request/response pair on the fast path."""
 
+    __slots__ = (
+        "_connect_task",
+        "body_left",
+        "bytes_out",
+        "chunked",
+        "client",
+        "conn",
+        "deadline",
+        "done",
+        "head",
+        "host",
+        "http11",
+        "keep_alive",
+        "length",
+        "method",
+        "pending",
+        "pending_bytes",
+        "recorded",
+        "resp_head",
+        "retried",
+        "reused",
+        "route",
+        "sent_head",
+        "started",
+        "status",
+        "t0",
+        "target",
+        "ttfb",
+        "upstream",
+    )
+
     def __init__(
         self,
         client: ClientConnection,
@@ -718,7 +810,7 @@ class Exchange:
         self,
         status: int,
         reason: bytes,
-        headers: list[tuple[bytes, bytes]],
+        out: list[bytes],  # status line and the fields to relay (see _response_fields)
         length: int | None,  # None: chunked or close-delimited upstream
     ) -> None:
         if _BAD_VALUE.search(reason):
@@ -730,18 +822,7 @@ class Exchange:
             )
             return
         # Header values need no check for control bytes here: llhttp (strict, no leniency
-        # flags) already refused them as "Invalid header value char".
-        out = [b"HTTP/1.1 %d " % status, reason, b"\r\n"]
-        named: list[bytes] = []
-        drop = _RESPONSE_DROP_B
-        for name, value in headers:
-            lower = name.lower()
-            if lower not in drop:
-                out += (name, b": ", value, b"\r\n")
-            elif lower == b"connection":
-                named += (t.strip().lower() for t in value.split(b","))
-        if named:
-            out = _without_named(out, named, 3)
+        # flags) and the response pattern already refused them.
         if status in _NO_BODY_STATUS:
             if status == 304 and length is not None:
                 out.append(b"Content-Length: %d\r\n" % length)
@@ -868,8 +949,8 @@ class Exchange:
                 self.length,
                 self.bytes_out,
                 error,
-                request_head=redact_head(self.head),
-                response_head=redact_head(self.resp_head),
+                request_head=self.head,
+                response_head=self.resp_head,
             )
         )
 
@@ -924,6 +1005,26 @@ class Exchange:
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to one backend address; carries one exchange at a time."""
 
+    __slots__ = (
+        "_body_left",
+        "_chunked",
+        "_headers",
+        "_idle_timer",
+        "_length",
+        "_paused",
+        "_reason",
+        "_reusable",
+        "_status",
+        "closed",
+        "exchange",
+        "got_bytes",
+        "idle_since",
+        "key",
+        "parser",
+        "pool",
+        "transport",
+    )
+
     def __init__(self, pool: Pool, key: tuple[str, int]) -> None:
         self.pool = pool
         self.key = key
@@ -936,6 +1037,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._chunked = False
         self._length: int | None = None
+        self._status = 0
+        # the pattern path (parser None): body bytes still to come
+        self._body_left = -1  # -1: waiting for the head
+        self._reusable = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
         self._paused = False
@@ -953,7 +1058,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._chunked = False
         self._length = None
-        self.parser = httptools.HttpResponseParser(self)
+        self._status = 0
+        self._body_left = -1
+        self.parser = None  # made only for a response the pattern path gives up on
 
     def detach(self) -> None:
         self.exchange = None
@@ -977,7 +1084,7 @@ class UpstreamConnection(asyncio.Protocol):
         ex = self.exchange
         if ex is None:
             return
-        status = self.parser.get_status_code()
+        status = self._status = self.parser.get_status_code()
         if not 100 <= status <= 999 or status == 101:  # 101: we never forward Upgrade
             ex.conn = None
             self.detach()
@@ -986,17 +1093,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if status < 200:  # 1xx interim responses are not relayed
             return
-        length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower == b"content-length":
-                length = int(value)
-            elif lower == b"transfer-encoding":
-                chunked = True
+        out, length, chunked, _keep = _response_fields(
+            self._headers, [b"HTTP/1.1 %d " % status, self._reason, b"\r\n"], True
+        )  # llhttp has checked the framing and decides keep-alive itself
         self._chunked = chunked
-        self._length = length
-        ex.response_head(status, self._reason, self._headers, None if chunked else length)
+        self._length = None if length < 0 else length
+        ex.response_head(status, self._reason, out, None if chunked else self._length)
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -1013,16 +1115,82 @@ class UpstreamConnection(asyncio.Protocol):
             return
         ex.response_done(self.parser.should_keep_alive())
 
+    # The pattern path: a response head that arrives whole in one read, matches
+    # _RESPONSE_HEAD_RE, and is framed by one valid Content-Length (or is a 204/304) is relayed
+    # without a parser, and its body is counted down. Anything else (a split head, chunked,
+    # close-delimited, 1xx, duplicate or odd lengths, bare LF, not HTTP) starts an llhttp
+    # parser on the same bytes, so nothing here accepts what llhttp would refuse.
+
+    def _head(self, ex: Exchange, data: bytes) -> None:
+        end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
+        if end < 0:  # a head split over reads (or not HTTP at all) is llhttp's to judge
+            self._parse(data)
+            return
+        m = _RESPONSE_HEAD_RE.match(data, 0, end + 4)
+        if m is None or m.end() != end + 4:
+            self._parse(data)
+            return
+        minor, code, reason, lines = m.groups()
+        status = int(code)
+        if status < 200:  # 1xx (and 101, an error here) are the parser's
+            self._parse(data)
+            return
+        out, length, chunked, reusable = _response_fields(
+            _HEADER_RE.findall(lines), [b"HTTP/1.1 %d " % status, reason, b"\r\n"], minor == b"1"
+        )
+        if chunked or length == -2:
+            self._parse(data)
+            return
+        if status in _NO_BODY_STATUS:
+            body_len = 0
+        elif length < 0:
+            self._parse(data)  # close-delimited
+            return
+        else:
+            body_len = length
+        self._status = status
+        self._length = length if length >= 0 else None
+        self._reusable = reusable
+        self._body_left = body_len
+        ex.response_head(status, reason, out, self._length)
+        if ex.done:
+            return
+        if len(data) > end + 4 or not body_len:
+            self._body(ex, data[end + 4 :])
+
+    def _body(self, ex: Exchange, data: bytes) -> None:
+        left = self._body_left
+        if len(data) > left:  # bytes past the body: this backend is not to be trusted again
+            self._reusable = False
+            data = data[:left]
+        if data:
+            self._body_left = left = left - len(data)
+            ex.response_body(data)
+        if not left:
+            self._body_left = -1
+            ex.response_done(self._reusable)
+
+    def _parse(self, data: bytes) -> None:
+        """Hand this response to llhttp, from its first byte."""
+        self.parser = httptools.HttpResponseParser(self)
+        self.parser.feed_data(data)
+
     # asyncio.Protocol
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
-        if self.exchange is None or self.parser is None:
+        ex = self.exchange
+        if ex is None:
             self.close()  # bytes from an idle backend: it is not speaking HTTP to us
             return
-        client = self.exchange.client
+        client = ex.client
         client.cork()
         try:
-            self.parser.feed_data(data)
+            if self.parser is not None:
+                self.parser.feed_data(data)
+            elif self._body_left > 0:
+                self._body(ex, data)
+            else:
+                self._head(ex, data)
         except httptools.HttpParserError as exc:
             ex = self.exchange
             self.detach()
@@ -1046,7 +1214,7 @@ class UpstreamConnection(asyncio.Protocol):
         if ex is None or ex.done:
             return
         # A close-delimited body ends here; anything else is a failure.
-        status = self.parser.get_status_code() if self.parser is not None else 0
+        status = self.parser.get_status_code() if self.parser is not None else self._status
         if (
             ex.sent_head
             and not self._chunked

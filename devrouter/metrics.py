@@ -8,8 +8,10 @@ histograms (`devrouter.histogram`, 0.1 % relative error), so percentiles are exa
 any rate without storing samples. A per-second series per route (count, summed and maximum
 latency over the last two minutes) feeds request rates and sparklines.
 
-Records never hold bodies, and never the values of Authorization, Cookie, Set-Cookie or
-Proxy-Authorization headers: those are replaced by `REDACTED` when headers are captured.
+Records never hold bodies. They keep the heads as relayed, and the values of Authorization,
+Cookie, Set-Cookie, Proxy-Authorization and X-Api-Key headers are replaced by `REDACTED`
+whenever a head is shown (`as_json`): redacting on the way out, not on the request path,
+keeps the cost off every request, and nothing leaves the process unredacted.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ class RequestRecord:
     bytes_out: int = 0
     error: str | None = None  # one of ERROR_KINDS
     websocket: bool = False
-    # the heads as sent upstream and to the client, secrets redacted (see redact_head)
+    # the heads as sent upstream and to the client; redacted when shown (see redact_head)
     request_head: bytes = b""
     response_head: bytes = b""
     seq: int = 0
@@ -104,8 +106,8 @@ class RequestRecord:
             "websocket": self.websocket,
         }
         if headers:
-            out["request_headers"] = head_fields(self.request_head)
-            out["response_headers"] = head_fields(self.response_head)
+            out["request_headers"] = head_fields(redact_head(self.request_head))
+            out["response_headers"] = head_fields(redact_head(self.response_head))
         return out
 
 

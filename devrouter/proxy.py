@@ -46,7 +46,7 @@ from .errors import (
     Unauthorized,
     VersionNotSupported,
 )
-from .metrics import RequestRecord, redact_head
+from .metrics import RequestRecord
 from .pages import error_response, explain_failure
 from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import State
@@ -248,7 +248,7 @@ class Proxy:
             upstream.port,
             bytes_in=request.content_length or 0,
             websocket=is_ws,
-            request_head=redact_head(_head_bytes(f"{request.method} {target} HTTP/1.1", headers)),
+            request_head=_head_bytes(f"{request.method} {target} HTTP/1.1", headers),
         )
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -391,7 +391,7 @@ class Proxy:
             # such a request, so end the connection cleanly rather than leave it mute.
             out.force_close()
         await out.prepare(request)
-        rec.response_head = redact_head(_head_bytes(f"HTTP/1.1 {resp.status}", out.headers))
+        rec.response_head = _head_bytes(f"HTTP/1.1 {resp.status}", out.headers)
         try:
             if request.method != hdrs.METH_HEAD:
                 async for chunk in resp.content.iter_any():

@@ -282,3 +282,90 @@ async def test_authorized_requests_stay_on_the_fast_path_and_denials_go_to_aioht
         assert len(rb.received) == 1
     finally:
         writer.close()
+
+
+async def test_bytes_past_a_content_length_body_are_cut_and_the_connection_not_reused(
+    fast_router, raw_backend
+):
+    """The response pattern path counts the body down: what a backend sends past its
+    Content-Length never reaches the client, and that backend connection is not pooled."""
+
+    async def overlong(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        while True:
+            rb.received.append(await read_head(reader))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+            await writer.drain()
+
+    rb = await raw_backend(overlong)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        head, _ = await read_response(reader)  # nothing stray arrived before this head
+        assert head.startswith(b"HTTP/1.1 200"), head
+    finally:
+        writer.close()
+    assert rb.connections == 3
+
+
+@pytest.mark.parametrize(
+    ("response", "pooled"),
+    [
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: Keep-Alive\r\n\r\nok", True),
+    ],
+    ids=["1.0", "1.0-keep-alive", "1.1-close", "1.1"],
+)
+async def test_backend_keep_alive_decides_pooling(fast_router, raw_backend, response, pooled):
+    async def answer(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        while True:
+            rb.received.append(await read_head(reader))
+            writer.write(response)
+            await writer.drain()
+
+    rb = await raw_backend(answer)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(3):
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+            assert b"connection:" not in head.lower()  # hop-by-hop, the router's own
+    finally:
+        writer.close()
+    assert rb.connections == (1 if pooled else 3)
+
+
+async def test_response_head_split_over_reads_is_relayed(fast_router, raw_backend):
+    async def trickle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        while True:
+            rb.received.append(await read_head(reader))
+            for piece in (b"HTTP/1.1 200 OK\r\nContent-", b"Length: 5\r\n\r", b"\nhel", b"lo"):
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+
+    rb = await raw_backend(trickle)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
+    finally:
+        writer.close()
+    assert rb.connections == 1
