@@ -196,7 +196,7 @@ class FastServer(LimitedServer):
         self.state = state
         self.metrics = metrics
         self.prefer = prefer
-        self.pool = Pool()
+        self.pool = Pool(self._loop)
         self.fast_connections: set[ClientConnection] = set()
         self.keepalive_timeout_s = float(kwargs.get("keepalive_timeout", 15.0))
         # the same limits aiohttp applies to what it parses: oversize heads are its to refuse
@@ -266,7 +266,8 @@ class FastServer(LimitedServer):
 class Pool:
     """Idle keep-alive connections per upstream address."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop  # asyncio.get_running_loop() costs a getpid() system call
         self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
 
     def get(self, key: tuple[str, int]) -> UpstreamConnection | None:
@@ -357,7 +358,21 @@ class ClientConnection(asyncio.Protocol):
 
     def _received(self, data: bytes) -> None:
         ex = self.exchange
-        if ex is not None and ex.body_left:
+        if ex is None:
+            if not self.buf and data[-4:] == b"\r\n\r\n" and not self.closing:
+                # the usual read: exactly one whole head and nothing else (what _next does
+                # with the buffer, without copying through it)
+                if data.find(b"\r\n\r\n") == len(data) - 4:
+                    try:
+                        ex = self._start(data)
+                    except Handoff:
+                        self.buf += data
+                        self.handoff()
+                        return
+                    self.exchange = ex
+                    ex.begin()
+                    return
+        elif ex.body_left:
             data = ex.client_body(data)
             if not data:
                 return
@@ -503,10 +518,12 @@ class ClientConnection(asyncio.Protocol):
         limit = route.max_connections
         if limit is not None and self.server.metrics.in_flight(route.name) >= limit:
             raise Handoff  # aiohttp answers the 503
-        try:
-            upstream = select_upstream(route, target.decode("latin-1"))
-        except AmbiguousPath:
-            raise Handoff from None
+        upstream = route.upstream
+        if route.paths:
+            try:
+                upstream = select_upstream(route, target.decode("latin-1"))
+            except AmbiguousPath:
+                raise Handoff from None
         if named:
             out = _without_named(out, named, 4)
         peer = self.peer
@@ -1245,7 +1262,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def start_idle_timer(self) -> None:
         """In the pool from now; closed after POOL_KEEPALIVE_S unused (one lazy timer)."""
-        loop = asyncio.get_running_loop()
+        loop = self.pool.loop
         self.idle_since = loop.time()
         if self._idle_timer is None:
             self._idle_timer = loop.call_later(POOL_KEEPALIVE_S, self._idle_check)
@@ -1254,7 +1271,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._idle_timer = None
         if self.closed:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.pool.loop
         left = POOL_KEEPALIVE_S
         if self.exchange is None:
             left = self.idle_since + POOL_KEEPALIVE_S - loop.time()

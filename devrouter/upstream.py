@@ -92,17 +92,22 @@ class HostPreference:
     on ::1 costs one refused connect per change, not one per request."""
 
     def __init__(self) -> None:
-        self._last: dict[Upstream, str] = {}
+        # keyed by (port, hosts): hashing the frozen dataclass itself runs Python code
+        self._last: dict[tuple[int, tuple[str, ...]], str] = {}
 
     def order(self, upstream: Upstream) -> tuple[str, ...]:
-        first = self._last.get(upstream)
-        if first is None or first == upstream.hosts[0]:
-            return upstream.hosts
-        return (first, *(h for h in upstream.hosts if h != first))
+        hosts = upstream.hosts
+        if len(hosts) == 1:
+            return hosts
+        first = self._last.get((upstream.port, hosts))
+        if first is None or first == hosts[0]:
+            return hosts
+        return (first, *(h for h in hosts if h != first))
 
     def worked(self, upstream: Upstream, host: str) -> None:
-        if self._last.get(upstream) != host:
-            self._last[upstream] = host
+        key = (upstream.port, upstream.hosts)
+        if self._last.get(key) != host:
+            self._last[key] = host
 
 
 def refused_error(upstream: Upstream) -> BadGateway:
