@@ -112,6 +112,47 @@ def _has_long_line(head: bytes, limit: int) -> bool:
     return any(len(line) > limit for line in head.split(b"\r\n"))
 
 
+# The request fields the router acts on, found at line starts of the lowercased field block
+# of a head _HEAD_RE accepted (so every line start is a field start).
+_REQUEST_FIELD_RE = re.compile(
+    rb"^("
+    + b"|".join(re.escape(n) for n in sorted(_REQUEST_ACTIONS, key=len, reverse=True))
+    + rb"):[ \t]*([^\r]*)\r\n",
+    re.M,
+)
+# The same for the hop-by-hop and framing fields of a response.
+_RESPONSE_FIELD_RE = re.compile(
+    rb"^("
+    + b"|".join(re.escape(n) for n in sorted(_RESPONSE_DROP_B, key=len, reverse=True))
+    + rb"):[ \t]*([^\r]*)\r\n",
+    re.M,
+)
+_ANY_FIELD_RE = re.compile(rb"^([^:\r\n]+):[^\r]*\r\n", re.M)
+
+
+def _line_span(block: bytes, pos: int) -> tuple[int, int]:
+    """The whole field line of `block` that holds offset `pos`."""
+    return block.rfind(b"\n", 0, pos) + 1, block.index(b"\r\n", pos) + 2
+
+
+def _named_spans(low: bytes, named: list[bytes]) -> list[tuple[int, int]]:
+    """The lines of the fields a Connection header names (RFC 9110 §7.6.1), except those it
+    may not remove."""
+    drop = set(named) - _NEVER_NAMED_B
+    return [f.span() for f in _ANY_FIELD_RE.finditer(low) if f.group(1) in drop]
+
+
+def _without_spans(block: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """`block` with the given (whole-line, possibly repeated) spans removed."""
+    pieces = []
+    pos = 0
+    for start, end in sorted(set(spans)):
+        pieces.append(block[pos:start])
+        pos = end
+    pieces.append(block[pos:])
+    return b"".join(pieces)
+
+
 def _without_named(out: list[bytes], named: list[bytes], start: int) -> list[bytes]:
     """Drop the fields a Connection header named (RFC 9110 §7.6.1); `out` holds `start`
     pieces of start line, then name, ": ", value, CRLF for each forwarded field."""
@@ -359,19 +400,23 @@ class ClientConnection(asyncio.Protocol):
     def _received(self, data: bytes) -> None:
         ex = self.exchange
         if ex is None:
-            if not self.buf and data[-4:] == b"\r\n\r\n" and not self.closing:
-                # the usual read: exactly one whole head and nothing else (what _next does
-                # with the buffer, without copying through it)
-                if data.find(b"\r\n\r\n") == len(data) - 4:
-                    try:
-                        ex = self._start(data)
-                    except Handoff:
-                        self.buf += data
-                        self.handoff()
-                        return
-                    self.exchange = ex
-                    ex.begin()
+            # the usual read: exactly one whole head and nothing else (what _next does with
+            # the buffer, without copying through it)
+            if (
+                not self.buf
+                and not self.closing
+                and data[-4:] == b"\r\n\r\n"
+                and data.find(b"\r\n\r\n") == len(data) - 4
+            ):
+                try:
+                    ex = self._start(data)
+                except Handoff:
+                    self.buf += data
+                    self.handoff()
                     return
+                self.exchange = ex
+                ex.begin()
+                return
         elif ex.body_left:
             data = ex.client_body(data)
             if not data:
@@ -437,86 +482,94 @@ class ClientConnection(asyncio.Protocol):
         ex.begin()
 
     def _start(self, head: bytes) -> Exchange:
-        """Parse, check and rewrite one request head in a single pass over its headers."""
+        """Check and rewrite one request head. The whole head is checked by one pattern; the
+        fields the router acts on are then found in one scan of its lowercased field block,
+        and every other field is forwarded as the block it came in."""
         m = _HEAD_RE.fullmatch(head)
         if m is None:
             raise Handoff
         method, target, minor, lines = m.groups()
         if method not in _FAST_METHODS:
             raise Handoff
-        headers = _HEADER_RE.findall(lines)
-        if len(headers) > self.server.max_headers or (
-            len(head) > self.server.max_line and _has_long_line(head, self.server.max_line)
+        server = self.server
+        if lines.count(b"\n") > server.max_headers or (
+            len(head) > server.max_line and _has_long_line(head, server.max_line)
         ):
             raise Handoff  # aiohttp answers with its 4xx for oversize heads
         host: bytes | None = None
         length = -1
         hops = 0
-        named: list[bytes] = []  # fields the client's Connection header names
         keep_alive = minor == b"1"
         xff: list[bytes] = []
-        auth_at = -1  # where Authorization sits in `out`, if it came
+        authorization: tuple[int, int] | None = None  # the field's span in `lines`
         token: bytes | None = None
-        out = [method, b" ", target, b" HTTP/1.1\r\n"]
-        actions = _REQUEST_ACTIONS
-        for name, value in headers:
-            action = actions.get(name.lower(), _FORWARD)
-            if action == _FORWARD:
-                out += (name, b": ", value, b"\r\n")
-            elif action == _HOST:
+        named: list[bytes] = []  # fields the client's Connection header names
+        cut: list[tuple[int, int]] = []  # fields not forwarded as they came
+        low = lines.lower()
+        for f in _REQUEST_FIELD_RE.finditer(low):
+            action = _REQUEST_ACTIONS[f.group(1)]
+            start, end = f.span(2)
+            if action == _HOST:
                 if host is not None:
                     raise Handoff
-                host = value = value.rstrip(b" \t")
-                out += (name, b": ", value, b"\r\n")
+                host = lines[start:end].rstrip(b" \t")
             elif action == _LENGTH:
+                value = f.group(2).rstrip(b" \t")
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     raise Handoff
                 length = int(value)
-                out += (name, b": ", value, b"\r\n")
             elif action == _CONNECTION:
-                for token in value.lower().split(b","):
-                    token = token.strip()
-                    if token == b"close":
+                cut.append(f.span())
+                for t in f.group(2).split(b","):
+                    t = t.strip()
+                    if t == b"close":
                         keep_alive = False
-                    elif token == b"keep-alive":
+                    elif t == b"keep-alive":
                         keep_alive = keep_alive or minor == b"0"
-                    elif token:
-                        named.append(token)
+                    elif t:
+                        named.append(t)
             elif action == _XFF:
-                xff.append(value)
+                cut.append(f.span())
+                xff.append(lines[start:end].rstrip(b" \t"))
             elif action == _HOPS:
+                value = f.group(2).rstrip(b" \t")
                 if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
                     raise Handoff
                 hops = int(value)
+                cut.append(f.span())
             elif action == _AUTH:
-                if auth_at >= 0:
+                if authorization is not None:
                     raise Handoff
-                auth_at = len(out)
-                out += (name, b": ", value, b"\r\n")
+                authorization = (start, end)
             elif action == _TOKEN_H:
                 if token is not None:
                     raise Handoff
-                token = value
+                token = lines[start:end]
+                cut.append(f.span())
             elif action == _HANDOFF:
                 raise Handoff
-            # _DROP: hop-by-hop and forwarding fields the router sets itself
+            else:  # _DROP: hop-by-hop and forwarding fields the router sets itself
+                cut.append(f.span())
         if host is None:
             raise Handoff
-        route = self.server.lookup(host)
+        route = server.lookup(host)
         if route is None:
             raise Handoff
         if route.access is not None:  # a denial is aiohttp's to answer (401 and its page)
             admitted = verdict(
                 route.access,
-                out[auth_at + 2].decode("latin-1") if auth_at >= 0 else None,
+                lines[authorization[0] : authorization[1]].decode("latin-1")
+                if authorization is not None
+                else None,
                 token.decode("latin-1") if token is not None else None,
             )
             if admitted is Verdict.DENIED:
                 raise Handoff
             if admitted is Verdict.AUTHORIZATION:  # the router's credential, not the app's
-                del out[auth_at : auth_at + 4]
+                assert authorization is not None
+                cut.append(_line_span(lines, authorization[0]))
         limit = route.max_connections
-        if limit is not None and self.server.metrics.in_flight(route.name) >= limit:
+        if limit is not None and server.metrics.in_flight(route.name) >= limit:
             raise Handoff  # aiohttp answers the 503
         upstream = route.upstream
         if route.paths:
@@ -525,21 +578,24 @@ class ClientConnection(asyncio.Protocol):
             except AmbiguousPath:
                 raise Handoff from None
         if named:
-            out = _without_named(out, named, 4)
-        peer = self.peer
-        xff.append(peer)
-        out += (
-            b"X-Forwarded-For: ", b", ".join(xff),
-            b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
-            b"\r\nX-Forwarded-Port: ", self.local_port,
-            b"\r\nForwarded: for=", self.peer_token, b';host="', host, b'";proto=http\r\n',
-            _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
+            cut += _named_spans(low, named)
+        xff.append(self.peer)
+        out = b"".join(
+            (
+                method, b" ", target, b" HTTP/1.1\r\n",
+                _without_spans(lines, cut) if cut else lines,
+                b"X-Forwarded-For: ", b", ".join(xff),
+                b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
+                b"\r\nX-Forwarded-Port: ", self.local_port,
+                b"\r\nForwarded: for=", self.peer_token, b';host="', host, b'";proto=http\r\n',
+                _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
+            )
         )  # fmt: skip
         return Exchange(
             self,
             route,
             upstream,
-            b"".join(out),
+            out,
             method,
             max(length, 0),
             keep_alive,
