@@ -369,3 +369,51 @@ async def test_response_head_split_over_reads_is_relayed(fast_router, raw_backen
     finally:
         writer.close()
     assert rb.connections == 1
+
+
+async def test_request_fields_are_forwarded_in_order_with_the_routers_own_cut(
+    fast_router, raw_backend
+):
+    """The field block is forwarded as it came, minus whole lines: hop-by-hop fields, the
+    client's forwarding fields, what Connection names, and the router's own credential."""
+    rb = await raw_backend(keepalive_backend)
+    token = "ordered-fields-token-0123456789"
+    config = make_config({"app": rb.port})
+    config = replace(config, access=AccessRule(env="T", line=1, secret=token))
+    port = await start(fast_router, config)
+    head = (
+        f"GET /p?q=1 HTTP/1.1\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        f"X-Forwarded-For: 10.9.8.7\r\n"
+        f"Host: App.localhost:7355\r\n"
+        f"Connection: keep-alive, X-Drop-Me\r\n"
+        f"X-Drop-Me: 1\r\n"
+        f"Accept: */*\r\n"
+        f"X-Forwarded-Host: evil.example\r\n"
+        f"keep-alive: timeout=5\r\n"
+        f"Cookie: a=1\r\n"
+        f"X-Last:  spaced value \r\n"
+        f"\r\n"
+    ).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        response, body = await read_response(reader)
+        assert response.startswith(b"HTTP/1.1 200") and body == b"ok"
+    finally:
+        writer.close()
+    lines = rb.received[0].split(b"\r\n")
+    assert lines[0] == b"GET /p?q=1 HTTP/1.1"
+    fields = [line for line in lines[1:] if line]
+    assert fields[:4] == [
+        b"Host: App.localhost:7355",
+        b"Accept: */*",
+        b"Cookie: a=1",
+        b"X-Last:  spaced value ",
+    ]
+    assert fields[4] == b"X-Forwarded-For: 10.9.8.7, 127.0.0.1"
+    assert b"X-Forwarded-Host: App.localhost:7355" in fields
+    names = [f.split(b":")[0].lower() for f in fields]
+    for gone in (b"authorization", b"connection", b"x-drop-me", b"keep-alive"):
+        assert gone not in names
+    assert names.count(b"x-forwarded-host") == 1
