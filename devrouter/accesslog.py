@@ -13,13 +13,13 @@ drop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import sys
 import threading
 import time
 from typing import TextIO
 
+from .aio import sleep_or_stop
 from .metrics import RequestRecord
 
 #: How often collected lines are handed to the writer, in seconds.
@@ -95,8 +95,7 @@ class AccessLog:
 
     async def flush_periodically(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), FLUSH_INTERVAL_S)
+            await sleep_or_stop(stop, FLUSH_INTERVAL_S)
             self.flush()
         if self._thread is not None:
             self._queue.put(None)

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .aio import sleep_or_stop
 from .config import (
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_S,
@@ -824,17 +825,6 @@ class Channel:
 FLUSH_INTERVAL_S = 0.25
 PING_INTERVAL_S = 2.0
 RECONNECT_INTERVAL_S = 2.0
-
-
-async def sleep_or_stop(stop: asyncio.Event, delay_s: float) -> None:
-    """Sleep `delay_s` or until `stop` is set. Unlike `wait_for(stop.wait(), delay_s)`, a
-    cancellation that arrives just as the delay ends is never turned into TimeoutError (and
-    lost) on Python 3.11."""
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=delay_s)
-    finally:
-        waiter.cancel()
 
 
 class Registration:

@@ -11,7 +11,6 @@ line (once per distinct problem) and leaves the last good table in force.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -20,6 +19,7 @@ from pathlib import Path
 import watchfiles
 
 from .access import load_secrets
+from .aio import sleep_or_stop
 from .config import Config, ConfigError, parse_config
 from .state import State
 
@@ -118,7 +118,7 @@ class Reloader:
             dirs, names = self._targets()
             watched = [d for d in dirs if d.is_dir()]
             if not watched:
-                await _sleep_or_stop(stop, REARM_DELAY_S)
+                await sleep_or_stop(stop, REARM_DELAY_S)
                 continue
             try:
                 async for changes in watchfiles.awatch(
@@ -135,9 +135,4 @@ class Reloader:
                             break  # a symlink now points elsewhere: watch the new place
             except (OSError, RuntimeError) as exc:
                 log.warning("watching %s failed (%s); retrying", self.path, exc)
-                await _sleep_or_stop(stop, REARM_DELAY_S)
-
-
-async def _sleep_or_stop(stop: asyncio.Event, delay_s: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay_s)
+                await sleep_or_stop(stop, REARM_DELAY_S)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .aio import sleep_or_stop
 from .config import DEFAULT_PORT, parse_listen
 from .control import (
     ControlError,
@@ -49,7 +50,6 @@ from .control import (
     call,
     check_name,
     process_alive,
-    sleep_or_stop,
     status,
 )
 from .ports import (
