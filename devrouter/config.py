@@ -33,6 +33,11 @@ DEFAULT_MAX_CONNECTIONS = 4096
 #: Requests, streams and WebSockets in flight to one route at once; more get a 503. A
 #: browser opens at most six connections per name, so only load tests and leaks reach it.
 DEFAULT_MAX_CONNECTIONS_PER_ROUTE = 512
+#: Largest WebSocket message relayed, in MiB; a bigger one closes with 1009 (message too big).
+#: The router holds a whole message while relaying it, so this bounds its memory per
+#: WebSocket and direction. Hot-reload messages are a few KiB.
+DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB = 4
+MIB_BYTES = 1024 * 1024
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
@@ -48,10 +53,19 @@ _TOP_KEYS = (
     "access",
     "max_connections",
     "max_connections_per_route",
+    "max_websocket_message_mib",
     "stack",
     "services",
 )
-_ROUTE_KEYS = ("port", "target", "paths", "timeout", "access", "max_connections")
+_ROUTE_KEYS = (
+    "port",
+    "target",
+    "paths",
+    "timeout",
+    "access",
+    "max_connections",
+    "max_websocket_message_mib",
+)
 _ACCESS_KEYS = ("env", "file")
 _PATH_KEYS = ("port", "target")
 
@@ -133,6 +147,7 @@ class Route:
     # None: the config's top-level value (filled in when the route table is built)
     access: AccessRule | None = None
     max_connections: int | None = None
+    max_websocket_message_mib: int | None = None
 
     @property
     def host(self) -> str:
@@ -161,6 +176,7 @@ class Config:
     access: AccessRule | None = None  # required by every route that does not say otherwise
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_route: int = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
+    max_websocket_message_mib: int = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -430,6 +446,7 @@ def parse_config(
     access: AccessRule | None = None
     max_connections = DEFAULT_MAX_CONNECTIONS
     per_route = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
+    ws_mib = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
     for key, _knode, vnode in w.mapping(root, "the top level", _TOP_KEYS):
         if key == "listen":
             listen = _parse_listen_node(w, vnode)
@@ -441,6 +458,8 @@ def parse_config(
             max_connections = w.count(vnode, "max_connections", None)
         elif key == "max_connections_per_route":
             per_route = w.count(vnode, "max_connections_per_route", None)
+        elif key == "max_websocket_message_mib":
+            ws_mib = w.count(vnode, "max_websocket_message_mib", None)
         elif key == "routes":
             routes_node = vnode
         # `stack` and `services` belong to `devrouter up` (devrouter.stack), not the router
@@ -461,6 +480,7 @@ def parse_config(
         access=access,
         max_connections=max_connections,
         max_connections_per_route=per_route,
+        max_websocket_message_mib=ws_mib,
     )
 
 
@@ -520,6 +540,7 @@ def _parse_route_body(w: _Walker, node: Node, name: str, timeout_s: float, line:
     upstream: Upstream | None = None
     access: AccessRule | None = None
     max_connections: int | None = None
+    ws_mib: int | None = None
     for key, _knode, vnode in w.mapping(node, f"route '{name}'", _ROUTE_KEYS, name):
         if key == "port":
             if upstream is not None:
@@ -535,6 +556,8 @@ def _parse_route_body(w: _Walker, node: Node, name: str, timeout_s: float, line:
             access = w.access(vnode, name)
         elif key == "max_connections":
             max_connections = w.count(vnode, "max_connections", name)
+        elif key == "max_websocket_message_mib":
+            ws_mib = w.count(vnode, "max_websocket_message_mib", name)
         else:
             paths = _parse_paths(w, vnode, name)
     if upstream is None:
@@ -547,6 +570,7 @@ def _parse_route_body(w: _Walker, node: Node, name: str, timeout_s: float, line:
         line,
         access=access,
         max_connections=max_connections,
+        max_websocket_message_mib=ws_mib,
     )
 
 

@@ -77,12 +77,19 @@ class State:
 
 
 def _effective(route: Route, config: Config) -> Route:
-    """The route with the config's top-level access and limit where it sets none, so a
+    """The route with the config's top-level access and limits where it sets none, so a
     request reads one field: `route.access` None means open."""
     access = config.access if route.access is None else route.access
     if access is not None and access.is_off:
         access = None
     limit = route.max_connections or config.max_connections_per_route
-    if access is route.access and limit == route.max_connections:
+    ws_mib = route.max_websocket_message_mib or config.max_websocket_message_mib
+    if (
+        access is route.access
+        and limit == route.max_connections
+        and ws_mib == route.max_websocket_message_mib
+    ):
         return route
-    return dataclasses.replace(route, access=access, max_connections=limit)
+    return dataclasses.replace(
+        route, access=access, max_connections=limit, max_websocket_message_mib=ws_mib
+    )

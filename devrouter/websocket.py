@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .config import Route, Upstream
+from .config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, Route, Upstream
 from .errors import BadGateway, BadRequest, UpstreamStatus
 from .upstream import translate_errors
 
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("devrouter.websocket")
 
-#: Largest single message relayed, in bytes; a bigger one closes with 1009 (message too big).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: How long to wait for the other side's close frame, in seconds.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -81,6 +79,10 @@ async def bridge(
         if p.strip()
     ]
 
+    # aiohttp refuses a message of max_msg_size bytes or more: one more lets exactly N MiB in
+    max_msg_bytes = (
+        route.max_websocket_message_mib or DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
+    ) * MIB_BYTES + 1
     if not web.WebSocketResponse().can_prepare(request).ok:  # check before dialling
         raise BadRequest("this WebSocket handshake is malformed (Sec-WebSocket-Key/Version)")
 
@@ -93,7 +95,7 @@ async def bridge(
                 autoclose=False,
                 autoping=True,
                 compress=0,
-                max_msg_size=MAX_MESSAGE_BYTES,
+                max_msg_size=max_msg_bytes,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
             )
         except aiohttp.WSServerHandshakeError as exc:
@@ -117,7 +119,7 @@ async def bridge(
         autoclose=False,
         autoping=True,
         compress=False,
-        max_msg_size=MAX_MESSAGE_BYTES,
+        max_msg_size=max_msg_bytes,
     )
     try:
         await down.prepare(request)

@@ -50,9 +50,8 @@ from conftest import (
 )
 
 from devrouter.app import KEEPALIVE_TIMEOUT_S, Router
-from devrouter.config import ListenAddr
+from devrouter.config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, ListenAddr
 from devrouter.state import State
-from devrouter.websocket import MAX_MESSAGE_BYTES
 
 MiB = 1 << 20
 STATUS = re.compile(rb"HTTP/(\d\.\d) (\d{3}) ")
@@ -712,6 +711,9 @@ async def read_close_code(reader: asyncio.StreamReader) -> int | None:
         return None
 
 
+MAX_MESSAGE_BYTES = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB * MIB_BYTES  # the catalog's 4 MiB
+
+
 async def test_websocket_message_over_the_limit_from_the_client_is_1009(backend, router):
     got: list[int] = []
 
@@ -766,6 +768,49 @@ async def test_websocket_message_over_the_limit_from_the_backend_is_1009(raw_bac
     finally:
         writer.close()
     assert code in (1009, 1011), code
+
+
+async def test_websocket_message_limit_is_per_route_and_a_message_at_it_passes(backend, router):
+    """A message of exactly the limit is relayed whole; a route's own
+    max_websocket_message_mib replaces the default for that route only."""
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse(max_msg_size=0)
+        await sock.prepare(request)
+        async for msg in sock:
+            await sock.send_bytes(msg.data)
+        return sock
+
+    app = web.Application()
+    app.router.add_get("/ws", echo)
+    port = await backend(app)
+    r = await router(
+        make_config({"app": port, "small": {"port": port, "max_websocket_message_mib": 1}})
+    )
+    timeout = aiohttp.ClientWSTimeout(ws_receive=IO_TIMEOUT_S, ws_close=5)
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(
+            f"http://127.0.0.1:{r.port}/ws",
+            headers={"Host": "app.localhost"},
+            max_msg_size=0,
+            timeout=timeout,
+        ) as ws:
+            payload = bytes(range(256)) * (MAX_MESSAGE_BYTES // 256)
+            await ws.send_bytes(payload)
+            msg = await ws.receive()
+            assert msg.type == WSMsgType.BINARY and msg.data == payload
+        async with s.ws_connect(
+            f"http://127.0.0.1:{r.port}/ws",
+            headers={"Host": "small.localhost"},
+            max_msg_size=0,
+            timeout=timeout,
+        ) as ws:
+            await ws.send_bytes(b"x" * MIB_BYTES)
+            assert (await ws.receive()).data == b"x" * MIB_BYTES
+            await ws.send_bytes(b"x" * (MIB_BYTES + 1))
+            msg = await ws.receive()
+            assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+            assert ws.close_code == 1009, ws.close_code
 
 
 # === B9-B13: parsing under aiohttp's pure-Python parser =====================================

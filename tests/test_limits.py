@@ -20,6 +20,7 @@ from conftest import IO_TIMEOUT_S, make_config, read_head
 from devrouter.config import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_ROUTE,
+    DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB,
     ConfigError,
     Route,
     Upstream,
@@ -70,6 +71,8 @@ def test_limits_in_the_config_and_their_defaults() -> None:
         ("max_connections: many\nroutes: {}\n", 1),
         ("max_connections_per_route: 1.5\nroutes: {}\n", 1),
         ("routes:\n  api:\n    port: 1\n    max_connections: true\n", 4),
+        ("max_websocket_message_mib: 0\nroutes: {}\n", 1),
+        ("routes:\n  api:\n    port: 1\n    max_websocket_message_mib: 0.5\n", 4),
     ],
 )
 def test_bad_limits_are_one_line_with_their_place(text: str, line: int) -> None:
@@ -77,6 +80,22 @@ def test_bad_limits_are_one_line_with_their_place(text: str, line: int) -> None:
         parse_config(text, "c.yaml", own_ports=())
     assert str(info.value).startswith(f"c.yaml:{line}: ")
     assert "whole number above 0" in str(info.value)
+
+
+def test_websocket_message_limit_in_the_config_and_its_default() -> None:
+    config = parse_config(
+        "max_websocket_message_mib: 16\nroutes:\n  api: 1\n"
+        "  big:\n    port: 2\n    max_websocket_message_mib: 64\n",
+        "c.yaml",
+        own_ports=(),
+    )
+    state = State(config)
+    state.set_dynamic([Route("run", Upstream(3), source="run")])
+    limits = {r.name: r.max_websocket_message_mib for r in state.snapshot.table.routes}
+    assert limits == {"api": 16, "big": 64, "run": 16}
+    default = State(parse_config("routes:\n  api: 1\n", "c.yaml", own_ports=()))
+    (route,) = default.snapshot.table.routes
+    assert route.max_websocket_message_mib == DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB == 4
 
 
 def test_fd_limit_is_raised_and_the_budget_fits_in_it() -> None:
