@@ -9,9 +9,12 @@ any rate without storing samples. A per-second series per route (count, summed a
 latency over the last two minutes) feeds request rates and sparklines.
 
 Records never hold bodies. They keep the heads as relayed, and the values of Authorization,
-Cookie, Set-Cookie, Proxy-Authorization and X-Api-Key headers are replaced by `REDACTED`
-whenever a head is shown (`as_json`): redacting on the way out, not on the request path,
-keeps the cost off every request, and nothing leaves the process unredacted.
+Cookie, Set-Cookie, Proxy-Authorization and X-Api-Key headers, and of query parameters named
+like credentials (`?access_token=`, `?api_key=`, `?code=`), are replaced by `REDACTED`
+whenever a record is shown (`as_json`): redacting on the way out, not on the request path,
+keeps the cost off every request, and nothing leaves the process unredacted for the
+dashboard. The access log, on the terminal of the user who ran the router, shows paths as
+they came, as other servers' logs do.
 """
 
 from __future__ import annotations
@@ -48,6 +51,21 @@ def redact_head(head: bytes) -> bytes:
     if b"cookie" not in lower and b"authoriz" not in lower and b"x-api-key" not in lower:
         return head
     return _SECRET_LINE.sub(rb"\1: " + REDACTED.encode(), head)
+
+
+# Query parameters whose values are shown as REDACTED: names that hold credentials by
+# convention (access_token, api_key, X-Amz-Signature, code from an OAuth redirect, ...).
+_SECRET_PARAM = re.compile(
+    r"([?&](?:[^=&#]*?(?:token|secret|passw|key|auth|sig|session)[^=&#]*|code)=)[^&#]*",
+    re.IGNORECASE,
+)
+
+
+def redact_query(target: str) -> str:
+    """A request target with the values of credential-like query parameters replaced."""
+    if "?" not in target:
+        return target
+    return _SECRET_PARAM.sub(lambda m: m.group(1) + REDACTED, target)
 
 
 def _text(raw: bytes) -> str:
@@ -94,7 +112,7 @@ class RequestRecord:
             "started": self.started,
             "method": self.method,
             "host": self.host,
-            "path": self.path,
+            "path": redact_query(self.path),
             "route": self.route,
             "upstream_port": self.upstream_port,
             "status": self.status,

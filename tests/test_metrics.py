@@ -15,6 +15,7 @@ from devrouter.metrics import (
     RequestRecord,
     head_fields,
     redact_head,
+    redact_query,
 )
 
 T0 = 1_700_000_000.0  # a whole second, wall clock
@@ -236,3 +237,23 @@ def test_as_json_shows_redacted_heads() -> None:
     assert ["Authorization", REDACTED] in doc["request_headers"]  # type: ignore[operator]
     assert doc["response_headers"] == []
     assert doc["ttfb_ms"] == 5.0 and doc["duration_ms"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [
+        ("/plain", "/plain"),
+        ("/a?page=2&sort=name", "/a?page=2&sort=name"),
+        ("/cb?code=abc123&state=xyz", f"/cb?code={REDACTED}&state=xyz"),
+        ("/x?access_token=t0k&n=1", f"/x?access_token={REDACTED}&n=1"),
+        ("/x?n=1&API_KEY=k#frag", f"/x?n=1&API_KEY={REDACTED}#frag"),
+        ("/s3?X-Amz-Signature=ff&X-Amz-Date=1", f"/s3?X-Amz-Signature={REDACTED}&X-Amz-Date=1"),
+        ("/login?password=hunter2", f"/login?password={REDACTED}"),
+        ("/x?barcode=1", "/x?barcode=1"),
+    ],
+)
+def test_credential_query_values_are_redacted_when_shown(target: str, shown: str) -> None:
+    assert redact_query(target) == shown
+    rec = RequestRecord(0.0, "GET", "api.localhost", target, "api")
+    assert rec.as_json(headers=False)["path"] == shown
+    assert rec.path == target  # kept as it came; redacted on the way out
