@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import pytest
 from aiohttp import WSMsgType, web
-from conftest import IO_TIMEOUT_S, RawBackend, make_config, read_head
+from conftest import IO_TIMEOUT_S, RawBackend, RawHandler, make_config, read_head
 
 from devrouter import fastpath
 from devrouter.app import Router
@@ -37,15 +37,25 @@ async def start(routers: list[Router], config: Config) -> int:
     return r.bound[0].port
 
 
-async def keepalive_backend(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
-) -> None:
-    """Answers every request on the connection with `ok`, keeping it open."""
-    while True:
-        head = await read_head(reader)
-        rb.received.append(head)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
+def answering(*pieces: bytes, pause_s: float = 0.0) -> RawHandler:
+    """A raw backend that records each request head and answers it with `pieces`, written
+    one by one (`pause_s` apart), keeping the connection open."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        while True:
+            rb.received.append(await read_head(reader))
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                if pause_s:
+                    await asyncio.sleep(pause_s)
+
+    return handler
+
+
+keepalive_backend = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -290,15 +300,9 @@ async def test_bytes_past_a_content_length_body_are_cut_and_the_connection_not_r
     """The response pattern path counts the body down: what a backend sends past its
     Content-Length never reaches the client, and that backend connection is not pooled."""
 
-    async def overlong(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
-    ) -> None:
-        while True:
-            rb.received.append(await read_head(reader))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
-            await writer.drain()
-
-    rb = await raw_backend(overlong)
+    rb = await raw_backend(
+        answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+    )
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -325,15 +329,7 @@ async def test_bytes_past_a_content_length_body_are_cut_and_the_connection_not_r
     ids=["1.0", "1.0-keep-alive", "1.1-close", "1.1"],
 )
 async def test_backend_keep_alive_decides_pooling(fast_router, raw_backend, response, pooled):
-    async def answer(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
-    ) -> None:
-        while True:
-            rb.received.append(await read_head(reader))
-            writer.write(response)
-            await writer.drain()
-
-    rb = await raw_backend(answer)
+    rb = await raw_backend(answering(response))
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -348,17 +344,8 @@ async def test_backend_keep_alive_decides_pooling(fast_router, raw_backend, resp
 
 
 async def test_response_head_split_over_reads_is_relayed(fast_router, raw_backend):
-    async def trickle(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
-    ) -> None:
-        while True:
-            rb.received.append(await read_head(reader))
-            for piece in (b"HTTP/1.1 200 OK\r\nContent-", b"Length: 5\r\n\r", b"\nhel", b"lo"):
-                writer.write(piece)
-                await writer.drain()
-                await asyncio.sleep(0.02)
-
-    rb = await raw_backend(trickle)
+    pieces = (b"HTTP/1.1 200 OK\r\nContent-", b"Length: 5\r\n\r", b"\nhel", b"lo")
+    rb = await raw_backend(answering(*pieces, pause_s=0.02))
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:

@@ -789,22 +789,21 @@ async def test_websocket_message_limit_is_per_route_and_a_message_at_it_passes(b
     )
     timeout = aiohttp.ClientWSTimeout(ws_receive=IO_TIMEOUT_S, ws_close=5)
     async with aiohttp.ClientSession() as s:
-        async with s.ws_connect(
-            f"http://127.0.0.1:{r.port}/ws",
-            headers={"Host": "app.localhost"},
-            max_msg_size=0,
-            timeout=timeout,
-        ) as ws:
+
+        def connect(name: str) -> Any:
+            return s.ws_connect(
+                f"http://127.0.0.1:{r.port}/ws",
+                headers={"Host": f"{name}.localhost"},
+                max_msg_size=0,
+                timeout=timeout,
+            )
+
+        async with connect("app") as ws:
             payload = bytes(range(256)) * (MAX_MESSAGE_BYTES // 256)
             await ws.send_bytes(payload)
             msg = await ws.receive()
             assert msg.type == WSMsgType.BINARY and msg.data == payload
-        async with s.ws_connect(
-            f"http://127.0.0.1:{r.port}/ws",
-            headers={"Host": "small.localhost"},
-            max_msg_size=0,
-            timeout=timeout,
-        ) as ws:
+        async with connect("small") as ws:
             await ws.send_bytes(b"x" * MIB_BYTES)
             assert (await ws.receive()).data == b"x" * MIB_BYTES
             await ws.send_bytes(b"x" * (MIB_BYTES + 1))
