@@ -212,6 +212,15 @@ async def _serve(router: Router, after_start: Callable[[], None] | None = None) 
         len(snapshot.table.routes),
         snapshot.config.source,
     )
+    open_ = [r.name for r in snapshot.table.routes if r.access is None]
+    if snapshot.config.access is not None and not snapshot.config.access.is_off:
+        log.info(
+            "access: the dashboard and every route require a secret%s",
+            f" except {', '.join(open_)}" if open_ else "",
+        )
+    elif len(open_) < len(snapshot.table.routes):
+        protected = [r.name for r in snapshot.table.routes if r.access is not None]
+        log.info("access: %s require a secret", ", ".join(protected))
     if after_start is not None:
         after_start()
     await router.wait()

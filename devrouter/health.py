@@ -145,10 +145,6 @@ class Health:
         if self._sleeping and self._wake is not None:
             self._wake.set()
 
-    def traffic(self) -> None:
-        """Requests are flowing: keep probing."""
-        self._last_active = time.monotonic()
-
     def status(self, upstream: Upstream) -> Probe | None:
         return self.results.get(upstream)
 

@@ -400,3 +400,15 @@ def test_check_refuses_a_world_readable_secret_file(tmp_path: Path) -> None:
     assert res.returncode != 0 and "chmod 600" in res.stderr, res.stderr
     os.chmod(tmp_path / "secret", 0o600)
     assert run_check(tmp_path).returncode == 0
+
+
+def test_serve_says_at_start_what_requires_a_secret(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "access:\n  env: ROUTER_SECRET\nroutes:\n  api: 4001\n  docs:\n    port: 4002\n"
+        "    access: false\n"
+    )
+    env = cli_env(HOME=str(tmp_path), ROUTER_SECRET=TOKEN)
+    p = cli("serve", "--config", str(tmp_path / "c.yaml"), env=env)
+    line = p.read_until("access:")
+    assert "the dashboard and every route require a secret except docs" in line
+    assert TOKEN not in line
