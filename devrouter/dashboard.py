@@ -615,7 +615,9 @@ function updateRoute(row, r) {
   let src = r.source;
   if (r.stack) src += " \u00b7 " + r.stack;
   if (r.owner_pid) src += " \u00b7 pid " + r.owner_pid;
+  if (r.access) src += " \u00b7 secret";
   c.sourceBadge.textContent = src;
+  c.sourceBadge.title = r.access ? "requires the access secret (see the config)" : "";
   setHealth(c.health, r.target, r.health);
   c.count.textContent = r.count.toLocaleString("en-US");
   c.rps.textContent = rate(r.rps);

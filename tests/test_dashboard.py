@@ -141,6 +141,7 @@ async def test_status_lists_routes_and_its_figures_follow_traffic(
     assert api["target"] == f"127.0.0.1:{port} or [::1]:{port}"
     assert api["port"] == port
     assert api["source"] == "config" and api["owner_pid"] is None
+    assert api["access"] is False and api["max_connections"] == 512
     assert api["count"] == 0 and api["requests"] == {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
     assert api["latency_ms"]["p50"] is None and api["ttfb_ms"]["p99"] is None
     assert len(api["series"]["count"]) == dashboard.SERIES_WINDOW_S
@@ -593,9 +594,8 @@ async def test_dashboard_in_a_browser(
 ) -> None:
     port = await backend(hello_app())
     dead = free_port()
-    r = await router(
-        make_config({"api": port, "down": dead, "web": {"port": port, "paths": {"/api": dead}}})
-    )
+    web = {"port": port, "paths": {"/api": dead}, "access": {"env": "DASHBOARD_TEST_SECRET"}}
+    r = await router(make_config({"api": port, "down": dead, "web": web}))
     await browser.goto(f"http://127.0.0.1:{r.port}/")
     await browser.wait_for("document.querySelectorAll('#routes-body tr.route').length === 3")
     names = await browser.eval(
@@ -607,6 +607,9 @@ async def test_dashboard_in_a_browser(
         f"http://api.localhost:{r.port}/"
     )
     assert await browser.eval(text_of(f"{api} td.count")) == "0"
+    web_badge = "#routes-body tr[data-route='web'] .badge"
+    assert await browser.eval(text_of(web_badge)) == "config \u00b7 secret"
+    assert await browser.eval(text_of(f"{api} .badge")) == "config"
     assert await browser.eval(text_of(f"{api} td.p50")) == "\u2014"
     await browser.wait_for(text_is("#live-text", "live"))
     await browser.wait_for(
