@@ -6,13 +6,16 @@ readers, a task per request, on both the server and the client side) costs about
 request, more than everything else together. Most dev traffic is the simplest kind of
 exchange: a request with no body or a Content-Length body to a routed name. For those, this
 module reads the request head with one strict regular expression, rewrites the headers once,
-writes them to a pooled upstream connection, and relays the response as bytes, with the
-response parsed for framing by llhttp (httptools).
+writes them to a pooled upstream connection, and relays the response as bytes: framed by a
+strict pattern and its Content-Length when it is that simple, by llhttp (httptools)
+otherwise. A WebSocket handshake is relayed the same way, and after the backend's 101 the
+bytes both ways (devrouter.wsrelay).
 
 Everything else is handed to the aiohttp handler in `devrouter.proxy`, with the bytes read so
 far, before anything has been answered: heads the strict pattern does not accept (odd
 syntax, obs-fold, control bytes, oversize, absolute-form, HTTP/0.9 or 2.0, a chunked or
-ambiguous body, Expect, Upgrade and WebSockets, HEAD), names that are not routes (404, 421,
+ambiguous body, Expect, an Upgrade other than a well-formed WebSocket handshake, HEAD),
+names that are not routes (404, 421,
 the router's own pages), loops and ambiguous paths. The hand-off happens at a request
 boundary and the connection stays with aiohttp from then on. So every rule of the proxy has
 one implementation that decides hard cases, and the fast path only ever takes requests whose
@@ -36,7 +39,7 @@ import httptools
 from aiohttp import web
 
 from .access import TOKEN_HEADER, Verdict, verdict
-from .config import Route, Upstream
+from .config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
 from .limits import LimitedServer
@@ -58,6 +61,7 @@ from .upstream import (
     reset_connection,
     timeout_error,
 )
+from .wsrelay import Relay, accept_for
 
 log = logging.getLogger("devrouter.proxy")
 
@@ -87,14 +91,27 @@ _HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r]*)\r\n")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FAST_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
 _IDEMPOTENT = frozenset({b"GET", b"PUT", b"DELETE", b"OPTIONS"})
-_HANDOFF_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"http2-settings"})
+_HANDOFF_HEADERS = frozenset({b"transfer-encoding", b"expect", b"http2-settings"})
 # The aiohttp handler's header rules, as bytes: one list of names for both engines.
 _REQUEST_DROP_B = frozenset(h.encode() for h in REQUEST_DROP)
 _RESPONSE_DROP_B = frozenset(h.encode() for h in RESPONSE_DROP)
 _NEVER_NAMED_B = frozenset(h.encode() for h in NEVER_NAMED)
 _HOPS_NAME = HOPS_HEADER.encode() + b": "
 # What _start does with each request field, by lowercase name; anything else is forwarded.
-_FORWARD, _HOST, _LENGTH, _CONNECTION, _XFF, _HOPS, _HANDOFF, _DROP, _AUTH, _TOKEN_H = range(10)
+(
+    _FORWARD,
+    _HOST,
+    _LENGTH,
+    _CONNECTION,
+    _XFF,
+    _HOPS,
+    _HANDOFF,
+    _DROP,
+    _AUTH,
+    _TOKEN_H,
+    _UPGRADE,
+    _WS_KEY,
+) = range(12)
 _REQUEST_ACTIONS: dict[bytes, int] = {
     **dict.fromkeys(_REQUEST_DROP_B, _DROP),
     **dict.fromkeys(_HANDOFF_HEADERS, _HANDOFF),
@@ -105,6 +122,8 @@ _REQUEST_ACTIONS: dict[bytes, int] = {
     HOPS_HEADER.lower().encode(): _HOPS,
     b"authorization": _AUTH,
     TOKEN_HEADER.lower().encode(): _TOKEN_H,  # in REQUEST_DROP too: never forwarded
+    b"upgrade": _UPGRADE,  # a WebSocket is relayed here; any other protocol goes to aiohttp
+    b"sec-websocket-key": _WS_KEY,
 }
 
 
@@ -120,6 +139,7 @@ _REQUEST_FIELD_RE = re.compile(
     + b"|".join(re.escape(n) for n in sorted(_REQUEST_ACTIONS, key=len, reverse=True))
     + rb"):[ \t]*([^\r]*)\r"
 )
+_WS_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
 _ANY_FIELD_RE = re.compile(rb"\n([^:\r\n]+):[^\r]*\r")
 
 
@@ -283,6 +303,8 @@ class FastServer(LimitedServer):
     def pre_shutdown(self) -> None:
         super().pre_shutdown()
         for conn in list(self.fast_connections):
+            if conn.relay is not None:
+                conn.relay.shutdown()
             conn.close_when_idle()
 
     def forget(self, conn: ClientConnection) -> None:
@@ -356,6 +378,7 @@ class ClientConnection(asyncio.Protocol):
         "peer",
         "peer_token",
         "reading_paused",
+        "relay",
         "server",
         "transport",
     )
@@ -375,6 +398,7 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self.relay: Relay | None = None  # after a WebSocket upgrade: the relay owns the bytes
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -398,6 +422,9 @@ class ClientConnection(asyncio.Protocol):
             self.abort()
 
     def _received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.from_client(data)
+            return
         ex = self.exchange
         if ex is None:
             # the usual read: exactly one whole head and nothing else (what _next does with
@@ -431,7 +458,9 @@ class ClientConnection(asyncio.Protocol):
         # A client that closes its side has gone, as far as a request in flight is
         # concerned (aiohttp's handler is cancelled the same way): cancel the upstream.
         self.eof = True
-        if self.exchange is not None:
+        if self.relay is not None:
+            self.relay.client_gone()
+        elif self.exchange is not None:
             self.exchange.client_gone()
             self.exchange = None
         self.closing = True
@@ -442,7 +471,9 @@ class ClientConnection(asyncio.Protocol):
         self._cancel_deadline_timer()
         self.server.forget(self)
         self.closing = True
-        if self.exchange is not None:
+        if self.relay is not None:
+            self.relay.client_gone()
+        elif self.exchange is not None:
             self.exchange.client_gone()
             self.exchange = None
 
@@ -505,6 +536,8 @@ class ClientConnection(asyncio.Protocol):
         token: bytes | None = None
         named: list[bytes] = []  # fields the client's Connection header names
         cut: list[tuple[int, int]] = []  # fields not forwarded as they came
+        upgrade: bytes | None = None
+        ws_key: bytes | None = None
         low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
         for f in _REQUEST_FIELD_RE.finditer(low):
             action = _REQUEST_ACTIONS[f.group(1)]
@@ -546,12 +579,29 @@ class ClientConnection(asyncio.Protocol):
                     raise Handoff
                 token = lines[start:end]
                 cut.append(_line_of(f))
+            elif action == _UPGRADE:
+                if upgrade is not None:
+                    raise Handoff
+                upgrade = f.group(2).strip()
+                cut.append(_line_of(f))
+            elif action == _WS_KEY:
+                if ws_key is not None:
+                    raise Handoff
+                ws_key = lines[start:end].strip()
             elif action == _HANDOFF:
                 raise Handoff
             else:  # _DROP: hop-by-hop and forwarding fields the router sets itself
                 cut.append(_line_of(f))
         if host is None:
             raise Handoff
+        if upgrade is not None and (
+            upgrade != b"websocket"
+            or method != b"GET"
+            or b"upgrade" not in named
+            or ws_key is None
+            or length > 0
+        ):
+            raise Handoff  # h2c and malformed handshakes: aiohttp's rules apply
         route = server.lookup(host)
         if route is None:
             raise Handoff
@@ -584,6 +634,7 @@ class ClientConnection(asyncio.Protocol):
             (
                 method, b" ", target, b" HTTP/1.1\r\n",
                 _without_spans(lines, cut) if cut else lines,
+                _WS_UPGRADE if upgrade is not None else b"",
                 b"X-Forwarded-For: ", b", ".join(xff),
                 b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
                 b"\r\nX-Forwarded-Port: ", self.local_port,
@@ -602,6 +653,7 @@ class ClientConnection(asyncio.Protocol):
             minor == b"1",
             host,
             target,
+            ws_key if upgrade is not None else None,
         )
 
     def finished(self, reuse: bool) -> None:
@@ -755,6 +807,7 @@ class Exchange:
         "pending",
         "pending_bytes",
         "recorded",
+        "relay",
         "resp_head",
         "retried",
         "reused",
@@ -766,6 +819,7 @@ class Exchange:
         "target",
         "ttfb",
         "upstream",
+        "ws_key",
     )
 
     def __init__(
@@ -780,9 +834,12 @@ class Exchange:
         http11: bool,
         host: bytes,
         target: bytes,
+        ws_key: bytes | None = None,  # a WebSocket handshake's Sec-WebSocket-Key
     ) -> None:
         self.client = client
         self.route = route
+        self.ws_key = ws_key
+        self.relay: Relay | None = None
         self.upstream = upstream
         self.head = head
         self.method = method
@@ -822,7 +879,7 @@ class Exchange:
         else:
             self._connect_task = client.loop.create_task(self._connect(hosts))
         self.started = time.time()
-        client.server.metrics.opened(self.route.name)
+        client.server.metrics.opened(self.route.name, websocket=self.ws_key is not None)
         self.deadline = now + self.route.timeout_s
         client.watch_deadline(self.deadline)
 
@@ -916,6 +973,77 @@ class Exchange:
         self.ttfb = self.client.loop.time() - self.t0
         self.resp_head = b"".join(out)
         self.client.write(self.resp_head)
+
+    def upgraded(self, conn: UpstreamConnection, reason: bytes, lines: bytes, rest: bytes) -> None:
+        """The backend answered the WebSocket handshake with 101: check it, relay it, and
+        from now on relay bytes both ways (devrouter.wsrelay)."""
+        assert self.ws_key is not None
+        fields = _HEADER_RE.findall(lines)
+        upgrade = accept = b""
+        tokens: set[bytes] = set()
+        for name, value in fields:
+            lower = name.lower()
+            if lower == b"upgrade":
+                upgrade = value.strip().lower()
+            elif lower == b"connection":
+                tokens.update(t.strip() for t in value.lower().split(b","))
+            elif lower == b"sec-websocket-accept":
+                accept = value.strip()
+        drop = _RESPONSE_DROP_B | (tokens - _NEVER_NAMED_B)  # and what Connection names
+        out = [b"HTTP/1.1 101 ", reason, b"\r\n"]
+        for name, value in fields:
+            if name.lower() not in drop:
+                out += (name, b": ", value, b"\r\n")
+        problem = (
+            "no Upgrade: websocket"
+            if upgrade != b"websocket"
+            else "no Connection: upgrade"
+            if b"upgrade" not in tokens
+            else "a wrong Sec-WebSocket-Accept"
+            if accept != accept_for(self.ws_key)
+            else None
+        )
+        if problem is not None:
+            self.conn = None
+            conn.detach()
+            conn.abort()
+            self.fail(
+                BadGateway(
+                    f"the backend on port {self.upstream.port} answered the WebSocket handshake "
+                    f"wrongly ({problem})"
+                )
+            )
+            return
+        out.append(_WS_UPGRADE + b"\r\n")
+        client = self.client
+        self.sent_head = True
+        self.status = 101
+        self.ttfb = client.loop.time() - self.t0
+        self.resp_head = b"".join(out)
+        client.write(self.resp_head)
+        client.uncork()  # the 101 goes out before any relayed byte
+        limit = (
+            self.route.max_websocket_message_mib or DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
+        ) * MIB_BYTES
+        relay = self.relay = Relay(client, conn, limit, client.loop, self._relay_ended)
+        client.relay = conn.relay = relay
+        if client.buf:  # frames the client sent right after its handshake
+            early = bytes(client.buf)
+            client.buf.clear()
+            relay.from_client(early)
+        if rest:
+            relay.from_backend(rest)
+
+    def _relay_ended(self, relay: Relay) -> None:
+        self.done = True
+        self.length = relay.bytes_up
+        self.bytes_out = relay.bytes_down
+        self.record(None)
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.exchange = None
+        self.client.exchange = None
+        self.client.closing = True
 
     def response_body(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -1022,6 +1150,7 @@ class Exchange:
                 self.length,
                 self.bytes_out,
                 error,
+                websocket=self.ws_key is not None,
                 request_head=self.head,
                 response_head=self.resp_head,
             )
@@ -1084,6 +1213,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_headers",
         "_idle_timer",
         "_length",
+        "_partial",
         "_paused",
         "_reason",
         "_reusable",
@@ -1095,6 +1225,7 @@ class UpstreamConnection(asyncio.Protocol):
         "key",
         "parser",
         "pool",
+        "relay",
         "transport",
     )
 
@@ -1113,6 +1244,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         # the pattern path (parser None): body bytes still to come
         self._body_left = -1  # -1: waiting for the head
+        self._partial = b""  # the start of a WebSocket handshake's answer
+        self.relay: Relay | None = None  # after a 101: the WebSocket relay owns the bytes
         self._reusable = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
@@ -1133,6 +1266,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._length = None
         self._status = 0
         self._body_left = -1
+        self._partial = b""
         self.parser = None  # made only for a response the pattern path gives up on
 
     def detach(self) -> None:
@@ -1195,9 +1329,15 @@ class UpstreamConnection(asyncio.Protocol):
     # parser on the same bytes, so nothing here accepts what llhttp would refuse.
 
     def _head(self, ex: Exchange, data: bytes) -> None:
+        if self._partial:
+            data = self._partial + data
+            self._partial = b""
         end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
-        if end < 0:  # a head split over reads (or not HTTP at all) is llhttp's to judge
-            self._parse(data)
+        if end < 0:
+            if ex.ws_key is not None and len(data) < MAX_HEAD_BYTES and data[:5] == b"HTTP/":
+                self._partial = data  # a 101 must not go to llhttp, which would read on
+                return
+            self._parse(data)  # a head split over reads (or not HTTP at all) is llhttp's
             return
         m = _RESPONSE_HEAD_RE.match(data, 0, end + 4)
         if m is None or m.end() != end + 4:
@@ -1205,6 +1345,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         minor, code, reason, lines = m.groups()
         status = int(code)
+        if status == 101 and ex.ws_key is not None:
+            ex.upgraded(self, reason, lines, data[end + 4 :])
+            return
         if status < 200:  # 1xx (and 101, an error here) are the parser's
             self._parse(data)
             return
@@ -1250,6 +1393,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # asyncio.Protocol
     def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.from_backend(data)
+            return
         self.got_bytes = True
         ex = self.exchange
         if ex is None:
@@ -1281,6 +1427,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._stop_timer()
+        if self.relay is not None:
+            self.relay.backend_gone()
+            return
         self.pool.discard(self)
         ex = self.exchange
         self.exchange = None

@@ -19,6 +19,7 @@ from devrouter import fastpath
 from devrouter.app import Router
 from devrouter.config import AccessRule, Config, ListenAddr
 from devrouter.state import State
+from devrouter.wsrelay import accept_for
 
 
 @pytest.fixture
@@ -404,3 +405,69 @@ async def test_request_fields_are_forwarded_in_order_with_the_routers_own_cut(
     for gone in (b"authorization", b"connection", b"x-drop-me", b"keep-alive"):
         assert gone not in names
     assert names.count(b"x-forwarded-host") == 1
+
+
+async def test_websocket_frames_are_relayed_byte_for_byte(fast_router, raw_backend):
+    """After the 101 the fast path relays bytes: fragments, pings and an unknown extension's
+    bits reach the other side as sent, even with frame headers split over reads, and the
+    exchange is counted as one WebSocket that ends when the backend closes."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    accept = accept_for(key.encode()).decode()
+    got = bytearray()
+    done = asyncio.Event()
+    # the backend's side: a fragmented text message, a ping, then a close frame
+    from_backend = b"\x01\x02he" + b"\x80\x03llo" + b"\x89\x00" + b"\x88\x02\x03\xe8"
+
+    async def ws_backend(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        rb.received.append(await read_head(reader))
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept.encode() + b"\r\n\r\n"
+        )
+        while len(got) < len(from_client):
+            got.extend(await asyncio.wait_for(reader.read(65536), IO_TIMEOUT_S))
+        writer.write(from_backend)
+        await writer.drain()
+        done.set()
+        await asyncio.sleep(0.05)
+
+    mask = b"\x01\x02\x03\x04"
+
+    def masked(first: int, payload: bytes) -> bytes:
+        body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return bytes((first, 0x80 | len(payload))) + mask + body
+
+    # the client's side: a fragmented binary message with RSV1 set on its first frame (as a
+    # compression extension would), and a ping
+    from_client = masked(0x42, b"abc") + masked(0x80, b"def") + masked(0x89, b"")
+    rb = await raw_backend(ws_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    router = fast_router[-1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: " + key.encode() + b"\r\n\r\n"
+        )
+        head = await read_head(reader)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert router.metrics.routes["app"].open_websockets == 1
+        for i in range(len(from_client)):  # one byte at a time: headers split over reads
+            writer.write(from_client[i : i + 1])
+            await writer.drain()
+        await asyncio.wait_for(done.wait(), IO_TIMEOUT_S)
+        relayed = await asyncio.wait_for(reader.read(), IO_TIMEOUT_S)  # until the router closes
+    finally:
+        writer.close()
+    assert bytes(got) == from_client
+    assert relayed == from_backend
+    assert b"connection: upgrade\r\nupgrade: websocket\r\n" in rb.received[0].lower()
+    for _ in range(100):
+        if router.metrics.routes["app"].open_websockets == 0:
+            break
+        await asyncio.sleep(0.02)
+    stats = router.metrics.routes["app"]
+    assert stats.open_websockets == 0 and stats.requests == {"1xx": 1}
