@@ -471,3 +471,34 @@ async def test_websocket_frames_are_relayed_byte_for_byte(fast_router, raw_backe
         await asyncio.sleep(0.02)
     stats = router.metrics.routes["app"]
     assert stats.open_websockets == 0 and stats.requests == {"1xx": 1}
+
+
+async def test_websocket_frames_sent_with_the_handshake_reach_the_backend(fast_router, backend):
+    """A client may send its first frames right behind the handshake, before the 101: they
+    wait in the router and follow the handshake to the backend."""
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            await sock.send_str(msg.data.upper())
+        return sock
+
+    app = web.Application()
+    app.router.add_get("/ws", ws)
+    port = await start(fast_router, make_config({"app": await backend(app)}))
+    mask = b"\x01\x02\x03\x04"
+    frame = b"\x81\x83" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"abc"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" + frame + frame
+        )
+        head = await read_head(reader)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        got = await asyncio.wait_for(reader.readexactly(10), IO_TIMEOUT_S)
+        assert got == b"\x81\x03ABC" * 2
+    finally:
+        writer.close()
