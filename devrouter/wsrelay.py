@@ -177,40 +177,31 @@ class Relay:
 
     def client_gone(self) -> None:
         """The client's TCP connection ended: a close frame for the backend, if we can."""
-        if self.ended:
-            return
-        if not self.up.closed and self.up.at_boundary:
-            self._write(self.backend, close_frame(1001, b"client went away", masked=True))
-        self._close(self.backend)
-        self._end()
+        self._finish(None, (1001, b"client went away"))
 
     def backend_gone(self) -> None:
         """The backend's TCP connection ended: a close frame for the client, if we can."""
-        if self.ended:
-            return
-        if not self.down.closed and self.down.at_boundary:
-            self._write(self.client, close_frame(1011, b"backend closed the connection", False))
-        self._close(self.client)
-        self._end()
+        self._finish((1011, b"backend closed the connection"), None)
 
     def _too_big(self) -> None:
-        reason = b"message too big"
-        if self.down.at_boundary and not self.down.closed:
-            self._write(self.client, close_frame(1009, reason, masked=False))
-        if self.up.at_boundary and not self.up.closed:
-            self._write(self.backend, close_frame(1009, reason, masked=True))
-        self._close(self.client)
-        self._close(self.backend)
-        self._end()
+        self._finish((1009, b"message too big"), (1009, b"message too big"))
 
     def shutdown(self) -> None:
         """The router is stopping: 1001 both ways where a frame boundary allows."""
+        self._finish((1001, b"devrouter is stopping"), (1001, b"devrouter is stopping"))
+
+    def _finish(
+        self, to_client: tuple[int, bytes] | None, to_backend: tuple[int, bytes] | None
+    ) -> None:
+        """End the relay: the router's close frames (code, reason) to each side that has not
+        sent or received one and is at a frame boundary, then both TCP connections closed
+        after what was written."""
         if self.ended:
             return
-        if self.down.at_boundary and not self.down.closed:
-            self._write(self.client, close_frame(1001, b"devrouter is stopping", False))
-        if self.up.at_boundary and not self.up.closed:
-            self._write(self.backend, close_frame(1001, b"devrouter is stopping", True))
+        if to_client is not None and self.down.at_boundary and not self.down.closed:
+            self._write(self.client, close_frame(*to_client, masked=False))
+        if to_backend is not None and self.up.at_boundary and not self.up.closed:
+            self._write(self.backend, close_frame(*to_backend, masked=True))
         self._close(self.client)
         self._close(self.backend)
         self._end()
@@ -221,9 +212,7 @@ class Relay:
 
     def _timed_out(self) -> None:
         self._timer = None
-        self._close(self.client)
-        self._close(self.backend)
-        self._end()
+        self._finish(None, None)
 
     def _end(self) -> None:
         if self.ended:
