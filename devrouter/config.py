@@ -153,6 +153,12 @@ class Route:
     def host(self) -> str:
         return f"{self.name}.localhost"
 
+    @property
+    def max_websocket_message_bytes(self) -> int:
+        """The largest WebSocket message relayed on this route, in bytes."""
+        mib = self.max_websocket_message_mib or DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
+        return mib * MIB_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class ListenAddr:

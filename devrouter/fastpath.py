@@ -39,7 +39,7 @@ import httptools
 from aiohttp import web
 
 from .access import TOKEN_HEADER, Verdict, verdict
-from .config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, Route, Upstream
+from .config import Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
 from .limits import LimitedServer
@@ -141,6 +141,11 @@ _REQUEST_FIELD_RE = re.compile(
 )
 _WS_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
 _ANY_FIELD_RE = re.compile(rb"\n([^:\r\n]+):[^\r]*\r")
+
+
+def _maybe_http(data: bytes) -> bool:
+    """Whether `data` starts a response head (or is too short to tell)."""
+    return data[:5] == b"HTTP/"[: len(data)]
 
 
 def _line_span(block: bytes, pos: int) -> tuple[int, int]:
@@ -1022,9 +1027,7 @@ class Exchange:
         self.resp_head = b"".join(out)
         client.write(self.resp_head)
         client.uncork()  # the 101 goes out before any relayed byte
-        limit = (
-            self.route.max_websocket_message_mib or DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
-        ) * MIB_BYTES
+        limit = self.route.max_websocket_message_bytes
         relay = self.relay = Relay(client, conn, limit, client.loop, self._relay_ended)
         client.relay = conn.relay = relay
         if client.buf:  # frames the client sent right after its handshake
@@ -1334,7 +1337,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._partial = b""
         end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
         if end < 0:
-            if ex.ws_key is not None and len(data) < MAX_HEAD_BYTES and data[:5] == b"HTTP/":
+            if ex.ws_key is not None and len(data) < MAX_HEAD_BYTES and _maybe_http(data):
                 self._partial = data  # a 101 must not go to llhttp, which would read on
                 return
             self._parse(data)  # a head split over reads (or not HTTP at all) is llhttp's

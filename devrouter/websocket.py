@@ -22,7 +22,7 @@ from aiohttp import WSMsgType, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, Route, Upstream
+from .config import Route, Upstream
 from .errors import BadGateway, BadRequest, UpstreamStatus
 from .upstream import translate_errors
 
@@ -80,9 +80,7 @@ async def bridge(
     ]
 
     # aiohttp refuses a message of max_msg_size bytes or more: one more lets exactly N MiB in
-    max_msg_bytes = (
-        route.max_websocket_message_mib or DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
-    ) * MIB_BYTES + 1
+    max_msg_bytes = route.max_websocket_message_bytes + 1
     if not web.WebSocketResponse().can_prepare(request).ok:  # check before dialling
         raise BadRequest("this WebSocket handshake is malformed (Sec-WebSocket-Key/Version)")
 

@@ -502,3 +502,25 @@ async def test_websocket_frames_sent_with_the_handshake_reach_the_backend(fast_r
         assert got == b"\x81\x03ABC" * 2
     finally:
         writer.close()
+
+
+async def test_websocket_101_split_over_reads_is_still_a_handshake(fast_router, raw_backend):
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    head = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept_for(key.encode()) + b"\r\n\r\n"
+    )
+    rb = await raw_backend(answering(head[:2], head[2:30], head[30:] + b"\x81\x02hi", pause_s=0.02))
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: " + key.encode() + b"\r\n\r\n"
+        )
+        got = await read_head(reader)
+        assert got.startswith(b"HTTP/1.1 101"), got
+        assert await asyncio.wait_for(reader.readexactly(4), IO_TIMEOUT_S) == b"\x81\x02hi"
+    finally:
+        writer.close()
