@@ -208,7 +208,10 @@ async def test_only_loopback_addresses_are_ever_dialled() -> None:
 
 
 async def test_concurrent_connects_are_bounded() -> None:
-    upstreams = [Upstream(free_port()) for _ in range(3 * MAX_CONCURRENT_CONNECTS)]
+    ports: set[int] = set()
+    while len(ports) < 3 * MAX_CONCURRENT_CONNECTS:  # free_port() can repeat a port
+        ports.add(free_port())
+    upstreams = [Upstream(p) for p in sorted(ports)]
     routes = tuple(Route(f"r{i}", u) for i, u in enumerate(upstreams))
     h = Recording(State(Config(routes=routes)), delay_s=0.02)
     await asyncio.wait_for(h.probe_all(), WAIT_S)
