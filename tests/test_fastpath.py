@@ -56,6 +56,17 @@ def answering(*pieces: bytes, pause_s: float = 0.0) -> RawHandler:
     return handler
 
 
+WS_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key
+
+
+def ws_handshake(key: str) -> bytes:
+    return (
+        b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
+        b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: " + key.encode() + b"\r\n\r\n"
+    )
+
+
 keepalive_backend = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
 
@@ -137,12 +148,7 @@ async def test_websocket_after_fast_requests_on_the_same_connection(fast_router,
     port = await start(fast_router, make_config({"app": await backend(app)}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(
-            b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n"
-            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-        )
+        writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n" + ws_handshake(WS_KEY))
         head, body = await read_response(reader)
         assert head.startswith(b"HTTP/1.1 200") and body == b"hi"
         upgrade = await read_head(reader)
@@ -411,7 +417,7 @@ async def test_websocket_frames_are_relayed_byte_for_byte(fast_router, raw_backe
     """After the 101 the fast path relays bytes: fragments, pings and an unknown extension's
     bits reach the other side as sent, even with frame headers split over reads, and the
     exchange is counted as one WebSocket that ends when the backend closes."""
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    key = WS_KEY
     accept = accept_for(key.encode()).decode()
     got = bytearray()
     done = asyncio.Event()
@@ -447,11 +453,7 @@ async def test_websocket_frames_are_relayed_byte_for_byte(fast_router, raw_backe
     router = fast_router[-1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Key: " + key.encode() + b"\r\n\r\n"
-        )
+        writer.write(ws_handshake(key))
         head = await read_head(reader)
         assert head.startswith(b"HTTP/1.1 101"), head
         assert router.metrics.routes["app"].open_websockets == 1
@@ -491,11 +493,7 @@ async def test_websocket_frames_sent_with_the_handshake_reach_the_backend(fast_r
     frame = b"\x81\x83" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(b"abc"))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" + frame + frame
-        )
+        writer.write(ws_handshake(WS_KEY) + frame + frame)
         head = await read_head(reader)
         assert head.startswith(b"HTTP/1.1 101"), head
         got = await asyncio.wait_for(reader.readexactly(10), IO_TIMEOUT_S)
@@ -505,7 +503,7 @@ async def test_websocket_frames_sent_with_the_handshake_reach_the_backend(fast_r
 
 
 async def test_websocket_101_split_over_reads_is_still_a_handshake(fast_router, raw_backend):
-    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    key = WS_KEY
     head = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Accept: " + accept_for(key.encode()) + b"\r\n\r\n"
@@ -514,11 +512,7 @@ async def test_websocket_101_split_over_reads_is_still_a_handshake(fast_router, 
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(
-            b"GET /ws HTTP/1.1\r\nHost: app.localhost\r\nConnection: Upgrade\r\n"
-            b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-            b"Sec-WebSocket-Key: " + key.encode() + b"\r\n\r\n"
-        )
+        writer.write(ws_handshake(key))
         got = await read_head(reader)
         assert got.startswith(b"HTTP/1.1 101"), got
         assert await asyncio.wait_for(reader.readexactly(4), IO_TIMEOUT_S) == b"\x81\x02hi"
