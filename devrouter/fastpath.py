@@ -97,9 +97,9 @@ _REQUEST_DROP_B = frozenset(h.encode() for h in REQUEST_DROP)
 _RESPONSE_DROP_B = frozenset(h.encode() for h in RESPONSE_DROP)
 _NEVER_NAMED_B = frozenset(h.encode() for h in NEVER_NAMED)
 _HOPS_NAME = HOPS_HEADER.encode() + b": "
-# What _start does with each request field, by lowercase name; anything else is forwarded.
+# What _start does with each request field, by lowercase name; anything else is forwarded
+# as part of the field block, without an action.
 (
-    _FORWARD,
     _HOST,
     _LENGTH,
     _CONNECTION,
@@ -111,7 +111,7 @@ _HOPS_NAME = HOPS_HEADER.encode() + b": "
     _TOKEN_H,
     _UPGRADE,
     _WS_KEY,
-) = range(12)
+) = range(11)
 _REQUEST_ACTIONS: dict[bytes, int] = {
     **dict.fromkeys(_REQUEST_DROP_B, _DROP),
     **dict.fromkeys(_HANDOFF_HEADERS, _HANDOFF),

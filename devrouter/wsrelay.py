@@ -122,8 +122,6 @@ class Side(Protocol):
 
     transport: asyncio.Transport | None
 
-    def abort(self) -> None: ...
-
 
 class Relay:
     """Both directions of one upgraded connection pair."""
