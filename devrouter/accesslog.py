@@ -4,7 +4,8 @@
     12:01:03 api POST /login 502 0.4ms 0B refused
 
 Lines are formatted on the event loop (no `logging`, which costs several microseconds a
-line) and collected; every FLUSH_INTERVAL_S the batch is handed to a writer thread. A stdout
+line) as the metrics count each exchange, and collected; every
+`devrouter.metrics.FLUSH_INTERVAL_S` the router hands the batch to a writer thread. A stdout
 that nobody reads (`devrouter serve | sleep`) therefore blocks only that thread: the router
 keeps serving, holds at most MAX_BACKLOG_BYTES of unwritten lines, and counts what it had to
 drop.
@@ -19,11 +20,8 @@ import threading
 import time
 from typing import TextIO
 
-from .aio import sleep_or_stop
 from .metrics import RequestRecord
 
-#: How often collected lines are handed to the writer, in seconds.
-FLUSH_INTERVAL_S = 0.1
 #: Unwritten log text kept while stdout is blocked, in bytes; beyond it lines are dropped.
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 #: Longest path shown on a line, in characters.
@@ -93,10 +91,9 @@ class AccessLog:
             with self._lock:
                 self._backlog -= len(batch)
 
-    async def flush_periodically(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await sleep_or_stop(stop, FLUSH_INTERVAL_S)
-            self.flush()
+    async def close(self) -> None:
+        """Hand over the last lines and wait (briefly) for the writer to write them."""
+        self.flush()
         if self._thread is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._thread.join, 1.0)

@@ -29,12 +29,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from . import dashboard
 from .accesslog import AccessLog
+from .aio import sleep_or_stop
 from .config import ListenAddr
 from .control import ControlError, ControlServer
 from .fastpath import FastServer
 from .health import Health
 from .limits import LimitedServer, connection_budget, raise_fd_limit
-from .metrics import DEFAULT_RECENT, Metrics
+from .metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
 from .proxy import Proxy
 from .reload import Reloader
 from .state import State
@@ -208,8 +209,15 @@ class Router:
             reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
             self._tasks.append(asyncio.create_task(reloader.run(self._stop)))
         self._tasks.append(asyncio.create_task(self.health.run(self._stop)))
-        if self.access_log is not None:
-            self._tasks.append(asyncio.create_task(self.access_log.flush_periodically(self._stop)))
+        self._tasks.append(asyncio.create_task(self._flush_periodically(self._stop)))
+
+    async def _flush_periodically(self, stop: asyncio.Event) -> None:
+        """Count the fast path's finished exchanges in batches, and pass their log lines on."""
+        while not stop.is_set():
+            await sleep_or_stop(stop, FLUSH_INTERVAL_S)
+            self.metrics.flush()
+            if self.access_log is not None:
+                self.access_log.flush()
 
     async def _bind(self, addr: ListenAddr) -> None:
         assert self._runner is not None
@@ -256,3 +264,6 @@ class Router:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+        self.metrics.flush()  # the exchanges that ended during the shutdown grace, too
+        if self.access_log is not None:
+            await self.access_log.close()

@@ -43,7 +43,7 @@ from .config import Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
 from .limits import LimitedServer
-from .metrics import Metrics, RequestRecord
+from .metrics import Metrics
 from .pages import error_headers, explain_failure, render_error
 from .proxy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
@@ -1139,12 +1139,12 @@ class Exchange:
         if self.recorded:
             return
         self.recorded = True
-        self.client.server.metrics.finish(
-            RequestRecord(
+        self.client.server.metrics.finish_later(
+            (
                 self.started,
-                self.method.decode("latin-1"),
-                self.host.decode("latin-1"),
-                self.target.decode("latin-1"),
+                self.method,
+                self.host,
+                self.target,
                 self.route.name,
                 self.upstream.port,
                 self.status,
@@ -1153,9 +1153,9 @@ class Exchange:
                 self.length,
                 self.bytes_out,
                 error,
-                websocket=self.ws_key is not None,
-                request_head=self.head,
-                response_head=self.resp_head,
+                self.ws_key is not None,
+                self.head,
+                self.resp_head,
             )
         )
 

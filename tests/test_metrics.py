@@ -9,8 +9,10 @@ import pytest
 from devrouter.metrics import (
     DEFAULT_RECENT,
     ERROR_KINDS,
+    MAX_BATCH,
     REDACTED,
     SERIES_SECONDS,
+    Finished,
     Metrics,
     RequestRecord,
     head_fields,
@@ -181,6 +183,54 @@ def test_series_latency_leaves_out_websocket_sessions() -> None:
     finish(m, rec(started=T0 + 0.5 - 300, duration_s=300.0, websocket=True))
     (point,) = m.routes["api"].series
     assert point[3] == 10_000
+
+
+# --- batches (the fast path's finish_later) ----------------------------------------------------
+
+
+def row(route: str = "api", status: int = 200, websocket: bool = False) -> Finished:
+    head, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
+    host = f"{route}.localhost".encode()
+    return (T0, b"GET", host, b"/caf\xe9?token=x", route, 4001, status, 0.005, 0.010, 3, 100,
+            None, websocket, head, resp)  # fmt: skip
+
+
+def test_finish_later_leaves_the_in_flight_count_at_once_and_counts_when_read() -> None:
+    m = Metrics()
+    m.opened("api")
+    m.opened("api", websocket=True)
+    m.finish_later(row())
+    m.finish_later(row(websocket=True))
+    assert m.in_flight("api") == 0  # what the per-route limit reads, before any flush
+    assert m._pending  # nothing counted yet
+    stats = m.routes["api"]  # a read flushes
+    assert stats.count == 2 and stats.bytes_out == 200 and stats.total.count() == 1
+    (r1, r2) = m.recent
+    assert (r1.method, r1.host, r1.path) == ("GET", "api.localhost", "/caf\xe9?token=x")
+    assert r1.as_json()["path"] == "/caf\xe9?token=[redacted]"
+    assert (r1.seq, r2.seq, r2.websocket) == (1, 2, True)
+
+
+def test_finish_keeps_the_order_exchanges_ended_in() -> None:
+    m = Metrics()
+    m.opened("fast")
+    m.finish_later(row("fast"))
+    finish(m, rec("slow"))  # the aiohttp engine's, after a pending fast-path one
+    assert [(r.route, r.seq) for r in m.recent] == [("fast", 1), ("slow", 2)]
+
+
+def test_a_full_batch_is_counted_without_waiting_and_reaches_the_sink() -> None:
+    seen: list[RequestRecord] = []
+    m = Metrics(sink=seen.append)
+    for _ in range(MAX_BATCH - 1):
+        m.opened("api")
+        m.finish_later(row())
+    assert not seen
+    m.opened("api")
+    m.finish_later(row())
+    assert len(seen) == MAX_BATCH and not m._pending
+    m.flush()  # an empty flush is nothing
+    assert len(seen) == MAX_BATCH
 
 
 # --- redaction ---------------------------------------------------------------------------------
