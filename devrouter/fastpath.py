@@ -134,9 +134,19 @@ def _has_long_line(head: bytes, limit: int) -> bool:
 # The request fields the router acts on, in "\n" + the lowercased field block of a head
 # _HEAD_RE accepted (so every "\n" starts a field). A leading literal lets the regex engine
 # skip from line to line; a multiline "^" is tried at every byte and costs twice as much.
+# A match runs from the "\n" before a field to its "\r", and "\n" + block is one byte
+# longer than the block, so a match's span is its whole line's span in the block, "\r\n"
+# included.
 _REQUEST_FIELD_RE = re.compile(
     rb"\n("
     + b"|".join(re.escape(n) for n in sorted(_REQUEST_ACTIONS, key=len, reverse=True))
+    + rb"):[ \t]*([^\r]*)\r"
+)
+# The response fields the pattern path acts on (framing and hop-by-hop), found the same way
+# in "\n" + a response's lowercased field block; every other field is relayed as it came.
+_RESPONSE_FIELD_RE = re.compile(
+    rb"\n("
+    + b"|".join(re.escape(n) for n in sorted(_RESPONSE_DROP_B, key=len, reverse=True))
     + rb"):[ \t]*([^\r]*)\r"
 )
 _WS_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
@@ -154,24 +164,18 @@ def _line_span(block: bytes, pos: int) -> tuple[int, int]:
 
 
 def _named_spans(low: bytes, named: list[bytes]) -> list[tuple[int, int]]:
-    """The lines (spans in the field block, as _line_of gives them) of the fields a
-    Connection header names (RFC 9110 §7.6.1), except those it may not remove."""
+    """The lines (spans in the field block) of the fields a Connection header names (RFC
+    9110 §7.6.1), except those it may not remove."""
     drop = set(named) - _NEVER_NAMED_B
-    return [_line_of(f) for f in _ANY_FIELD_RE.finditer(low) if f.group(1) in drop]
-
-
-def _line_of(f: re.Match[bytes]) -> tuple[int, int]:
-    """The span in the field block of the line a match in "\n" + block found: the match
-    runs from the "\n" before the field to its "\r", and "\n" + block is one byte longer,
-    so the same numbers are the line's start and its end after "\r\n" in the block."""
-    return f.start(), f.end()
+    return [f.span() for f in _ANY_FIELD_RE.finditer(low) if f.group(1) in drop]
 
 
 def _without_spans(block: bytes, spans: list[tuple[int, int]]) -> bytes:
-    """`block` with the given (whole-line, possibly repeated) spans removed."""
+    """`block` with the given whole-line spans removed; they are in order and distinct (one
+    scan's matches), unless the caller sorted a mixed list with `sorted(set(...))`."""
     pieces = []
     pos = 0
-    for start, end in sorted(set(spans)):
+    for start, end in spans:
         pieces.append(block[pos:start])
         pos = end
     pieces.append(block[pos:])
@@ -199,15 +203,14 @@ _REASONS = {
 
 
 def _response_fields(
-    headers: list[tuple[bytes, bytes]], out: list[bytes], http11: bool
-) -> tuple[list[bytes], int, bool, bool]:
-    """One pass over a response's fields: append those the client gets to `out` (start
-    line already in it) and read the framing. Returns (out, Content-Length or -1 when absent
-    or -2 when invalid or repeated, Transfer-Encoding present, backend keeps the connection
-    open)."""
+    headers: list[tuple[bytes, bytes]], out: list[bytes]
+) -> tuple[list[bytes], int, bool]:
+    """The parser path's pass over a response's fields: append those the client gets to
+    `out` (start line already in it) and read the framing. Returns (out, Content-Length or
+    -1 when absent or -2 when invalid or repeated, Transfer-Encoding present). llhttp has
+    checked the framing and decides keep-alive itself."""
     length = -1
     chunked = False
-    keep = http11
     named: list[bytes] | None = None
     drop = _RESPONSE_DROP_B
     for name, value in headers:
@@ -222,15 +225,11 @@ def _response_fields(
         elif lower == b"connection":
             for token in value.lower().split(b","):
                 token = token.strip()
-                if token == b"close":
-                    keep = False
-                elif token == b"keep-alive":
-                    keep = keep or not http11
-                elif token and token not in drop:
+                if token and token not in drop:
                     named = [token] if named is None else [*named, token]
     if named:
         out = _without_named(out, named, 3)
-    return out, length, chunked, keep
+    return out, length, chunked
 
 
 class Handoff(Exception):
@@ -543,6 +542,7 @@ class ClientConnection(asyncio.Protocol):
         cut: list[tuple[int, int]] = []  # fields not forwarded as they came
         upgrade: bytes | None = None
         ws_key: bytes | None = None
+        authorization_cut = False
         low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
         for f in _REQUEST_FIELD_RE.finditer(low):
             action = _REQUEST_ACTIONS[f.group(1)]
@@ -557,7 +557,7 @@ class ClientConnection(asyncio.Protocol):
                     raise Handoff
                 length = int(value)
             elif action == _CONNECTION:
-                cut.append(_line_of(f))
+                cut.append(f.span())
                 for t in f.group(2).split(b","):
                     t = t.strip()
                     if t == b"close":
@@ -567,14 +567,14 @@ class ClientConnection(asyncio.Protocol):
                     elif t:
                         named.append(t)
             elif action == _XFF:
-                cut.append(_line_of(f))
+                cut.append(f.span())
                 xff.append(lines[start:end].rstrip(b" \t"))
             elif action == _HOPS:
                 value = f.group(2).rstrip(b" \t")
                 if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
                     raise Handoff
                 hops = int(value)
-                cut.append(_line_of(f))
+                cut.append(f.span())
             elif action == _AUTH:
                 if authorization is not None:
                     raise Handoff
@@ -583,12 +583,12 @@ class ClientConnection(asyncio.Protocol):
                 if token is not None:
                     raise Handoff
                 token = lines[start:end]
-                cut.append(_line_of(f))
+                cut.append(f.span())
             elif action == _UPGRADE:
                 if upgrade is not None:
                     raise Handoff
                 upgrade = f.group(2).strip()
-                cut.append(_line_of(f))
+                cut.append(f.span())
             elif action == _WS_KEY:
                 if ws_key is not None:
                     raise Handoff
@@ -596,7 +596,7 @@ class ClientConnection(asyncio.Protocol):
             elif action == _HANDOFF:
                 raise Handoff
             else:  # _DROP: hop-by-hop and forwarding fields the router sets itself
-                cut.append(_line_of(f))
+                cut.append(f.span())
         if host is None:
             raise Handoff
         if upgrade is not None and (
@@ -623,6 +623,7 @@ class ClientConnection(asyncio.Protocol):
             if admitted is Verdict.AUTHORIZATION:  # the router's credential, not the app's
                 assert authorization is not None
                 cut.append(_line_span(lines, authorization[0]))
+                authorization_cut = True
         limit = route.max_connections
         if limit is not None and server.metrics.in_flight(route.name) >= limit:
             raise Handoff  # aiohttp answers the 503
@@ -634,6 +635,8 @@ class ClientConnection(asyncio.Protocol):
                 raise Handoff from None
         if named:
             cut += _named_spans(low, named)
+        if named or authorization_cut:
+            cut = sorted(set(cut))
         xff.append(self.peer)
         out = b"".join(
             (
@@ -944,20 +947,12 @@ class Exchange:
     def response_head(
         self,
         status: int,
-        reason: bytes,
         out: list[bytes],  # status line and the fields to relay (see _response_fields)
         length: int | None,  # None: chunked or close-delimited upstream
     ) -> None:
-        if _BAD_VALUE.search(reason):
-            self.fail(
-                BadGateway(
-                    f"the backend on port {self.upstream.port} sent a control character in its "
-                    "status line"
-                )
-            )
-            return
-        # Header values need no check for control bytes here: llhttp (strict, no leniency
-        # flags) and the response pattern already refused them.
+        # No field value or reason needs a check for control bytes here: the response pattern
+        # admits none, and the parser path refused them before (llhttp, strict, no leniency
+        # flags, for values; _BAD_VALUE for the reason).
         if status in _NO_BODY_STATUS:
             if status == 304 and length is not None:
                 out.append(b"Content-Length: %d\r\n" % length)
@@ -1261,13 +1256,10 @@ class UpstreamConnection(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def attach(self, exchange: Exchange) -> None:
+        # Framing state (_status, _length, _chunked) is set by whichever path reads the
+        # response head, before anything is relayed; only what is read earlier is reset here.
         self.exchange = exchange
         self.got_bytes = False
-        self._headers = []
-        self._reason = b""
-        self._chunked = False
-        self._length = None
-        self._status = 0
         self._body_left = -1
         self._partial = b""
         self.parser = None  # made only for a response the pattern path gives up on
@@ -1303,12 +1295,20 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if status < 200:  # 1xx interim responses are not relayed
             return
-        out, length, chunked, _keep = _response_fields(
-            self._headers, [b"HTTP/1.1 %d " % status, self._reason, b"\r\n"], True
+        if _BAD_VALUE.search(self._reason):
+            ex.fail(
+                BadGateway(
+                    f"the backend on port {ex.upstream.port} sent a control character in its "
+                    "status line"
+                )
+            )
+            return
+        out, length, chunked = _response_fields(
+            self._headers, [b"HTTP/1.1 %d " % status, self._reason, b"\r\n"]
         )  # llhttp has checked the framing and decides keep-alive itself
         self._chunked = chunked
         self._length = None if length < 0 else length
-        ex.response_head(status, self._reason, out, None if chunked else self._length)
+        ex.response_head(status, out, None if chunked else self._length)
 
     def on_body(self, body: bytes) -> None:
         ex = self.exchange
@@ -1354,12 +1354,34 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200:  # 1xx (and 101, an error here) are the parser's
             self._parse(data)
             return
-        out, length, chunked, reusable = _response_fields(
-            _HEADER_RE.findall(lines), [b"HTTP/1.1 %d " % status, reason, b"\r\n"], minor == b"1"
-        )
-        if chunked or length == -2:
-            self._parse(data)
-            return
+        # The fields the router acts on, in one scan; all of them are cut (response_head
+        # writes the framing the client gets), every other field is relayed as it came.
+        length = -1
+        reusable = minor == b"1"
+        cut: list[tuple[int, int]] = []
+        named: list[bytes] = []
+        low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
+        for f in _RESPONSE_FIELD_RE.finditer(low):
+            name = f.group(1)
+            cut.append(f.span())
+            if name == b"content-length":
+                value = f.group(2).rstrip(b" \t")
+                if length >= 0 or not value.isdigit() or len(value) > 18:
+                    self._parse(data)  # repeated or odd: llhttp's to judge
+                    return
+                length = int(value)
+            elif name == b"transfer-encoding":
+                self._parse(data)  # chunked (or worse): the parser frames it
+                return
+            elif name == b"connection":
+                for token in f.group(2).split(b","):
+                    token = token.strip()
+                    if token == b"close":
+                        reusable = False
+                    elif token == b"keep-alive":
+                        reusable = reusable or minor == b"0"
+                    elif token:
+                        named.append(token)
         if status in _NO_BODY_STATUS:
             body_len = 0
         elif length < 0:
@@ -1367,11 +1389,18 @@ class UpstreamConnection(asyncio.Protocol):
             return
         else:
             body_len = length
+        if named:
+            cut = sorted(set(cut + _named_spans(low, named)))
         self._status = status
         self._length = length if length >= 0 else None
+        self._chunked = False
         self._reusable = reusable
         self._body_left = body_len
-        ex.response_head(status, reason, out, self._length)
+        ex.response_head(
+            status,
+            [b"HTTP/1.1 ", code, b" ", reason, b"\r\n", _without_spans(lines, cut)],
+            self._length,
+        )
         if ex.done:
             return
         if len(data) > end + 4 or not body_len:
@@ -1391,6 +1420,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _parse(self, data: bytes) -> None:
         """Hand this response to llhttp, from its first byte."""
+        self._headers = []
+        self._reason = b""
         self.parser = httptools.HttpResponseParser(self)
         self.parser.feed_data(data)
 
