@@ -8,6 +8,7 @@ every case on both engines.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -518,3 +519,23 @@ async def test_websocket_101_split_over_reads_is_still_a_handshake(fast_router, 
         assert await asyncio.wait_for(reader.readexactly(4), IO_TIMEOUT_S) == b"\x81\x02hi"
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        sorted(fastpath._REQUEST_ACTIONS),
+        sorted(fastpath._RESPONSE_DROP_B),
+        [b"te", b"trailer", b"transfer-encoding"],
+        [b"a", b"ab", b"abc"],
+        [b"ab", b"ac", b"a"],
+        [b"x"],
+    ],
+)
+def test_the_factored_field_names_match_exactly_the_names(names: list[bytes]) -> None:
+    exact = re.compile(b"(?:" + fastpath._alternation(names) + rb")\Z")
+    for name in names:
+        assert exact.match(name), name
+    near = {n[:i] for n in names for i in range(len(n))} | {n + b"x" for n in names}
+    for other in near - set(names) | {b"", b"b", b"hostx", b"x-forwarded-"}:
+        assert exact.match(other) is None, other
