@@ -79,6 +79,9 @@ _HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])\r\n"
     rb"((?:" + _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
 )
+# The request line alone, for a head whose field block is the one checked last on the same
+# connection (see HeadMemo).
+_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])")
 # A response head the pattern path relays: status line, then header lines as in requests.
 _RESPONSE_HEAD_RE = re.compile(
     rb"HTTP/1\.([01]) ([1-9][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
@@ -380,6 +383,53 @@ class Pool:
         self.idle.clear()
 
 
+class HeadMemo:
+    """What one request's field block decided, kept per connection until the next block.
+
+    A client that sends the same field block again (a load generator, a polling page, an
+    API client in a loop) skips the whole-head pattern and the field scan: the block is byte
+    for byte one the router checked, under the same config snapshot (routes, access rules),
+    so only the request line is new. At one connection that is a third of the request
+    side's time."""
+
+    __slots__ = (
+        "host",
+        "keep_alive",
+        "length",
+        "method",
+        "minor",
+        "rest",
+        "route",
+        "snapshot",
+        "tail",
+        "ws_key",
+    )
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        rest: bytes,  # the head from the CRLF that ends the request line: the memo's key
+        method: bytes,
+        minor: bytes,
+        route: Route,
+        host: bytes,
+        tail: bytes,  # the head as forwarded, after the request line
+        keep_alive: bool,
+        length: int,  # Content-Length, 0 when absent
+        ws_key: bytes | None,  # a WebSocket handshake's Sec-WebSocket-Key
+    ) -> None:
+        self.snapshot = snapshot
+        self.rest = rest
+        self.method = method
+        self.minor = minor
+        self.route = route
+        self.host = host
+        self.tail = tail
+        self.keep_alive = keep_alive
+        self.length = length
+        self.ws_key = ws_key
+
+
 class ClientConnection(asyncio.Protocol):
     """One accepted client socket, on the fast path until a request needs aiohttp."""
 
@@ -394,6 +444,7 @@ class ClientConnection(asyncio.Protocol):
         "idle_since",
         "local_port",
         "loop",
+        "memo",
         "peer",
         "peer_token",
         "reading_paused",
@@ -418,6 +469,7 @@ class ClientConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self.relay: Relay | None = None  # after a WebSocket upgrade: the relay owns the bytes
+        self.memo: HeadMemo | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -532,16 +584,32 @@ class ClientConnection(asyncio.Protocol):
         ex.begin()
 
     def _start(self, head: bytes) -> Exchange:
-        """Check and rewrite one request head. The whole head is checked by one pattern; the
-        fields the router acts on are then found in one scan of its lowercased field block,
-        and every other field is forwarded as the block it came in."""
+        """Check and rewrite one request head. A field block the same as the last one on this
+        connection, under the same config, is not checked again: only its request line is."""
+        server = self.server
+        memo = self.memo
+        if memo is not None:
+            line_end = head.find(b"\r\n")
+            if memo.snapshot is server.state.snapshot and head[line_end:] == memo.rest:
+                m = _REQUEST_LINE_RE.fullmatch(head, 0, line_end)
+                if m is not None and line_end <= server.max_line:
+                    method, target, minor = m.groups()
+                    if method == memo.method and minor == memo.minor:
+                        return self._exchange(memo, target)
+        return self._exchange(*self._check(head))
+
+    def _check(self, head: bytes) -> tuple[HeadMemo, bytes]:
+        """Check a whole request head and decide what it asks for. The whole head is checked
+        by one pattern; the fields the router acts on are then found in one scan of its
+        lowercased field block, and every other field is forwarded as the block it came in."""
+        server = self.server
+        snapshot = server.state.snapshot
         m = _HEAD_RE.fullmatch(head)
         if m is None:
             raise Handoff
         method, target, minor, lines = m.groups()
         if method not in _FAST_METHODS:
             raise Handoff
-        server = self.server
         if lines.count(b"\n") > server.max_headers or (
             len(head) > server.max_line and _has_long_line(head, server.max_line)
         ):
@@ -639,23 +707,13 @@ class ClientConnection(asyncio.Protocol):
                 assert authorization is not None
                 cut.append(_line_span(lines, authorization[0]))
                 authorization_cut = True
-        limit = route.max_connections
-        if limit is not None and server.metrics.in_flight(route.name) >= limit:
-            raise Handoff  # aiohttp answers the 503
-        upstream = route.upstream
-        if route.paths:
-            try:
-                upstream = select_upstream(route, target.decode("latin-1"))
-            except AmbiguousPath:
-                raise Handoff from None
         if named:
             cut += _named_spans(low, named)
         if named or authorization_cut:
             cut = sorted(set(cut))
         xff.append(self.peer)
-        out = b"".join(
+        tail = b"".join(
             (
-                method, b" ", target, b" HTTP/1.1\r\n",
                 _without_spans(lines, cut) if cut else lines,
                 _WS_UPGRADE if upgrade is not None else b"",
                 b"X-Forwarded-For: ", b", ".join(xff),
@@ -665,18 +723,39 @@ class ClientConnection(asyncio.Protocol):
                 _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
             )
         )  # fmt: skip
+        memo = self.memo = HeadMemo(
+            snapshot,
+            head[head.index(b"\r\n") :],
+            method,
+            minor,
+            route,
+            host,
+            tail,
+            keep_alive,
+            max(length, 0),
+            ws_key if upgrade is not None else None,
+        )
+        return memo, target
+
+    def _exchange(self, memo: HeadMemo, target: bytes) -> Exchange:
+        """The exchange for a checked head: what depends on more than the head (the route's
+        in-flight limit, a path route's choice of target) is decided per request."""
+        route = memo.route
+        limit = route.max_connections
+        if limit is not None and self.server.metrics.in_flight(route.name) >= limit:
+            raise Handoff  # aiohttp answers the 503
+        upstream = route.upstream
+        if route.paths:
+            try:
+                upstream = select_upstream(route, target.decode("latin-1"))
+            except AmbiguousPath:
+                raise Handoff from None
         return Exchange(
             self,
-            route,
+            memo,
             upstream,
-            out,
-            method,
-            max(length, 0),
-            keep_alive,
-            minor == b"1",
-            host,
+            b"".join((memo.method, b" ", target, b" HTTP/1.1\r\n", memo.tail)),
             target,
-            ws_key if upgrade is not None else None,
         )
 
     def finished(self, reuse: bool) -> None:
@@ -848,30 +927,24 @@ class Exchange:
     def __init__(
         self,
         client: ClientConnection,
-        route: Route,
+        memo: HeadMemo,  # what the request's head decided
         upstream: Upstream,
-        head: bytes,
-        method: bytes,
-        length: int,
-        keep_alive: bool,
-        http11: bool,
-        host: bytes,
+        head: bytes,  # as forwarded
         target: bytes,
-        ws_key: bytes | None = None,  # a WebSocket handshake's Sec-WebSocket-Key
     ) -> None:
         self.client = client
-        self.route = route
-        self.ws_key = ws_key
+        self.route = memo.route
+        self.ws_key = memo.ws_key
         self.relay: Relay | None = None
         self.upstream = upstream
         self.head = head
-        self.method = method
-        self.body_left = self.length = length
+        self.method = memo.method
+        self.body_left = self.length = memo.length
         self.pending: list[bytes] = []  # body bytes read before the upstream is connected
         self.pending_bytes = 0
-        self.keep_alive = keep_alive
-        self.http11 = http11
-        self.host = host
+        self.keep_alive = memo.keep_alive
+        self.http11 = memo.minor == b"1"
+        self.host = memo.host
         self.conn: UpstreamConnection | None = None
         self.sent_head = False  # response head written to the client
         self.chunked = False  # response re-framed as chunked for the client
@@ -1217,6 +1290,13 @@ class Exchange:
         self.client.finished(reuse)
 
 
+#: What the pattern path decided about a response head, kept per upstream connection: (the
+#: head as received, status, status line and fields as relayed, Content-Length or -1, the
+#: backend keeps the connection open). A backend that sends the same head again (the same
+#: resource within the second of its Date field) is relayed without checking it again.
+ResponseMemo = tuple[bytes, int, bytes, int, bool]
+
+
 class UpstreamConnection(asyncio.Protocol):
     """A keep-alive connection to one backend address; carries one exchange at a time."""
 
@@ -1236,6 +1316,7 @@ class UpstreamConnection(asyncio.Protocol):
         "got_bytes",
         "idle_since",
         "key",
+        "memo",
         "parser",
         "pool",
         "relay",
@@ -1262,6 +1343,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reusable = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
+        self.memo: ResponseMemo | None = None  # the last head the pattern path checked
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -1357,18 +1439,40 @@ class UpstreamConnection(asyncio.Protocol):
                 return
             self._parse(data)  # a head split over reads (or not HTTP at all) is llhttp's
             return
+        memo = self.memo
+        if memo is None or len(memo[0]) != end + 4 or not data.startswith(memo[0]):
+            memo = self._check(ex, data, end)
+            if memo is None:
+                return  # the parser's or the WebSocket relay's from here
+            self.memo = memo
+        _, status, out, length, reusable = memo
+        body_len = 0 if status in _NO_BODY_STATUS else length
+        self._status = status
+        self._length = length if length >= 0 else None
+        self._chunked = False
+        self._reusable = reusable
+        self._body_left = body_len
+        ex.response_head(status, [out], self._length)
+        if ex.done:
+            return
+        if len(data) > end + 4 or not body_len:
+            self._body(ex, data[end + 4 :])
+
+    def _check(self, ex: Exchange, data: bytes, end: int) -> ResponseMemo | None:
+        """Check a whole response head (data[:end + 4]) for the pattern path. None: it was
+        handed to the parser (or to the WebSocket relay, for a 101 to a handshake)."""
         m = _RESPONSE_HEAD_RE.match(data, 0, end + 4)
         if m is None or m.end() != end + 4:
             self._parse(data)
-            return
+            return None
         minor, code, reason, lines = m.groups()
         status = int(code)
         if status == 101 and ex.ws_key is not None:
             ex.upgraded(self, reason, lines, data[end + 4 :])
-            return
+            return None
         if status < 200:  # 1xx (and 101, an error here) are the parser's
             self._parse(data)
-            return
+            return None
         # The fields the router acts on, in one scan; all of them are cut (response_head
         # writes the framing the client gets), every other field is relayed as it came.
         length = -1
@@ -1383,11 +1487,11 @@ class UpstreamConnection(asyncio.Protocol):
                 value = f.group(2).rstrip(b" \t")
                 if length >= 0 or not value.isdigit() or len(value) > 18:
                     self._parse(data)  # repeated or odd: llhttp's to judge
-                    return
+                    return None
                 length = int(value)
             elif name == b"transfer-encoding":
                 self._parse(data)  # chunked (or worse): the parser frames it
-                return
+                return None
             elif name == b"connection":
                 for token in f.group(2).split(b","):
                     token = token.strip()
@@ -1397,29 +1501,13 @@ class UpstreamConnection(asyncio.Protocol):
                         reusable = reusable or minor == b"0"
                     elif token:
                         named.append(token)
-        if status in _NO_BODY_STATUS:
-            body_len = 0
-        elif length < 0:
+        if length < 0 and status not in _NO_BODY_STATUS:
             self._parse(data)  # close-delimited
-            return
-        else:
-            body_len = length
+            return None
         if named:
             cut = sorted(set(cut + _named_spans(low, named)))
-        self._status = status
-        self._length = length if length >= 0 else None
-        self._chunked = False
-        self._reusable = reusable
-        self._body_left = body_len
-        ex.response_head(
-            status,
-            [b"HTTP/1.1 ", code, b" ", reason, b"\r\n", _without_spans(lines, cut)],
-            self._length,
-        )
-        if ex.done:
-            return
-        if len(data) > end + 4 or not body_len:
-            self._body(ex, data[end + 4 :])
+        out = b"".join((b"HTTP/1.1 ", code, b" ", reason, b"\r\n", _without_spans(lines, cut)))
+        return data[: end + 4], status, out, length, reusable
 
     def _body(self, ex: Exchange, data: bytes) -> None:
         left = self._body_left

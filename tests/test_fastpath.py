@@ -539,3 +539,114 @@ def test_the_factored_field_names_match_exactly_the_names(names: list[bytes]) ->
     near = {n[:i] for n in names for i in range(len(n))} | {n + b"x" for n in names}
     for other in near - set(names) | {b"", b"b", b"hostx", b"x-forwarded-"}:
         assert exact.match(other) is None, other
+
+
+# --- the per-connection memo of the last field block ---------------------------------------
+
+SAME_BLOCK = b"\r\nHost: app.localhost\r\nX-Trace: 1\r\nConnection: keep-alive, X-Trace\r\n\r\n"
+
+
+async def test_a_repeated_field_block_is_forwarded_the_same_with_each_request_line(
+    fast_router, raw_backend
+):
+    rb = await raw_backend(keepalive_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for line in (b"GET /a HTTP/1.1", b"GET /b?x=1 HTTP/1.1", b"DELETE /c HTTP/1.1"):
+            writer.write(line + SAME_BLOCK)
+            head, body = await read_response(reader)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+    finally:
+        writer.close()
+    lines = [h.split(b"\r\n", 1) for h in rb.received]
+    assert [first for first, _ in lines] == [
+        b"GET /a HTTP/1.1",
+        b"GET /b?x=1 HTTP/1.1",
+        b"DELETE /c HTTP/1.1",
+    ]
+    assert lines[0][1] == lines[1][1] == lines[2][1]  # one rewrite of the block, reused
+    assert b"x-trace" not in lines[2][1].lower()  # named by Connection: still cut
+    assert b"X-Forwarded-For: 127.0.0.1\r\n" in lines[2][1]
+
+
+async def test_the_memo_holds_for_one_config_only(fast_router, raw_backend):
+    first = await raw_backend(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"))
+    second = await raw_backend(answering(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"))
+    port = await start(fast_router, make_config({"app": first.port}))
+    state = fast_router[0].state
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET / HTTP/1.1" + SAME_BLOCK)
+        assert (await read_response(reader))[1] == b"first"
+        state.swap(make_config({"app": second.port}))  # a reload moves the route
+        writer.write(b"GET / HTTP/1.1" + SAME_BLOCK)
+        assert (await read_response(reader))[1] == b"second"
+        state.swap(make_config({"other": second.port}))  # and one removes it: aiohttp's 404
+        writer.write(b"GET / HTTP/1.1" + SAME_BLOCK)
+        head, _ = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 404")
+    finally:
+        writer.close()
+
+
+async def test_a_repeated_block_with_a_bad_or_long_request_line_goes_to_aiohttp(
+    fast_router, raw_backend
+):
+    rb = await raw_backend(keepalive_backend)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    for bad, status in (
+        (b"GET /a\x01 HTTP/1.1", b"400"),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1", b"4"),
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(b"GET /ok HTTP/1.1" + SAME_BLOCK)
+            assert (await read_response(reader))[1] == b"ok"
+            writer.write(bad + SAME_BLOCK)
+            head = await read_head(reader)
+            assert head.split(b" ")[1].startswith(status), head[:40]  # aiohttp's answer
+        finally:
+            writer.close()
+    assert len(rb.received) == 2  # neither bad request reached the backend
+
+
+async def test_response_heads_repeated_changed_and_chunked_on_one_backend_connection(
+    fast_router, raw_backend
+):
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\none",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\ntwo",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\nthree",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfour\r\n0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nsix",
+    ]
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        for answer in answers:
+            rb.received.append(await read_head(reader))
+            writer.write(answer)
+            await writer.drain()
+
+    rb = await raw_backend(handler)
+    port = await start(fast_router, make_config({"app": rb.port}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    got = []
+    try:
+        for _ in answers:
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+            if answers[len(got)].find(b"chunked") > 0:
+                await read_head(reader)
+                got.append(await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), IO_TIMEOUT_S))
+            else:
+                head, body = await read_response(reader)
+                got.append(body)
+                if b" 204 " in head:  # no Content-Length may go with a 204
+                    assert b"content-length" not in head.lower()
+    finally:
+        writer.close()
+    assert got == [b"one", b"two", b"three", b"4\r\nfour\r\n0\r\n\r\n", b"", b"six"]
+    assert rb.connections == 1
