@@ -11,6 +11,13 @@ strict pattern and its Content-Length when it is that simple, by llhttp (httptoo
 otherwise. A WebSocket handshake is relayed the same way, and after the backend's 101 the
 bytes both ways (devrouter.wsrelay).
 
+Each connection keeps what the last head decided (HeadMemo, ResponseMemo): a field block
+that repeats byte for byte, under the same config snapshot, is not checked again. At one
+connection the router's code runs with caches that the client and the backend have just
+used, where every step costs several times what it costs in a loop; the memos take most of
+the steps away for repeated traffic, and the metrics are counted in batches for the same
+reason (devrouter.metrics).
+
 Everything else is handed to the aiohttp handler in `devrouter.proxy`, with the bytes read so
 far, before anything has been answered: heads the strict pattern does not accept (odd
 syntax, obs-fold, control bytes, oversize, absolute-form, HTTP/0.9 or 2.0, a chunked or
