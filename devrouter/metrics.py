@@ -210,7 +210,18 @@ class Metrics:
             stats.open_websockets -= 1
         else:
             stats.open_streams -= 1
-        self._count(stats, rec)
+        self._count(
+            stats,
+            rec.started,
+            rec.status,
+            rec.ttfb_s,
+            rec.duration_s,
+            rec.bytes_in,
+            rec.bytes_out,
+            rec.error,
+            rec.websocket,
+        )
+        self._remember(rec)
 
     def finish_later(self, row: Finished) -> None:
         """Take one finished exchange (call `opened` first): it leaves the in-flight count
@@ -226,38 +237,78 @@ class Metrics:
             self.flush()
 
     def flush(self) -> None:
-        """Count the exchanges handed to `finish_later` since the last flush."""
+        """Count the exchanges handed to `finish_later` since the last flush. Records are made
+        only for those the ring keeps (or the access log shows); the rest are counted and
+        numbered."""
         pending = self._pending
         if not pending:
             return
         self._pending = []
-        for row in pending:
-            rec = RequestRecord(
-                row[0],
-                row[1].decode("latin-1"),
-                row[2].decode("latin-1"),
-                row[3].decode("latin-1"),
-                *row[4:],
+        ring = self._recent.maxlen or 1
+        first_kept = 0 if self.sink is not None else len(pending) - ring
+        route = self.route
+        for i, row in enumerate(pending):
+            (started, method, host, path, name, port, status, ttfb_s, duration_s, bytes_in,
+             bytes_out, error, websocket, request_head, response_head) = row  # fmt: skip
+            self._count(
+                route(name),
+                started,
+                status,
+                ttfb_s,
+                duration_s,
+                bytes_in,
+                bytes_out,
+                error,
+                websocket,
             )
-            self._count(self.route(rec.route), rec)
+            if i < first_kept:
+                self._seq += 1  # counted, and pushed out of the ring by this same batch
+                continue
+            self._remember(
+                RequestRecord(
+                    started,
+                    method.decode("latin-1"),
+                    host.decode("latin-1"),
+                    path.decode("latin-1"),
+                    name,
+                    port,
+                    status,
+                    ttfb_s,
+                    duration_s,
+                    bytes_in,
+                    bytes_out,
+                    error,
+                    websocket,
+                    request_head,
+                    response_head,
+                )
+            )
 
-    def _count(self, stats: RouteStats, rec: RequestRecord) -> None:
-        status = rec.status
+    def _count(
+        self,
+        stats: RouteStats,
+        started: float,
+        status: int,
+        ttfb_s: float | None,
+        duration_s: float,
+        bytes_in: int,
+        bytes_out: int,
+        error: str | None,
+        websocket: bool,
+    ) -> None:
         key = _CLASSES[status // 100] if 0 < status < 1000 else "none"
         stats.requests[key] = stats.requests.get(key, 0) + 1
-        if rec.error is not None:
-            stats.errors[rec.error] = stats.errors.get(rec.error, 0) + 1
-        stats.bytes_in += rec.bytes_in
-        stats.bytes_out += rec.bytes_out
-        total_us = int(rec.duration_s * 1e6)
-        if not rec.websocket:
-            stats.total.record(total_us)
-            if rec.ttfb_s is not None:
-                stats.ttfb.record(int(rec.ttfb_s * 1e6))
-        if rec.websocket:  # a session's length is not a latency: keep it out of the series
-            self._remember(rec)
+        if error is not None:
+            stats.errors[error] = stats.errors.get(error, 0) + 1
+        stats.bytes_in += bytes_in
+        stats.bytes_out += bytes_out
+        if websocket:  # a session's length is not a latency: keep it out of the series
             return
-        second = int(rec.started + rec.duration_s)
+        total_us = int(duration_s * 1e6)
+        stats.total.record(total_us)
+        if ttfb_s is not None:
+            stats.ttfb.record(int(ttfb_s * 1e6))
+        second = int(started + duration_s)
         series = stats.series
         if series and series[-1][0] == second:
             point = series[-1]
@@ -267,7 +318,6 @@ class Metrics:
                 point[3] = total_us
         else:
             series.append([second, 1, total_us, total_us])
-        self._remember(rec)
 
     def _remember(self, rec: RequestRecord) -> None:
         self._seq += 1

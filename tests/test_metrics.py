@@ -307,3 +307,26 @@ def test_credential_query_values_are_redacted_when_shown(target: str, shown: str
     rec = RequestRecord(0.0, "GET", "api.localhost", target, "api")
     assert rec.as_json(headers=False)["path"] == shown
     assert rec.path == target  # kept as it came; redacted on the way out
+
+
+def test_a_batch_longer_than_the_ring_counts_all_and_keeps_the_newest() -> None:
+    m = Metrics(recent=3)
+    for status in (200, 201, 202, 203, 204):
+        m.opened("api")
+        m.finish_later(row(status=status))
+    assert m.routes["api"].count == 5 and m.routes["api"].total.count() == 5
+    assert [(r.seq, r.status) for r in m.recent] == [(3, 202), (4, 203), (5, 204)]
+    m.opened("api")
+    m.finish_later(row(status=205))
+    assert [r.seq for r in m.recent] == [4, 5, 6]
+
+
+def test_with_a_sink_every_record_of_a_batch_is_made() -> None:
+    seen: list[RequestRecord] = []
+    m = Metrics(recent=2, sink=seen.append)
+    for _ in range(4):
+        m.opened("api")
+        m.finish_later(row())
+    m.flush()
+    assert [r.seq for r in seen] == [1, 2, 3, 4]
+    assert [r.seq for r in m.recent] == [3, 4]
