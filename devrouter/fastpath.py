@@ -1022,6 +1022,9 @@ class Exchange:
             self.pending.clear()
             self.pending_bytes = 0
             self.client.resume_reading()
+            self.progress()
+        elif not reused:
+            self.progress()  # the backend's time starts now, not when the connect began
 
     def client_body(self, data: bytes) -> bytes:
         """Take request body bytes; return what belongs to the next request."""
@@ -1030,6 +1033,7 @@ class Exchange:
         self.body_left = n - len(body)
         if self.conn is not None:
             self.conn.write(body)
+            self.progress()  # an upload that moves is not timed out
         else:
             self.pending.append(body)
             self.pending_bytes += len(body)
@@ -1250,6 +1254,7 @@ class Exchange:
         )
 
     def progress(self) -> None:
+        """The backend's timeout counts from now (the request, or more of its body, went)."""
         self.deadline = self.client.loop.time() + self.route.timeout_s
 
     def fail(self, err: ProxyError) -> None:
@@ -1376,8 +1381,6 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
-            if self.exchange is not None and self.exchange.body_left >= 0:
-                self.exchange.progress()
 
     # httptools callbacks
     def on_status(self, status: bytes) -> None:

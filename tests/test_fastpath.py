@@ -650,3 +650,29 @@ async def test_response_heads_repeated_changed_and_chunked_on_one_backend_connec
         writer.close()
     assert got == [b"one", b"two", b"three", b"4\r\nfour\r\n0\r\n\r\n", b"", b"six"]
     assert rb.connections == 1
+
+
+async def test_an_upload_that_keeps_moving_outlasts_the_route_timeout(fast_router, raw_backend):
+    """The route timeout is the backend's time to answer: body bytes sent restart it."""
+
+    async def answer_after_the_body(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rb: RawBackend
+    ) -> None:
+        rb.received.append(await read_head(reader))
+        body = await asyncio.wait_for(reader.readexactly(5), 5)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n" + body)
+        await writer.drain()
+        await reader.read()
+
+    rb = await raw_backend(answer_after_the_body)
+    port = await start(fast_router, make_config({"app": {"port": rb.port, "timeout": 0.5}}))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /up HTTP/1.1\r\nHost: app.localhost\r\nContent-Length: 5\r\n\r\n")
+        for byte in b"hello":  # 1.25 s in all, 0.25 s apart: each piece restarts the timeout
+            await asyncio.sleep(0.25)
+            writer.write(bytes([byte]))
+        head, body = await asyncio.wait_for(read_response(reader), 5)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
+    finally:
+        writer.close()
