@@ -102,6 +102,29 @@ class Histogram:
         self._sum += value * count
         self._sumsq += value * value * count
 
+    def record_many(self, values: list[int]) -> None:
+        """Count each of `values` once: `record` in one loop, for a batch (the metrics
+        count the fast path's exchanges this way)."""
+        counts = self._counts
+        total, low, high = self._total, self._min, self._max
+        total_sum, total_sumsq = self._sum, self._sumsq
+        for value in values:
+            if value < 0:
+                value = 0
+            elif value > HIGHEST:
+                value = HIGHEST
+            bucket = (value | _MASK).bit_length() - _HALF_MAGNITUDE - 1
+            counts[((bucket + 1) << _HALF_MAGNITUDE) + (value >> bucket) - _HALF] += 1
+            if total == 0 or value < low:
+                low = value
+            if value > high:
+                high = value
+            total += 1
+            total_sum += value
+            total_sumsq += value * value
+        self._total, self._min, self._max = total, low, high
+        self._sum, self._sumsq = total_sum, total_sumsq
+
     def merge(self, other: Histogram) -> None:
         """Add every count of `other` to this histogram."""
         if other._total == 0:

@@ -210,17 +210,13 @@ class Metrics:
             stats.open_websockets -= 1
         else:
             stats.open_streams -= 1
-        self._count(
-            stats,
-            rec.started,
-            rec.status,
-            rec.ttfb_s,
-            rec.duration_s,
-            rec.bytes_in,
-            rec.bytes_out,
-            rec.error,
-            rec.websocket,
-        )
+        self._tally(stats, rec.status, rec.error, rec.bytes_in, rec.bytes_out)
+        if not rec.websocket:  # a session's length is not a latency
+            total_us = int(rec.duration_s * 1e6)
+            stats.total.record(total_us)
+            if rec.ttfb_s is not None:
+                stats.ttfb.record(int(rec.ttfb_s * 1e6))
+            self._series(stats, int(rec.started + rec.duration_s), total_us)
         self._remember(rec)
 
     def finish_later(self, row: Finished) -> None:
@@ -237,30 +233,30 @@ class Metrics:
             self.flush()
 
     def flush(self) -> None:
-        """Count the exchanges handed to `finish_later` since the last flush. Records are made
-        only for those the ring keeps (or the access log shows); the rest are counted and
-        numbered."""
+        """Count the exchanges handed to `finish_later` since the last flush. Latencies go
+        into the histograms a route at a time; records are made only for what the ring
+        keeps (or the access log shows), the rest are counted and numbered."""
         pending = self._pending
         if not pending:
             return
         self._pending = []
         ring = self._recent.maxlen or 1
         first_kept = 0 if self.sink is not None else len(pending) - ring
-        route = self.route
+        latencies: dict[str, tuple[list[int], list[int]]] = {}  # route: (totals, ttfbs)
         for i, row in enumerate(pending):
             (started, method, host, path, name, port, status, ttfb_s, duration_s, bytes_in,
              bytes_out, error, websocket, request_head, response_head) = row  # fmt: skip
-            self._count(
-                route(name),
-                started,
-                status,
-                ttfb_s,
-                duration_s,
-                bytes_in,
-                bytes_out,
-                error,
-                websocket,
-            )
+            stats = self.route(name)
+            self._tally(stats, status, error, bytes_in, bytes_out)
+            if not websocket:
+                total_us = int(duration_s * 1e6)
+                lists = latencies.get(name)
+                if lists is None:
+                    lists = latencies[name] = ([], [])
+                lists[0].append(total_us)
+                if ttfb_s is not None:
+                    lists[1].append(int(ttfb_s * 1e6))
+                self._series(stats, int(started + duration_s), total_us)
             if i < first_kept:
                 self._seq += 1  # counted, and pushed out of the ring by this same batch
                 continue
@@ -283,18 +279,14 @@ class Metrics:
                     response_head,
                 )
             )
+        for name, (totals, ttfbs) in latencies.items():
+            stats = self._routes[name]
+            stats.total.record_many(totals)
+            stats.ttfb.record_many(ttfbs)
 
-    def _count(
-        self,
-        stats: RouteStats,
-        started: float,
-        status: int,
-        ttfb_s: float | None,
-        duration_s: float,
-        bytes_in: int,
-        bytes_out: int,
-        error: str | None,
-        websocket: bool,
+    @staticmethod
+    def _tally(
+        stats: RouteStats, status: int, error: str | None, bytes_in: int, bytes_out: int
     ) -> None:
         key = _CLASSES[status // 100] if 0 < status < 1000 else "none"
         stats.requests[key] = stats.requests.get(key, 0) + 1
@@ -302,13 +294,10 @@ class Metrics:
             stats.errors[error] = stats.errors.get(error, 0) + 1
         stats.bytes_in += bytes_in
         stats.bytes_out += bytes_out
-        if websocket:  # a session's length is not a latency: keep it out of the series
-            return
-        total_us = int(duration_s * 1e6)
-        stats.total.record(total_us)
-        if ttfb_s is not None:
-            stats.ttfb.record(int(ttfb_s * 1e6))
-        second = int(started + duration_s)
+
+    @staticmethod
+    def _series(stats: RouteStats, second: int, total_us: int) -> None:
+        """Add one exchange that ended in `second` to the route's per-second series."""
         series = stats.series
         if series and series[-1][0] == second:
             point = series[-1]

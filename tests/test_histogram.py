@@ -101,6 +101,27 @@ def test_merge_equals_recording_everything_in_one() -> None:
     assert empty.to_dict() == both.to_dict()
 
 
+def test_record_many_equals_recording_one_by_one() -> None:
+    rng = random.Random(4)
+    values = [*exponential(rng, 3_000), -5, 0, HIGHEST + 1, 7]
+    one, many = Histogram(), Histogram()
+    many.record_many([])
+    assert many.count() == 0
+    for v in values[:10]:  # a batch after single records, as the metrics do
+        one.record(v)
+        many.record(v)
+    for v in values[10:]:
+        one.record(v)
+    many.record_many(values[10:])
+    assert many.to_dict() == one.to_dict()
+    assert (many.min(), many.max(), many.mean(), many.stdev()) == (
+        one.min(),
+        one.max(),
+        one.mean(),
+        one.stdev(),
+    )
+
+
 def test_dict_round_trip_through_json() -> None:
     h = Histogram()
     for v in (0, 5, 5, 70_000, 3_000_000, 123_456_789):
