@@ -73,6 +73,16 @@ class FrameTracker:
         if self.held:
             data = self.held + data
             self.held = b""
+        elif not self.payload_left and len(data) >= 2 and data[1] & 0x7F < 126:
+            # The usual read: exactly one whole data frame with a short payload (an echo, a
+            # hot-reload message). The loop below gives the same answer, more slowly.
+            length = data[1] & 0x7F
+            opcode = data[0] & 0x0F
+            if opcode < 8 and len(data) == (6 if data[1] & 0x80 else 2) + length:
+                total = (self.message_bytes if opcode == 0 else 0) + length
+                if total <= self.limit:
+                    self.message_bytes = total
+                    return data, False
         pos = 0
         n = len(data)
         while pos < n:

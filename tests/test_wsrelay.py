@@ -95,3 +95,25 @@ def test_close_frames_are_noticed() -> None:
     assert not t.closed
     t.feed(close_frame(1000, b"", masked=True))
     assert t.closed and t.at_boundary
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("first", [0x81, 0x82, 0x01, 0x00, 0x80, 0x83, 0x88, 0x89])
+@pytest.mark.parametrize("length", [0, 1, 9, 10, 125, 126])
+def test_a_frame_read_whole_is_judged_as_one_read_in_two_pieces(
+    first: int, length: int, masked: bool
+) -> None:
+    """The one-whole-small-frame shortcut agrees with the general loop, limit included."""
+    data = frame(first, length, masked) + b"p" * length
+    for limit, started in ((10, 0), (10, 5), (1000, 0)):
+        whole, pieces = FrameTracker(limit), FrameTracker(limit)
+        whole.message_bytes = pieces.message_bytes = started  # a message already under way
+        out, too_big = whole.feed(data)
+        out1, big1 = pieces.feed(data[:1])
+        out2, big2 = (b"", big1) if big1 else pieces.feed(data[1:])
+        assert (out, too_big) == (out1 + out2, big1 or big2)
+        assert (whole.message_bytes, whole.closed, whole.payload_left) == (
+            pieces.message_bytes,
+            pieces.closed,
+            pieces.payload_left,
+        )
