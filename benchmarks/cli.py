@@ -226,6 +226,14 @@ def _run(
         servers.Target(app_port, f"127.0.0.1:{app_port}"),
         None,
     )
+    skipped_workloads = {}
+    if not wrk_path:  # `devrouter bench` sends one fixed request; varying it takes wrk's Lua
+        skipped_workloads = {w.key: "needs wrk" for w in workloads if w.vary}
+        workloads = [w for w in workloads if not w.vary]
+        for key, why in skipped_workloads.items():
+            _say(f"not measured: workload {key} ({why})")
+        if not workloads:
+            raise StartError("no workload left to measure without wrk")
     stage = servers.Stage(sup, tmp, found, versions, fast_port, app_port)
     tools, skipped = _start_tools(stage, args.devrouter_arg, profile, wanted)
     tools.insert(0, direct)
@@ -261,6 +269,7 @@ def _run(
             for t in tools
         },
         "skipped": skipped,
+        "skipped_workloads": skipped_workloads,
         "workloads": {
             w.key: {
                 "title": w.title,
@@ -419,7 +428,11 @@ class _Context:
             raw["argv"] = argv
             out = _run_sampling(
                 argv,
-                {**os.environ, "BENCH_UPLOAD_BYTES": str(size)},
+                {
+                    **os.environ,
+                    "BENCH_UPLOAD_BYTES": str(size),
+                    "BENCH_VARY": "1" if w.vary else "0",
+                },
                 sample,
                 timeout_s=secs + wrk.TIMEOUT_S + 30,
             )

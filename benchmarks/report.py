@@ -17,6 +17,7 @@ from typing import Any
 #: is better).
 HEADLINE: dict[str, tuple[str, str, bool]] = {
     "small_c1": ("req_s", "req/s", True),
+    "small_c1_varied": ("req_s", "req/s", True),
     "small_c50": ("req_s", "req/s", True),
     "large_1mib": ("mb_s", "MB/s", True),
     "upload_64mib": ("mb_s", "MB/s", True),
@@ -26,6 +27,7 @@ HEADLINE: dict[str, tuple[str, str, bool]] = {
 }
 SHORT = {
     "small_c1": "small 1c",
+    "small_c1_varied": "1c varied",
     "small_c50": "small 50c",
     "large_1mib": "1 MiB",
     "upload_64mib": "upload",
@@ -71,8 +73,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def added_latency_us(summary: dict[str, Any], tool: str) -> float | None:
-    small = summary.get("small_c1", {})
+def added_latency_us(
+    summary: dict[str, Any], tool: str, workload: str = "small_c1"
+) -> float | None:
+    small = summary.get(workload, {})
     mine = small.get(tool, {}).get("p50_us")
     base = small.get("direct", {}).get("p50_us")
     return None if mine is None or base is None else mine - base
@@ -95,9 +99,16 @@ def ratios(summary: dict[str, Any], tools: Sequence[str]) -> dict[str, Any]:
         if t != "devrouter"
     }
     added = {t: added_latency_us(summary, t) for t in tools if t != "direct"}
+    varied = {t: added_latency_us(summary, t, "small_c1_varied") for t in tools if t != "direct"}
     for t in devrouter_vs:
         devrouter_vs[t]["added_latency_c1"] = _ratio(added.get("devrouter"), added.get(t))
-    return {"vs_direct": vs_direct, "devrouter_vs": devrouter_vs, "added_latency_us_c1": added}
+        devrouter_vs[t]["added_latency_c1_varied"] = _ratio(varied.get("devrouter"), varied.get(t))
+    return {
+        "vs_direct": vs_direct,
+        "devrouter_vs": devrouter_vs,
+        "added_latency_us_c1": added,
+        "added_latency_us_c1_varied": varied,
+    }
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -171,6 +182,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
             [
                 "tool",
                 "small 1c req/s",
+                "1c varied req/s",
                 "small 50c req/s",
                 "1 MiB MB/s",
                 "64 MiB upload MB/s",
@@ -181,6 +193,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                 [
                     t,
                     _fmt(g("small_c1", t, "req_s")),
+                    _fmt(g("small_c1_varied", t, "req_s")),
                     _fmt(g("small_c50", t, "req_s")),
                     _fmt(g("large_1mib", t, "mb_s")),
                     _fmt(g("upload_64mib", t, "mb_s")),
@@ -192,6 +205,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         )
     )
     added = result["ratios"]["added_latency_us_c1"]
+    varied = result["ratios"].get("added_latency_us_c1_varied", {})
     out.append(
         (
             "Latency in microseconds (small responses; WS round trip; SSE: connect to first event)",
@@ -200,6 +214,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                 "1c p50",
                 "1c added p50",
                 "1c p99",
+                "1c varied added p50",
                 "50c p50",
                 "50c p90",
                 "50c p99",
@@ -213,6 +228,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
                     _fmt(g("small_c1", t, "p50_us")),
                     _fmt(added.get(t), "signed") if t != "direct" else "0",
                     _fmt(g("small_c1", t, "p99_us")),
+                    _fmt(varied.get(t), "signed") if t != "direct" else "0",
                     _fmt(g("small_c50", t, "p50_us")),
                     _fmt(g("small_c50", t, "p90_us")),
                     _fmt(g("small_c50", t, "p99_us")),
@@ -260,12 +276,13 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
     out.append(
         (
             "devrouter ÷ each other tool (added 1c latency: lower is better)",
-            ["devrouter ÷", *(SHORT[w] for w in workloads), "added 1c p50"],
+            ["devrouter ÷", *(SHORT[w] for w in workloads), "added 1c p50", "varied"],
             [
                 [
                     t,
                     *(_fmt(dv[t].get(w), "ratio") for w in workloads),
                     _fmt(dv[t].get("added_latency_c1"), "ratio"),
+                    _fmt(dv[t].get("added_latency_c1_varied"), "ratio"),
                 ]
                 for t in tools
                 if t in dv

@@ -25,11 +25,25 @@ class Workload:
     seconds: tuple[float, float, float]
     method: str = "GET"
     upload_bytes: tuple[int, int, int] = (0, 0, 0)  # full, quick, smoke
+    #: Each request's header fields differ from the one before it on the connection (two
+    #: alternating values of one field): no proxy can reuse what it decided for the last
+    #: head. Needs wrk (a Lua script makes the requests).
+    vary: bool = False
 
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "small_c1", "small responses, 1 connection", "http", "fast", "/small", 1, (3.0, 0.75, 0.2)
+    ),
+    Workload(
+        "small_c1_varied",
+        "small responses, 1 connection, fields varied per request",
+        "http",
+        "fast",
+        "/small",
+        1,
+        (3.0, 0.75, 0.2),
+        vary=True,
     ),
     Workload(
         "small_c50",

@@ -6,7 +6,9 @@ figures exactly, plus p99.9, as one JSON line. Both are kept in the raw results;
 figures come from the JSON line and fall back to the text when it is missing.
 
 For uploads the script sets `wrk.method` and `wrk.body` (wrk then sends Content-Length), so
-every request carries the whole body.
+every request carries the whole body. With BENCH_VARY=1 it alternates two values of one
+header field from request to request (two requests formatted once, so the cost to wrk is a
+Lua call per request, the same for every tool).
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ if upload > 0 then
   wrk.method = "POST"
   wrk.body = string.rep("u", upload)
   wrk.headers["Content-Type"] = "application/octet-stream"
+end
+
+if os.getenv("BENCH_VARY") == "1" then
+  local formatted = nil
+  local n = 0
+  request = function()
+    if formatted == nil then
+      formatted = {
+        wrk.format(nil, nil, {["X-Bench-Vary"] = "a"}),
+        wrk.format(nil, nil, {["X-Bench-Vary"] = "bb"}),
+      }
+    end
+    n = n + 1
+    return formatted[n % 2 + 1]
+  end
 end
 
 done = function(summary, latency, requests)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -43,7 +46,12 @@ def run_harness(out: Path, *extra: str, env: dict[str, str] | None = None) -> di
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result: dict[str, Any] = json.loads((out / "latest.json").read_text())
     assert result["profile"] == "smoke"
+    skipped = result["skipped_workloads"]
+    with_wrk = result["load_generator"]["name"] == "wrk"
+    assert skipped == ({} if with_wrk else {w.key: "needs wrk" for w in WORKLOADS if w.vary})
     for workload in WORKLOADS:
+        if workload.key in skipped:
+            continue
         for tool in ("direct", "devrouter"):
             figures = result["summary"][workload.key][tool]
             key = report.HEADLINE[workload.key][0]
@@ -160,3 +168,39 @@ def test_wrk_lua_summary_wins_over_text() -> None:
     assert figures["requests"] == 10 and figures["duration_s"] == 2.0
     assert figures["latency_us"]["p99_9"] == 400.0
     assert figures["text"]["requests"] == 200517
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+@pytest.mark.timeout(30)
+def test_the_varied_workload_alternates_a_field_and_keeps_the_host(tmp_path: Path) -> None:
+    seen: list[bytes] = []
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+
+        def serve() -> None:  # wrk may open (and close) a connection before its real one
+            while len(seen) < 6:
+                conn, _ = srv.accept()
+                with conn:
+                    buf = b""
+                    while len(seen) < 6 and (data := conn.recv(65536)):
+                        buf += data
+                        while b"\r\n\r\n" in buf:
+                            head, buf = buf.split(b"\r\n\r\n", 1)
+                            seen.append(head)
+                            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        argv = wrk.command(
+            str(shutil.which("wrk")), wrk.write_script(tmp_path),
+            f"http://127.0.0.1:{port}/small", "fast.localhost:1", 1, 1, 1,
+        )  # fmt: skip
+        env = {**os.environ, "BENCH_VARY": "1", "BENCH_UPLOAD_BYTES": "0"}
+        subprocess.run(argv, env=env, capture_output=True, timeout=20, check=False)
+        thread.join(5)
+    assert len(seen) >= 6
+    values = [h.split(b"X-Bench-Vary: ")[1].split(b"\r\n")[0] for h in seen[:6]]
+    assert values in ([b"a", b"bb"] * 3, [b"bb", b"a"] * 3)
+    assert all(b"\r\nHost: fast.localhost:1" in h for h in seen)
