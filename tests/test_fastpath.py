@@ -676,3 +676,28 @@ async def test_an_upload_that_keeps_moving_outlasts_the_route_timeout(fast_route
         assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
     finally:
         writer.close()
+
+
+async def test_a_large_head_is_relayed_without_being_kept(fast_router, raw_backend):
+    big = b"X-Pad: " + b"p" * fastpath.MAX_MEMO_HEAD_BYTES + b"\r\n"
+    answer = b"HTTP/1.1 200 OK\r\n" + big + b"Content-Length: 2\r\n\r\nok"
+    rb = await raw_backend(answering(answer))
+    port = await start(fast_router, make_config({"app": rb.port}))
+    runner = fast_router[0]._runner
+    assert runner is not None and isinstance(runner.server, fastpath.FastServer)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(2):
+            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n" + big + b"\r\n")
+            head, body = await read_response(reader)
+            assert big in head and body == b"ok"
+        (client,) = runner.server.fast_connections
+        assert client.memo is None  # a head over the bound is checked each time
+        (upstream,) = [c for conns in runner.server.pool.idle.values() for c in conns]
+        assert upstream.memo is None
+        writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        await read_response(reader)
+        assert client.memo is not None  # a small one is kept
+    finally:
+        writer.close()
+    assert all(big in h for h in rb.received[:2])
