@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from devrouter.app import Router
 from devrouter.config import Config, ListenAddr, parse_config
@@ -110,6 +110,16 @@ async def raw_backend() -> AsyncIterator[Callable[[RawHandler], Awaitable[RawBac
     for task in list(tasks):
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def ws_echo_text(request: web.Request) -> web.WebSocketResponse:
+    """A backend's WebSocket handler that sends each text message back as it came."""
+    sock = web.WebSocketResponse()
+    await sock.prepare(request)
+    async for msg in sock:
+        if msg.type is WSMsgType.TEXT:
+            await sock.send_str(msg.data)
+    return sock
 
 
 async def read_head(reader: asyncio.StreamReader) -> bytes:

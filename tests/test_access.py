@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from aiohttp import WSMsgType, web
-from conftest import IO_TIMEOUT_S, cli_env
+from aiohttp import web
+from conftest import IO_TIMEOUT_S, cli_env, ws_echo_text
 
 from devrouter.access import MIN_SECRET_CHARS, Verdict, load_secrets, verdict
 from devrouter.config import ACCESS_OFF, AccessRule, Config, ConfigError, parse_config
@@ -216,16 +216,8 @@ def echo_app() -> web.Application:
     async def headers(request: web.Request) -> web.Response:
         return web.json_response({k.lower(): v for k, v in request.headers.items()})
 
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        sock = web.WebSocketResponse()
-        await sock.prepare(request)
-        async for msg in sock:
-            if msg.type == WSMsgType.TEXT:
-                await sock.send_str(msg.data)
-        return sock
-
     app = web.Application()
-    app.router.add_get("/ws", ws)
+    app.router.add_get("/ws", ws_echo_text)
     app.router.add_route("*", "/{tail:.*}", headers)
     return app
 

@@ -47,6 +47,7 @@ from conftest import (
     free_port,
     make_config,
     read_head,
+    ws_echo_text,
 )
 
 from devrouter.app import KEEPALIVE_TIMEOUT_S, Router
@@ -1437,17 +1438,8 @@ async def test_websocket_floods_keep_router_memory_bounded(cli, tmp_path, backen
 async def test_thousand_websocket_cycles_return_router_fds_to_baseline(cli, tmp_path, backend):
     """Catalog E32: 1,000 WebSocket open/echo/close cycles through the router subprocess; its
     open file descriptors return to the baseline (+4)."""
-
-    async def echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await ws.send_str(msg.data)
-        return ws
-
     app = web.Application()
-    app.router.add_get("/ws", echo)
+    app.router.add_get("/ws", ws_echo_text)
     rp = start_router(cli, tmp_path, {"app": await backend(app)})
     url = f"http://127.0.0.1:{rp.port}/ws"
     async with aiohttp.ClientSession(

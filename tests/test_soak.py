@@ -35,8 +35,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from aiohttp import WSMsgType, web
-from conftest import CliProcess, cli_env, free_port, make_config
+from aiohttp import web
+from conftest import CliProcess, cli_env, free_port, make_config, ws_echo_text
 
 SOAK_REQUESTS = int(os.environ.get("DEVROUTER_SOAK", "3000"))
 WARMUP = 600
@@ -70,20 +70,12 @@ def soak_app() -> web.Application:
             await resp.write(b"data: tick\n\n")
             await asyncio.sleep(0.02)
 
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        sock = web.WebSocketResponse()
-        await sock.prepare(request)
-        async for msg in sock:
-            if msg.type is WSMsgType.TEXT:
-                await sock.send_str(msg.data)
-        return sock
-
     app = web.Application()
     app.router.add_get("/plain", plain)
     app.router.add_post("/post", post)
     app.router.add_get("/events", events)
     app.router.add_get("/endless", endless)
-    app.router.add_get("/ws", ws)
+    app.router.add_get("/ws", ws_echo_text)
     return app
 
 
