@@ -192,6 +192,21 @@ def _line_span(block: bytes, pos: int) -> tuple[int, int]:
     return block.rfind(b"\n", 0, pos) + 1, block.index(b"\r\n", pos) + 2
 
 
+def _connection_tokens(value: bytes, keep: bool, minor: bytes, named: list[bytes]) -> bool:
+    """Read one lowercased Connection value of a request or a response in HTTP/1.`minor`:
+    whether the connection stays open after it (`keep`: before it), with every other token
+    appended to `named` (RFC 9112 §9.3, RFC 9110 §7.6.1)."""
+    for token in value.split(b","):
+        token = token.strip()
+        if token == b"close":
+            keep = False
+        elif token == b"keep-alive":
+            keep = keep or minor == b"0"
+        elif token:
+            named.append(token)
+    return keep
+
+
 def _named_spans(low: bytes, named: list[bytes]) -> list[tuple[int, int]]:
     """The lines (spans in the field block) of the fields a Connection header names (RFC
     9110 §7.6.1), except those it may not remove."""
@@ -652,14 +667,7 @@ class ClientConnection(asyncio.Protocol):
                 length = int(value)
             elif action == _CONNECTION:
                 cut.append(f.span())
-                for t in f.group(2).split(b","):
-                    t = t.strip()
-                    if t == b"close":
-                        keep_alive = False
-                    elif t == b"keep-alive":
-                        keep_alive = keep_alive or minor == b"0"
-                    elif t:
-                        named.append(t)
+                keep_alive = _connection_tokens(f.group(2), keep_alive, minor, named)
             elif action == _XFF:
                 cut.append(f.span())
                 xff.append(lines[start:end].rstrip(b" \t"))
@@ -1508,14 +1516,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._parse(data)  # chunked (or worse): the parser frames it
                 return None
             elif name == b"connection":
-                for token in f.group(2).split(b","):
-                    token = token.strip()
-                    if token == b"close":
-                        reusable = False
-                    elif token == b"keep-alive":
-                        reusable = reusable or minor == b"0"
-                    elif token:
-                        named.append(token)
+                reusable = _connection_tokens(f.group(2), reusable, minor, named)
         if length < 0 and status not in _NO_BODY_STATUS:
             self._parse(data)  # close-delimited
             return None
