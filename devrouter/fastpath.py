@@ -86,9 +86,11 @@ MAX_IDLE_PER_UPSTREAM = 64
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 # The whole head in one match: request line with an origin-form target, then header lines
 # of token ":" OWS visible-chars, CRLF only. No obs-fold, no bare LF, no NUL or other CTL.
+# (OWS is space and tab, both in the value's class: one class matches both, without the
+# split between them that the engine would otherwise try.)
 _HEAD_RE = re.compile(
     rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])\r\n"
-    rb"((?:" + _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
 )
 # The request line alone, for a head whose field block is the one checked last on the same
 # connection (see HeadMemo).
@@ -96,7 +98,7 @@ _REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])")
 # A response head the pattern path relays: status line, then header lines as in requests.
 _RESPONSE_HEAD_RE = re.compile(
     rb"HTTP/1\.([01]) ([1-9][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
-    rb"((?:" + _TOKEN + rb":[ \t]*[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
+    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
 )
 # One field of a head the whole-head pattern already accepted. The value keeps any trailing
 # whitespace (a lazy match to trim it cost more than the rest of the parse); every value the
@@ -467,6 +469,8 @@ class ClientConnection(asyncio.Protocol):
         "corked",
         "eof",
         "exchange",
+        "forwarded",
+        "forwarded_host",
         "idle_since",
         "local_port",
         "loop",
@@ -496,6 +500,8 @@ class ClientConnection(asyncio.Protocol):
         self._deadline_timer: asyncio.TimerHandle | None = None
         self.relay: Relay | None = None  # after a WebSocket upgrade: the relay owns the bytes
         self.memo: HeadMemo | None = None
+        self.forwarded_host: bytes | None = None  # what `forwarded` was made for
+        self.forwarded = b""
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -730,18 +736,15 @@ class ClientConnection(asyncio.Protocol):
             cut += _named_spans(low, named)
         if named or authorization_cut:
             cut = sorted(set(cut))
-        xff.append(self.peer)
         tail = b"".join(
             (
                 _without_spans(lines, cut) if cut else lines,
                 _WS_UPGRADE if upgrade is not None else b"",
-                b"X-Forwarded-For: ", b", ".join(xff),
-                b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
-                b"\r\nX-Forwarded-Port: ", self.local_port,
-                b"\r\nForwarded: for=", self.peer_token, b';host="', host, b'";proto=http\r\n',
-                _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
+                self._forwarded(host)
+                if not xff and not hops
+                else self._forwarded_fields(host, xff, hops),
             )
-        )  # fmt: skip
+        )
         memo = HeadMemo(
             snapshot,
             head[head.index(b"\r\n") :],
@@ -756,6 +759,26 @@ class ClientConnection(asyncio.Protocol):
         )
         self.memo = memo if len(head) <= MAX_MEMO_HEAD_BYTES else None
         return memo, target
+
+    def _forwarded_fields(self, host: bytes, xff: list[bytes], hops: int) -> bytes:
+        """The fields the router adds to a request it forwards, and the blank line."""
+        return b"".join(
+            (
+                b"X-Forwarded-For: ", b", ".join([*xff, self.peer]),
+                b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
+                b"\r\nX-Forwarded-Port: ", self.local_port,
+                b"\r\nForwarded: for=", self.peer_token, b';host="', host, b'";proto=http\r\n',
+                _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
+            )
+        )  # fmt: skip
+
+    def _forwarded(self, host: bytes) -> bytes:
+        """_forwarded_fields for a request that came with no X-Forwarded-For and no hop count
+        (nearly all of them), kept for the last Host on this connection."""
+        if host != self.forwarded_host:
+            self.forwarded_host = host
+            self.forwarded = self._forwarded_fields(host, [], 0)
+        return self.forwarded
 
     def _exchange(self, memo: HeadMemo, target: bytes) -> Exchange:
         """The exchange for a checked head: what depends on more than the head (the route's
