@@ -81,15 +81,26 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, body
 
 
+async def get_ok(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, times: int, body: bytes = b"ok"
+) -> list[bytes]:
+    """`times` GETs of / on one connection, one after the other; each must be a 200 with
+    `body`. Returns the response heads."""
+    heads = []
+    for _ in range(times):
+        writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
+        head, got = await read_response(reader)
+        assert head.startswith(b"HTTP/1.1 200") and got == body, head
+        heads.append(head)
+    return heads
+
+
 async def test_sequential_requests_reuse_one_backend_connection(fast_router, raw_backend):
     rb = await raw_backend(keepalive_backend)
     port = await start(fast_router, make_config({"app": rb.port}))
     for _ in range(3):  # three client connections, ten requests each
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        for _ in range(10):
-            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
-            head, body = await read_response(reader)
-            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        await get_ok(reader, writer, 10)
         writer.close()
     assert len(rb.received) == 30
     assert rb.connections == 1
@@ -314,13 +325,7 @@ async def test_bytes_past_a_content_length_body_are_cut_and_the_connection_not_r
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for _ in range(2):
-            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
-            head, body = await read_response(reader)
-            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
-        writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
-        head, _ = await read_response(reader)  # nothing stray arrived before this head
-        assert head.startswith(b"HTTP/1.1 200"), head
+        await get_ok(reader, writer, 3)  # nothing stray arrived before the third head
     finally:
         writer.close()
     assert rb.connections == 3
@@ -341,10 +346,7 @@ async def test_backend_keep_alive_decides_pooling(fast_router, raw_backend, resp
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for _ in range(3):
-            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
-            head, body = await read_response(reader)
-            assert head.startswith(b"HTTP/1.1 200") and body == b"ok"
+        for head in await get_ok(reader, writer, 3):
             assert b"connection:" not in head.lower()  # hop-by-hop, the router's own
     finally:
         writer.close()
@@ -357,10 +359,7 @@ async def test_response_head_split_over_reads_is_relayed(fast_router, raw_backen
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for _ in range(2):
-            writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
-            head, body = await read_response(reader)
-            assert head.startswith(b"HTTP/1.1 200") and body == b"hello"
+        await get_ok(reader, writer, 2, b"hello")
     finally:
         writer.close()
     assert rb.connections == 1
