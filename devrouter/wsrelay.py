@@ -53,7 +53,7 @@ class FrameTracker:
     A frame header split over reads is held back until it is whole, so what has been relayed
     always ends either inside a payload or exactly at a frame boundary."""
 
-    __slots__ = ("closed", "held", "limit", "message_bytes", "payload_left")
+    __slots__ = ("closed", "held", "limit", "message_bytes", "payload_left", "relayed")
 
     def __init__(self, limit_bytes: int) -> None:
         self.limit = limit_bytes
@@ -61,6 +61,7 @@ class FrameTracker:
         self.payload_left = 0
         self.message_bytes = 0
         self.closed = False  # a close frame went by
+        self.relayed = 0  # bytes the relay wrote on in this direction (it counts them)
 
     @property
     def at_boundary(self) -> bool:
@@ -150,36 +151,40 @@ class Relay:
         self.down = FrameTracker(limit_bytes)  # backend -> client
         self.loop = loop
         self.on_end = on_end
-        self.bytes_up = 0
-        self.bytes_down = 0
         self.ended = False
         self._timer: asyncio.TimerHandle | None = None
 
     # -- bytes --------------------------------------------------------------------------
 
     def from_client(self, data: bytes) -> None:
+        self._relay(self.up, self.backend, data)
+
+    def from_backend(self, data: bytes) -> None:
+        self._relay(self.down, self.client, data)
+
+    def _relay(self, tracker: FrameTracker, to: Side, data: bytes) -> None:
+        """Follow `data` in one direction and write to `to` what may go. A message over the
+        limit ends the relay, after the bytes before its frame."""
         if self.ended:
             return
-        out, too_big = self.up.feed(data)
+        out, too_big = tracker.feed(data)
         if out:
-            self._write(self.backend, out)
-            self.bytes_up += len(out)
+            self._write(to, out)
+            tracker.relayed += len(out)
         if too_big:
             self._too_big()
         elif self.up.closed and self.down.closed:
             self._arm_close_timer()
 
-    def from_backend(self, data: bytes) -> None:
-        if self.ended:
-            return
-        out, too_big = self.down.feed(data)
-        if out:
-            self._write(self.client, out)
-            self.bytes_down += len(out)
-        if too_big:
-            self._too_big()
-        elif self.up.closed and self.down.closed:
-            self._arm_close_timer()
+    @property
+    def bytes_up(self) -> int:
+        """Bytes relayed from the client to the backend."""
+        return self.up.relayed
+
+    @property
+    def bytes_down(self) -> int:
+        """Bytes relayed from the backend to the client."""
+        return self.down.relayed
 
     # -- endings -------------------------------------------------------------------------
 
