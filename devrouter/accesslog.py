@@ -1,7 +1,8 @@
 """The access log: one line per exchange on stdout (diagnostics go to stderr).
 
     12:01:02 api GET /items?page=2 200 1.3ms 512B
-    12:01:03 api POST /login 502 0.4ms 0B refused
+    12:01:03 api POST /login 502 0.41ms 0B refused
+    12:01:04 api GET /events 200 39210ms 2048B stream
 
 Lines are formatted on the event loop (no `logging`, which costs several microseconds a
 line) as the metrics count each exchange, and collected; every
@@ -28,6 +29,16 @@ MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 MAX_PATH_CHARS = 200
 
 
+def format_duration(seconds: float) -> str:
+    """A duration with three significant digits down to the microsecond: 0.26ms, 1.3ms."""
+    ms = seconds * 1000
+    if ms < 1:
+        return f"{ms:.2f}ms"
+    if ms < 100:
+        return f"{ms:.1f}ms"
+    return f"{ms:.0f}ms"
+
+
 class AccessLog:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -48,10 +59,18 @@ class AccessLog:
             self._stamp = time.strftime("%H:%M:%S", time.localtime(second))
         path = rec.path if len(rec.path) <= MAX_PATH_CHARS else rec.path[:MAX_PATH_CHARS] + "..."
         status = rec.status or "-"
-        extra = f" {rec.error}" if rec.error else (" ws" if rec.websocket else "")
+        extra = (
+            f" {rec.error}"
+            if rec.error
+            else " ws"
+            if rec.websocket
+            else " stream"
+            if rec.stream
+            else ""
+        )
         self._lines.append(
             f"{self._stamp} {rec.route} {rec.method} {path} {status} "
-            f"{rec.duration_s * 1000:.1f}ms {rec.bytes_out}B{extra}\n"
+            f"{format_duration(rec.duration_s)} {rec.bytes_out}B{extra}\n"
         )
 
     def flush(self) -> None:

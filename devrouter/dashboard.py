@@ -172,8 +172,13 @@ def route_status(ctx: Context, route: Route, port: int, now: float) -> dict[str,
         "ttfb_ms": ctx.summary(stats.ttfb) if stats else ctx.summary(_EMPTY),
         "bytes_in": stats.bytes_in if stats else 0,
         "bytes_out": stats.bytes_out if stats else 0,
+        "in_flight": stats.in_flight if stats else 0,
         "open_streams": stats.open_streams if stats else 0,
         "open_websockets": stats.open_websockets if stats else 0,
+        "streams": {
+            "count": stats.streams.count() if stats else 0,
+            "duration_ms": ctx.summary(stats.streams) if stats else ctx.summary(_EMPTY),
+        },
         "series": series(stats, now),
     }
 
@@ -476,6 +481,7 @@ function svg(tag, attrs) {
 }
 function ms(v) {
   if (v === null || v === undefined) return "\u2014";
+  if (v < 0.1) return Math.round(v * 1000) + " \u00b5s";
   if (v < 1) return v.toFixed(2) + " ms";
   if (v < 10) return v.toFixed(1) + " ms";
   if (v < 1000) return Math.round(v) + " ms";

@@ -40,6 +40,7 @@ import logging
 import re
 import time
 from functools import partial
+from time import perf_counter
 from typing import Any, cast
 
 import httptools
@@ -50,12 +51,12 @@ from .config import Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
 from .limits import LimitedServer
-from .metrics import Metrics
+from .metrics import Metrics, is_event_stream
 from .pages import error_headers, explain_failure, render_error
 from .proxy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import Snapshot, State
-from .strictgate import StrictGate
+from .strictgate import Refusing, StrictGate
 from .upstream import (
     CONNECT_TIMEOUT_S,
     POOL_KEEPALIVE_S,
@@ -68,6 +69,7 @@ from .upstream import (
     reset_connection,
     timeout_error,
 )
+from .wire import early_refusal
 from .wsrelay import Relay, accept_for
 
 log = logging.getLogger("devrouter.proxy")
@@ -598,8 +600,13 @@ class ClientConnection(asyncio.Protocol):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             # An oversize head, or one with bare LFs (which may never end in CRLFCRLF), is
-            # aiohttp's to judge.
-            if len(buf) > MAX_HEAD_BYTES or buf.count(b"\n") != buf.count(b"\r\n"):
+            # aiohttp's to judge; bytes that will never be an HTTP/1 head (TLS, HTTP/0.9)
+            # are refused now.
+            if (
+                len(buf) > MAX_HEAD_BYTES
+                or buf.count(b"\n") != buf.count(b"\r\n")
+                or early_refusal(buf) is not None
+            ):
                 self.handoff()
             return
         try:
@@ -825,7 +832,8 @@ class ClientConnection(asyncio.Protocol):
             self.uncork()
         if self.reading_paused:
             transport.resume_reading()
-        protocol = self.server.aio_protocol()
+        refusal = early_refusal(self.buf)  # an HTTP/2 preface, TLS, bare CRs, HTTP/0.9
+        protocol = self.server.aio_protocol() if refusal is None else Refusing(refusal)
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         if self.buf:
@@ -943,6 +951,7 @@ class Exchange:
         "conn",
         "deadline",
         "done",
+        "event_stream",
         "head",
         "host",
         "http11",
@@ -999,8 +1008,9 @@ class Exchange:
         # for metrics
         self.target = target
         self.status = 0
-        self.t0 = 0.0
+        self.t0 = 0.0  # perf_counter() when the head was read (metrics; see devrouter.metrics)
         self.ttfb = 0.0
+        self.event_stream = False
         self.bytes_out = 0
         self.resp_head = b""
         self.recorded = False
@@ -1010,7 +1020,7 @@ class Exchange:
     def begin(self) -> None:
         # The head goes upstream first; the bookkeeping after it runs while the backend works.
         client = self.client
-        self.t0 = now = client.loop.time()
+        self.t0 = perf_counter()
         hosts = client.server.prefer.order(self.upstream)
         conn = client.server.pool.get((hosts[0], self.upstream.port))
         if conn is not None and not self.retried:
@@ -1019,7 +1029,7 @@ class Exchange:
             self._connect_task = client.loop.create_task(self._connect(hosts))
         self.started = time.time()
         client.server.metrics.opened(self.route.name, websocket=self.ws_key is not None)
-        self.deadline = now + self.route.timeout_s
+        self.deadline = client.loop.time() + self.route.timeout_s
         client.watch_deadline(self.deadline)
 
     async def _connect(self, hosts: tuple[str, ...]) -> None:
@@ -1105,9 +1115,14 @@ class Exchange:
         out.append(b"\r\n")
         self.sent_head = True
         self.status = status
-        self.ttfb = self.client.loop.time() - self.t0
-        self.resp_head = b"".join(out)
-        self.client.write(self.resp_head)
+        self.resp_head = head = b"".join(out)
+        # Read before the write, as every figure is (see response_done).
+        self.ttfb = perf_counter() - self.t0
+        self.client.write(head)
+        # An event stream is never framed by a length; only unframed heads are searched.
+        if length is None and is_event_stream(head):
+            self.event_stream = True
+            self.client.server.metrics.stream_opened(self.route.name)
 
     def upgraded(self, conn: UpstreamConnection, reason: bytes, lines: bytes, rest: bytes) -> None:
         """The backend answered the WebSocket handshake with 101: check it, relay it, and
@@ -1153,8 +1168,8 @@ class Exchange:
         client = self.client
         self.sent_head = True
         self.status = 101
-        self.ttfb = client.loop.time() - self.t0
         self.resp_head = b"".join(out)
+        self.ttfb = perf_counter() - self.t0
         client.write(self.resp_head)
         client.uncork()  # the 101 goes out before any relayed byte
         limit = self.route.max_websocket_message_bytes
@@ -1189,10 +1204,14 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        # The end is read before the last bytes are handed over: read after, it can come
+        # later than the client's own reading of them (on the other core), and the router's
+        # figures must never exceed the client's.
+        ended = perf_counter()
         if self.chunked:
             self.client.write(b"0\r\n\r\n")
         self.client.uncork()  # the client has its response before the bookkeeping starts
-        self.record(None)
+        self.record(None, ended)
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -1264,8 +1283,9 @@ class Exchange:
             self.conn.abort()
             self.conn = None
 
-    def record(self, error: str | None) -> None:
-        """Count this exchange in the route's metrics, once."""
+    def record(self, error: str | None, ended: float | None = None) -> None:
+        """Count this exchange in the route's metrics, once; `ended` is the perf_counter()
+        reading of its end, now when not given."""
         if self.recorded:
             return
         self.recorded = True
@@ -1278,14 +1298,16 @@ class Exchange:
                 self.route.name,
                 self.upstream.port,
                 self.status,
-                self.ttfb if self.status and self.ttfb else None,
-                self.client.loop.time() - self.t0,
+                self.ttfb if self.sent_head else None,  # the backend's head, not a page's
+                (perf_counter() if ended is None else ended) - self.t0,
                 self.length,
                 self.bytes_out,
                 error,
                 self.ws_key is not None,
                 self.head,
                 self.resp_head,
+                self.event_stream,
+                self.route.timeout_s,
             )
         )
 

@@ -5,6 +5,19 @@ Theory of operation: the aiohttp engine calls `Metrics.finish` once per exchange
 filled-in `RequestRecord`. The fast path calls `Metrics.finish_later` with a plain tuple of
 the same fields: the route's in-flight count drops at once (the per-route limit reads it),
 and the rest is counted in batches, every FLUSH_INTERVAL_S and whenever the metrics are read.
+
+Both engines time an exchange with `time.perf_counter()` (nanosecond resolution, 45 ns a
+call here, the same as `loop.time()`), from the moment its request head was read to the
+moment its last byte was handed to the client's transport. Under uvloop `loop.time()`
+counts whole milliseconds, which made every fast exchange 0.0 ms; it is still what the
+engines' deadlines use, where a millisecond does not matter.
+
+Request latency is about requests. A *stream* is timed apart (`RouteStats.streams`): a
+server-sent event stream (a `text/event-stream` response), a WebSocket session, and any
+exchange that lasted longer than its route's `timeout` (a long poll or a download that kept
+its body flowing after the head came: the timeout bounds the wait for the head, so nothing
+else can last that long). A stream's length says how long a client stayed, not how fast the
+service answered, and one 39 s stream would otherwise be a route's p99.
 Counting a batch in one loop costs a third of counting each exchange as it ends, when the
 code runs with caches another process has just used; at one connection that difference is
 on the latency of the next request. Latencies are kept in fixed-memory HDR-style
@@ -48,12 +61,25 @@ FLUSH_INTERVAL_S = 0.1
 #: the pause counting it makes (about 3 us an exchange: under a millisecond).
 MAX_BATCH = 256
 
-#: What `finish_later` takes: RequestRecord's fields up to `response_head`, in order, with
-#: method, host and path still bytes (decoded when counted, off the request path).
+#: What `finish_later` takes: RequestRecord's fields up to `event_stream`, in order, with
+#: method, host and path still bytes (decoded when counted, off the request path), then the
+#: route's timeout in seconds (what makes an exchange a stream; see `is_stream`).
 Finished = tuple[
     float, bytes, bytes, bytes, str, int, int, float | None, float, int, int, str | None,
-    bool, bytes, bytes,
+    bool, bytes, bytes, bool, float,
 ]  # fmt: skip
+
+_EVENT_STREAM = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*text/event-stream")
+
+
+def is_event_stream(response_head: bytes) -> bool:
+    """Whether a response head (as relayed) opens a server-sent event stream."""
+    return _EVENT_STREAM.search(response_head) is not None
+
+
+def is_stream(websocket: bool, event_stream: bool, duration_s: float, timeout_s: float) -> bool:
+    """Whether an exchange is timed as a stream rather than as a request (module docstring)."""
+    return websocket or event_stream or duration_s > timeout_s
 
 
 _SECRET_LINE = re.compile(
@@ -118,6 +144,8 @@ class RequestRecord:
     bytes_out: int = 0
     error: str | None = None  # one of ERROR_KINDS
     websocket: bool = False
+    event_stream: bool = False  # the response was text/event-stream
+    stream: bool = False  # timed as a stream, not a request (set when counted: is_stream)
     # the heads as sent upstream and to the client; redacted when shown (see redact_head)
     request_head: bytes = b""
     response_head: bytes = b""
@@ -139,6 +167,7 @@ class RequestRecord:
             "bytes_out": self.bytes_out,
             "error": self.error,
             "websocket": self.websocket,
+            "stream": self.stream,
         }
         if headers:
             out["request_headers"] = head_fields(redact_head(self.request_head))
@@ -152,11 +181,16 @@ class RouteStats:
     errors: dict[str, int] = field(default_factory=dict)
     bytes_in: int = 0
     bytes_out: int = 0
-    open_streams: int = 0
+    in_flight: int = 0  # HTTP exchanges in flight, streams among them (not WebSockets)
+    open_streams: int = 0  # server-sent event streams whose head has gone out, not yet ended
     open_websockets: int = 0
+    # requests only (not streams): to the response head, and to the last byte
     ttfb: Histogram = field(default_factory=Histogram)  # microseconds
     total: Histogram = field(default_factory=Histogram)  # microseconds
-    # per-second series: [second, count, sum of latency (us), max latency (us)]
+    # how long each finished stream lasted (event streams, WebSockets, longer than timeout)
+    streams: Histogram = field(default_factory=Histogram)  # microseconds
+    # per-second series of requests (not streams): [second, count, sum of latency (us),
+    # max latency (us)]
     series: deque[list[int]] = field(default_factory=lambda: deque(maxlen=SERIES_SECONDS))
 
     @property
@@ -196,38 +230,47 @@ class Metrics:
         if websocket:
             stats.open_websockets += 1
         else:
-            stats.open_streams += 1
+            stats.in_flight += 1
+
+    def stream_opened(self, name: str) -> None:
+        """An exchange's response head opened an event stream (call after `opened`; the
+        exchange's record then says `event_stream`)."""
+        self.route(name).open_streams += 1
 
     def in_flight(self, name: str) -> int:
         """Requests, streams and WebSockets open on a route now (what its limit counts)."""
         stats = self._routes.get(name)
-        return stats.open_streams + stats.open_websockets if stats is not None else 0
+        return stats.in_flight + stats.open_websockets if stats is not None else 0
 
-    def finish(self, rec: RequestRecord) -> None:
-        """Count one finished exchange (call `opened` first)."""
-        self.flush()  # in the order they finished
-        stats = self.route(rec.route)
-        if rec.websocket:
+    def _closed(self, stats: RouteStats, websocket: bool, event_stream: bool) -> None:
+        if websocket:
             stats.open_websockets -= 1
         else:
-            stats.open_streams -= 1
+            stats.in_flight -= 1
+            if event_stream:
+                stats.open_streams -= 1
+
+    def finish(self, rec: RequestRecord, timeout_s: float = float("inf")) -> None:
+        """Count one finished exchange (call `opened` first); `timeout_s` is its route's."""
+        self.flush()  # in the order they finished
+        stats = self.route(rec.route)
+        self._closed(stats, rec.websocket, rec.event_stream)
         self._tally(stats, rec.status, rec.error, rec.bytes_in, rec.bytes_out)
-        if not rec.websocket:  # a session's length is not a latency
-            total_us = int(rec.duration_s * 1e6)
-            stats.total.record(total_us)
+        duration_us = int(rec.duration_s * 1e6)
+        rec.stream = is_stream(rec.websocket, rec.event_stream, rec.duration_s, timeout_s)
+        if rec.stream:
+            stats.streams.record(duration_us)
+        else:
+            stats.total.record(duration_us)
             if rec.ttfb_s is not None:
                 stats.ttfb.record(int(rec.ttfb_s * 1e6))
-            self._series(stats, int(rec.started + rec.duration_s), total_us)
+            self._series(stats, int(rec.started + rec.duration_s), duration_us)
         self._remember(rec)
 
     def finish_later(self, row: Finished) -> None:
         """Take one finished exchange (call `opened` first): it leaves the in-flight count
         now and is counted with the next batch."""
-        stats = self.route(row[4])
-        if row[12]:
-            stats.open_websockets -= 1
-        else:
-            stats.open_streams -= 1
+        self._closed(self.route(row[4]), row[12], row[15])
         pending = self._pending
         pending.append(row)
         if len(pending) >= MAX_BATCH:
@@ -246,18 +289,22 @@ class Metrics:
         latencies: dict[str, tuple[list[int], list[int]]] = {}  # route: (totals, ttfbs)
         for i, row in enumerate(pending):
             (started, method, host, path, name, port, status, ttfb_s, duration_s, bytes_in,
-             bytes_out, error, websocket, request_head, response_head) = row  # fmt: skip
+             bytes_out, error, websocket, request_head, response_head, event_stream,
+             timeout_s) = row  # fmt: skip
             stats = self.route(name)
             self._tally(stats, status, error, bytes_in, bytes_out)
-            if not websocket:
-                total_us = int(duration_s * 1e6)
+            duration_us = int(duration_s * 1e6)
+            stream = is_stream(websocket, event_stream, duration_s, timeout_s)
+            if stream:
+                stats.streams.record(duration_us)
+            else:
                 lists = latencies.get(name)
                 if lists is None:
                     lists = latencies[name] = ([], [])
-                lists[0].append(total_us)
+                lists[0].append(duration_us)
                 if ttfb_s is not None:
                     lists[1].append(int(ttfb_s * 1e6))
-                self._series(stats, int(started + duration_s), total_us)
+                self._series(stats, int(started + duration_s), duration_us)
             if i < first_kept:
                 self._seq += 1  # counted, and pushed out of the ring by this same batch
                 continue
@@ -276,6 +323,8 @@ class Metrics:
                     bytes_out,
                     error,
                     websocket,
+                    event_stream,
+                    stream,
                     request_head,
                     response_head,
                 )

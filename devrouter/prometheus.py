@@ -226,7 +226,12 @@ def render(
     for name, s in stats:
         w.sample("devrouter_response_bytes_total", (("route", name),), s.bytes_out)
 
-    w.family("devrouter_open_streams", "gauge", "HTTP exchanges in flight.")
+    w.family(
+        "devrouter_requests_in_flight", "gauge", "HTTP exchanges in flight (streams included)."
+    )
+    for name, s in stats:
+        w.sample("devrouter_requests_in_flight", (("route", name),), s.in_flight)
+    w.family("devrouter_open_streams", "gauge", "Server-sent event streams open.")
     for name, s in stats:
         w.sample("devrouter_open_streams", (("route", name),), s.open_streams)
     w.family("devrouter_open_websockets", "gauge", "WebSocket sessions open.")
@@ -236,15 +241,23 @@ def render(
     w.family(
         "devrouter_request_duration_seconds",
         "histogram",
-        "Time from the request to the end of the response body (WebSockets excluded).",
+        "Time from the request to the end of the response body, of requests (streams "
+        "excluded: event streams, WebSockets, exchanges longer than the route's timeout).",
     )
     _histogram(w, "devrouter_request_duration_seconds", [(n, s.total) for n, s in stats], buckets)
     w.family(
         "devrouter_time_to_headers_seconds",
         "histogram",
-        "Time from the request to the backend's response headers.",
+        "Time from the request to its response headers, of requests (streams excluded).",
     )
     _histogram(w, "devrouter_time_to_headers_seconds", [(n, s.ttfb) for n, s in stats], buckets)
+    w.family(
+        "devrouter_stream_duration_seconds",
+        "histogram",
+        "How long each finished stream lasted (event streams, WebSocket sessions, exchanges "
+        "longer than the route's timeout).",
+    )
+    _histogram(w, "devrouter_stream_duration_seconds", [(n, s.streams) for n, s in stats], buckets)
     return w.text()
 
 

@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from time import perf_counter
 from typing import Any
 
 import aiohttp
@@ -46,7 +47,7 @@ from .errors import (
     Unauthorized,
     VersionNotSupported,
 )
-from .metrics import RequestRecord
+from .metrics import RequestRecord, is_event_stream
 from .pages import error_response, explain_failure
 from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import State
@@ -250,8 +251,7 @@ class Proxy:
             websocket=is_ws,
             request_head=_head_bytes(f"{request.method} {target} HTTP/1.1", headers),
         )
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
         self.metrics.opened(route.name, websocket=is_ws)
         try:
             if is_ws:
@@ -267,8 +267,9 @@ class Proxy:
             rec.error = err.kind
             raise err from None
         finally:
-            rec.duration_s = loop.time() - t0
-            self.metrics.finish(rec)
+            if not rec.duration_s:  # not set by _relay: an error, or a WebSocket session
+                rec.duration_s = perf_counter() - t0
+            self.metrics.finish(rec, route.timeout_s)
 
     def _local_port(self, request: web.BaseRequest) -> int:
         transport = request.transport
@@ -352,9 +353,8 @@ class Proxy:
         with translate_errors(upstream, route.timeout_s):
             async with deadline:
                 resp: aiohttp.ClientResponse = await self.open(upstream, attempt)
-        rec.ttfb_s = asyncio.get_running_loop().time() - t0
         async with resp:
-            return await self._relay(request, resp, upstream, rec)
+            return await self._relay(request, resp, upstream, rec, t0)
 
     async def _relay(
         self,
@@ -362,6 +362,7 @@ class Proxy:
         resp: aiohttp.ClientResponse,
         upstream: Upstream,
         rec: RequestRecord,
+        t0: float,  # perf_counter() when the request came
     ) -> web.StreamResponse:
         if not 200 <= resp.status <= 999 or _BAD_VALUE.search(resp.reason or ""):
             raise BadGateway(
@@ -390,13 +391,24 @@ class Proxy:
             # An Upgrade we did not forward (h2c): aiohttp's parser stops reading HTTP after
             # such a request, so end the connection cleanly rather than leave it mute.
             out.force_close()
+        # Each figure is read just before the bytes it times are handed to the client's
+        # transport: a reading after the write can come later than the client's own reading of
+        # those bytes (on the other core), and this coroutine may resume later still (after
+        # the client's next request). So the router's figures never exceed the client's.
+        rec.ttfb_s = rec.duration_s = perf_counter() - t0
         await out.prepare(request)
         rec.response_head = _head_bytes(f"HTTP/1.1 {resp.status}", out.headers)
+        if is_event_stream(rec.response_head):
+            rec.event_stream = True
+            self.metrics.stream_opened(rec.route)
         try:
             if request.method != hdrs.METH_HEAD:
                 async for chunk in resp.content.iter_any():
                     rec.bytes_out += len(chunk)
+                    rec.duration_s = perf_counter() - t0
                     await out.write(chunk)
+            if out.chunked:  # the last chunk goes out now
+                rec.duration_s = perf_counter() - t0
             await out.write_eof()
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
             # The status line has gone out, so the only honest signal left is to cut the

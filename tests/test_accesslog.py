@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from conftest import IO_TIMEOUT_S
 
-from devrouter.accesslog import AccessLog
+from devrouter.accesslog import AccessLog, format_duration
 from devrouter.metrics import Metrics, RequestRecord
 
 
@@ -60,7 +61,7 @@ def test_line_has_route_method_path_status_duration_bytes_and_error() -> None:
     log._thread.join(5)
     first, second = out.getvalue().splitlines()
     assert first.split()[1:] == ["api", "GET", "/items?p=2", "200", "2.5ms", "512B"]
-    assert second.split()[1:] == ["api", "POST", "/x", "502", "0.4ms", "0B", "refused"]
+    assert second.split()[1:] == ["api", "POST", "/x", "502", "0.40ms", "0B", "refused"]
 
 
 def test_a_closed_stream_stops_logging_without_failing_requests() -> None:
@@ -151,3 +152,18 @@ async def test_no_access_log_flag(cli, backend, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as s, s.get(url, headers={"Host": "api.localhost"}) as r:
         assert r.status == 200
     assert _read_stdout(p.proc, "api GET", timeout_s=1.5) == ""
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.000_262, "0.26ms"),  # under a millisecond: not "0.0ms"
+        (0.000_05, "0.05ms"),
+        (0.0025, "2.5ms"),
+        (0.0999, "99.9ms"),
+        (0.250, "250ms"),
+        (39.21, "39210ms"),
+    ],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text

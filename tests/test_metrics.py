@@ -16,6 +16,8 @@ from devrouter.metrics import (
     Metrics,
     RequestRecord,
     head_fields,
+    is_event_stream,
+    is_stream,
     redact_head,
     redact_query,
 )
@@ -125,10 +127,14 @@ def test_errors_bytes_and_open_counts() -> None:
     m.opened("api")
     m.opened("api")
     m.opened("api", websocket=True)
-    assert (s.open_streams, s.open_websockets) == (2, 1)
+    assert (s.in_flight, s.open_websockets, m.in_flight("api")) == (2, 1, 3)
+    m.stream_opened("api")  # the second one's head opened an event stream
+    assert s.open_streams == 1
     m.finish(rec())
     m.finish(rec(websocket=True))
-    assert (s.open_streams, s.open_websockets) == (1, 0)
+    assert (s.in_flight, s.open_streams, s.open_websockets) == (1, 1, 0)
+    m.finish(rec(event_stream=True))
+    assert (s.in_flight, s.open_streams, s.open_websockets) == (0, 0, 0)
 
 
 def test_histograms_in_microseconds_without_websockets_or_missing_ttfb() -> None:
@@ -139,6 +145,61 @@ def test_histograms_in_microseconds_without_websockets_or_missing_ttfb() -> None
     s = m.routes["api"]
     assert s.total.count() == 2 and s.ttfb.count() == 1
     assert s.total.max() == 20_000 and s.ttfb.max() == 3_000
+    assert s.streams.count() == 1 and s.streams.max() == pytest.approx(300e6, rel=1e-3)
+
+
+def test_sub_millisecond_latencies_are_kept_to_the_microsecond() -> None:
+    m = Metrics()
+    finish(m, rec(duration_s=0.000_262, ttfb_s=0.000_201))
+    s = m.routes["api"]
+    assert (s.total.max(), s.ttfb.max()) == (262, 201)
+    assert m.recent[-1].as_json()["duration_ms"] == 0.262
+
+
+@pytest.mark.parametrize(
+    ("websocket", "event_stream", "duration_s", "timeout_s", "stream"),
+    [
+        (False, False, 0.010, 60.0, False),  # a request
+        (False, False, 59.0, 60.0, False),  # a slow request is still a request
+        (False, False, 61.0, 60.0, True),  # a body that flowed past the timeout: a long poll
+        (False, True, 0.001, 60.0, True),  # an event stream, however short
+        (True, False, 0.5, 60.0, True),  # a WebSocket session
+    ],
+)
+def test_is_stream(
+    websocket: bool, event_stream: bool, duration_s: float, timeout_s: float, stream: bool
+) -> None:
+    assert is_stream(websocket, event_stream, duration_s, timeout_s) is stream
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\ncontent-type:text/event-stream; charset=utf-8\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nCONTENT-TYPE: Text/Event-Stream\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nX-Note: text/event-stream\r\n\r\n", False),
+        (b"", False),
+    ],
+)
+def test_is_event_stream(head: bytes, expected: bool) -> None:
+    assert is_event_stream(head) is expected
+
+
+def test_streams_are_timed_apart_from_requests() -> None:
+    m = Metrics()
+    finish(m, rec(duration_s=0.002, ttfb_s=0.001))
+    m.opened("api")
+    m.stream_opened("api")
+    m.finish(rec(started=T0, duration_s=39.0, ttfb_s=0.001, event_stream=True))
+    m.opened("api")
+    m.finish(rec(started=T0, duration_s=90.0, ttfb_s=0.001), timeout_s=60.0)  # a long poll
+    s = m.routes["api"]
+    assert (s.total.count(), s.ttfb.count(), s.streams.count()) == (1, 1, 2)
+    assert s.total.max() == 2_000  # the route's p99 is about its requests
+    assert [r.stream for r in m.recent] == [False, True, True]
+    assert [p[1] for p in s.series] == [1]  # the series (rates, sparklines) is of requests
 
 
 # --- the per-second series and the rate --------------------------------------------------------
@@ -188,11 +249,31 @@ def test_series_latency_leaves_out_websocket_sessions() -> None:
 # --- batches (the fast path's finish_later) ----------------------------------------------------
 
 
-def row(route: str = "api", status: int = 200, websocket: bool = False) -> Finished:
+def row(
+    route: str = "api",
+    status: int = 200,
+    websocket: bool = False,
+    event_stream: bool = False,
+    duration_s: float = 0.010,
+) -> Finished:
     head, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
     host = f"{route}.localhost".encode()
-    return (T0, b"GET", host, b"/caf\xe9?token=x", route, 4001, status, 0.005, 0.010, 3, 100,
-            None, websocket, head, resp)  # fmt: skip
+    return (T0, b"GET", host, b"/caf\xe9?token=x", route, 4001, status, 0.005, duration_s, 3,
+            100, None, websocket, head, resp, event_stream, 60.0)  # fmt: skip
+
+
+def test_finish_later_times_streams_apart() -> None:
+    m = Metrics()
+    for _ in range(3):
+        m.opened("api")
+    m.stream_opened("api")
+    m.finish_later(row(event_stream=True, duration_s=39.0))
+    m.finish_later(row(duration_s=61.0))  # past the route's timeout of 60 s
+    m.finish_later(row())
+    stats = m.routes["api"]
+    assert (stats.in_flight, stats.open_streams) == (0, 0)
+    assert (stats.total.count(), stats.streams.count()) == (1, 2)
+    assert [r.stream for r in m.recent] == [True, True, False]
 
 
 def test_finish_later_leaves_the_in_flight_count_at_once_and_counts_when_read() -> None:

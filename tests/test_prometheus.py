@@ -251,4 +251,4 @@ async def test_scrapes_do_not_grow_memory(router: RouterFactory) -> None:
     cached = len(r.router.site._buckets)
     for _ in range(5):
         await scrape(r.port)
-    assert len(r.router.site._buckets) == cached <= 2
+    assert len(r.router.site._buckets) == cached <= 3  # total, ttfb, streams: the empty ones
