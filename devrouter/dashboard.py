@@ -589,6 +589,9 @@ function buildRoute(r) {
   const backend = el("td", "backend");
   c.health = healthCell(backend);
   c.count = el("td", "num count");
+  c.countN = el("span");
+  c.streams = el("div", "legend streams");
+  c.count.append(c.countN, c.streams);
   c.rps = el("td", "num rps");
   c.p50 = el("td", "num p50");
   c.p99 = el("td", "num p99");
@@ -625,7 +628,14 @@ function updateRoute(row, r) {
   c.sourceBadge.textContent = src;
   c.sourceBadge.title = r.access ? "requires the access secret (see the config)" : "";
   setHealth(c.health, r.target, r.health);
-  c.count.textContent = r.count.toLocaleString("en-US");
+  c.countN.textContent = r.count.toLocaleString("en-US");
+  const open = r.open_streams + r.open_websockets, done = r.streams.count;
+  c.streams.textContent = open || done ? (open ? open + " streaming" : done + " streams") : "";
+  c.streams.title = open || done ? "Streams (event streams, WebSockets, exchanges longer " +
+    "than the route's timeout) are not in p50/p99. Open now: " + r.open_streams +
+    " event streams, " + r.open_websockets + " WebSockets. Finished: " + done +
+    (done ? ", median " + ms(r.streams.duration_ms.p50) + ", longest " +
+      ms(r.streams.duration_ms.max) : "") : "";
   c.rps.textContent = rate(r.rps);
   c.p50.textContent = ms(r.latency_ms.p50);
   c.p99.textContent = ms(r.latency_ms.p99);
@@ -787,8 +797,9 @@ function requestDetail(rec) {
     bar.append(svg("rect", {class: "ttfb", x: 0, y: 1, width: w, height: 8, rx: 2}));
   }
   timing.append(bar);
-  const words = (rec.ttfb_ms === null ? "no response headers" : "headers after " +
-    ms(rec.ttfb_ms)) + " \u00b7 done after " + ms(rec.duration_ms);
+  const words = (rec.ttfb_ms === null ? "no response from the backend" : "headers after " +
+    ms(rec.ttfb_ms)) + " \u00b7 done after " + ms(rec.duration_ms) +
+    (rec.stream ? " \u00b7 a stream, not in the route's latency" : "");
   timing.append(el("span", null, words));
   const facts = [rec.host + " \u2192 port " + rec.upstream_port,
     new Date(rec.started * 1000).toISOString(),
