@@ -1000,6 +1000,151 @@ async def test_parser_edge_cases_on_the_c_parser(raw_backend, router, name):
     assert why is None, why
 
 
+# === Non-HTTP/1 bytes on the router's port (issue 12) =======================================
+
+# curl --http2-prior-knowledge's first write: the preface and a SETTINGS frame
+H2_PRIOR_KNOWLEDGE = (
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    b"\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00d\x00\x04\x02\x00\x00\x00"
+)
+TLS_CLIENT_HELLO = bytes.fromhex("16030100c4010000c00303") + b"\xaa" * 32
+# (bytes, written in pieces at these offsets, what the one-line answer says; None: no answer)
+EARLY_REFUSALS: dict[str, tuple[bytes, tuple[int, ...], bytes | None]] = {
+    "http2-preface": (H2_PRIOR_KNOWLEDGE, (), b"HTTP/2 with prior knowledge is not supported"),
+    "http2-preface-split": (H2_PRIOR_KNOWLEDGE, (5, 16), b"HTTP/2 with prior knowledge"),
+    "tls-client-hello": (TLS_CLIENT_HELLO, (), None),
+    "tls-client-hello-split": (TLS_CLIENT_HELLO, (1,), None),
+    "bare-crs": (b"\r\r\rGET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n", (), b"empty lines"),
+    "http-0.9": (b"GET /\r\n", (), b"HTTP/0.9 is not supported"),
+    "http-0.9-split": (b"GET /\r\n", (3,), b"HTTP/0.9 is not supported"),
+    "ssh-greeting": (b"SSH-2.0-OpenSSH_9.6\r\n", (), b"not an HTTP/1.1 request"),
+}
+REFUSAL_LOG = "refused a connection from 127.0.0.1: "
+
+
+async def talk_in_pieces(port: int, data: bytes, cuts: tuple[int, ...]) -> tuple[bytes, str]:
+    """talk(), with `data` written in pieces (a pause between them) at the offsets `cuts`."""
+    if not cuts:
+        return await talk(port, data, timeout_s=5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.transport.get_extra_info("socket")
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    got, how = b"", "open"
+    try:
+        for start, end in itertools.pairwise((0, *cuts, len(data))):
+            writer.write(data[start:end])
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        while chunk := await asyncio.wait_for(reader.read(65536), 5):
+            got += chunk
+        how = "closed"
+    except TimeoutError:
+        pass
+    except ConnectionResetError:
+        how = "reset"
+    finally:
+        writer.close()
+    return got, how
+
+
+async def log_lines(rp: RouterProcess, needle: str, n: int) -> list[str]:
+    """The router's log lines that contain `needle`, once there are `n` (or after
+    IO_TIMEOUT_S): its stderr is read by a thread."""
+    for _ in range(int(IO_TIMEOUT_S / 0.05)):
+        if sum(needle in line for line in rp.log) >= n:
+            break
+        await asyncio.sleep(0.05)
+    return [line for line in rp.log if needle in line]
+
+
+def judge_refusal(name: str, raw: bytes, how: str) -> str | None:
+    """None if the answer to one EARLY_REFUSALS case is right, else why not."""
+    _, _, says = EARLY_REFUSALS[name]
+    seen = f"{how}: {raw[:300]!r}"
+    if how != "closed":
+        return f"the connection was not closed cleanly: {seen}"
+    if says is None:
+        return None if raw == b"" else f"a TLS client got plain bytes: {seen}"
+    responses = split_responses(raw)
+    if len(responses) != 1 or responses[0][0] != 400:
+        return f"not one 400: {seen}"
+    _, head, body = responses[0]
+    if header(head, "Connection") != ["close"] or says not in body or body.count(b"\n") != 1:
+        return f"not a one-line 400 with Connection: close: {seen}"
+    return None
+
+
+NON_HTTP1_ENGINES = [
+    pytest.param(True, "", id="fastpath"),
+    pytest.param(
+        False,
+        "",
+        id="aiohttp",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="the aiohttp engine on the C parser needs app.py to serve through "
+            "strictgate.EarlyGatedServer (not wired yet)",
+        ),
+    ),
+    pytest.param(True, "1", id="fastpath-python-parser"),
+    pytest.param(False, "1", id="aiohttp-python-parser"),
+]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("fast_path", "no_extensions"), NON_HTTP1_ENGINES)
+async def test_non_http1_bytes_get_a_400_or_a_close_and_one_log_line(
+    cli, tmp_path, raw_backend, fast_path, no_extensions
+):
+    """Issue 12: an HTTP/2 prior-knowledge preface, a TLS ClientHello, bare CRs before the
+    request line, an HTTP/0.9 request and an SSH greeting, in one write or in pieces, each
+    get a one-line 400 with Connection: close (a TLS client: a close, no answer), one INFO
+    line in the router's log with a short escaped preview and no parser dump, and nothing
+    reaches the backend. On every engine, the pure-Python parser's gate included."""
+    rb = await raw_backend(recorder())
+    env = {"AIOHTTP_NO_EXTENSIONS": "1"} if no_extensions else {}
+    rp = start_router(cli, tmp_path, {"app": rb.port}, fast_path=fast_path, **env)
+    failures = {}
+    for name, (data, cuts, _) in EARLY_REFUSALS.items():
+        raw, how = await talk_in_pieces(rp.port, data, cuts)
+        if why := judge_refusal(name, raw, how):
+            failures[name] = why
+    assert not failures, "\n".join(f"{k}: {v}" for k, v in failures.items())
+    assert rb.received == []
+    raw, _ = await talk(rp.port, req())  # and the router still serves
+    assert first_status(raw) == 200, raw[:300]
+    refused = await log_lines(rp, REFUSAL_LOG, len(EARLY_REFUSALS))
+    assert len(refused) == len(EARLY_REFUSALS), rp.text()
+    assert all("INFO" in line and len(line) < 400 for line in refused), refused
+    assert "rejected a malformed request" not in rp.text()  # aiohttp never saw them
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fastpath", "aiohttp-python-parser"])
+async def test_curl_http2_prior_knowledge_is_refused_in_one_log_line(
+    cli, tmp_path, raw_backend, fast_path
+):
+    """Issue 12, with a real HTTP/2 client: `curl --http2-prior-knowledge` gets its answer
+    (which it cannot read as HTTP/2) and a closed connection at once, not a hang; the router
+    logs one line and forwards nothing."""
+    rb = await raw_backend(recorder())
+    env = {} if fast_path else {"AIOHTTP_NO_EXTENSIONS": "1"}
+    rp = start_router(cli, tmp_path, {"app": rb.port}, fast_path=fast_path, **env)
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--http2-prior-knowledge", "--max-time", "10",
+        f"http://app.localhost:{rp.port}/",
+        "--resolve", f"app.localhost:{rp.port}:127.0.0.1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode not in (0, 28), (proc.returncode, out, err)  # 28: timed out
+    refused = await log_lines(rp, REFUSAL_LOG, 1)
+    assert len(refused) == 1, rp.text()
+    assert "an HTTP/2 prior-knowledge preface b'PRI * HTTP/2.0" in refused[0], refused
+    assert rb.received == []
+
+
 # === F34: limits on both engines (C parser) =================================================
 
 
