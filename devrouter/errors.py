@@ -29,6 +29,7 @@ class ProxyError(Exception):
         self.hint = hint
         self.kind = kind  # for metrics: "refused", "timeout", "reset", "invalid"
         self.details: tuple[str, ...] = ()  # e.g. the last lines a `devrouter run` app printed
+        self.details_from = ""  # the command that printed `details`, when it is one
         self.refresh_s: int | None = None  # a browser page reloads itself after this long
         self.headers: dict[str, str] = {}  # extra response headers (WWW-Authenticate)
 
@@ -66,6 +67,13 @@ class RouteBusy(ProxyError):
 class NotFound(ProxyError):
     status = 404
     title = "No such route"
+
+    def __init__(
+        self, detail: str, hint: str = "", *, name: str = "", config_source: str = ""
+    ) -> None:
+        super().__init__(detail, hint)
+        self.name = name  # the name asked for: the page suggests a close one and how to add it
+        self.config_source = config_source  # the config file the route could go in; "" unknown
 
 
 class MethodNotAllowed(ProxyError):

@@ -7,6 +7,8 @@ CORS headers or anything a web page on another origin could use.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Protocol
@@ -15,12 +17,17 @@ from aiohttp import web
 
 from . import __version__
 from .config import Route
-from .errors import ProxyError, ServiceStarting
+from .errors import NotFound, ProxyError, ServiceStarting
 
 #: Lines of a `devrouter run` app's output shown on its error page.
 OUTPUT_TAIL_LINES = 20
 #: A "starting..." page reloads itself after this many seconds.
 STARTING_REFRESH_S = 1
+#: A 404 suggests a route name at least this similar to the one asked for (difflib's ratio,
+#: 0 to 1; 0.6 lets one typo through in a three-letter name).
+SUGGEST_CUTOFF = 0.6
+# The name in a 404's detail, for a NotFound made without `name=`.
+_NO_ROUTE = re.compile(r"no route is named '([^']+)'")
 
 _STYLE = (
     "body{font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em;"
@@ -66,31 +73,106 @@ def _routes_text(routes: Iterable[Route], port: int) -> str:
     return "\n".join(lines) if lines else "  (none yet: add routes to the config file)"
 
 
+def dashboard_url(port: int) -> str:
+    return f"http://localhost:{port}/"
+
+
+def closest_name(typed: str, names: Iterable[str]) -> str | None:
+    """The route name `typed` most likely meant, or None: the most similar name (difflib's
+    ratio at least SUGGEST_CUTOFF: typos), else the only name that `typed` begins or ends
+    (`shop` for `shop-frontend`, `api` for `apiserver`). A wildcard `*.shop` stands for
+    `typed`'s first label under it (`a.shp` -> `a.shop`)."""
+    typed = typed.lower()
+    first, dot, _ = typed.partition(".")
+    candidates: dict[str, None] = {}  # ordered, no repeats
+    for name in names:
+        if not name.startswith("*."):
+            candidates[name] = None
+        elif dot:
+            candidates[f"{first}.{name[2:]}"] = None
+    candidates.pop(typed, None)
+    close = difflib.get_close_matches(typed, candidates, n=1, cutoff=SUGGEST_CUTOFF)
+    if close:
+        return close[0]
+    prefixed = [c for c in candidates if c.startswith(typed) or typed.startswith(c)]
+    return prefixed[0] if len(prefixed) == 1 and len(typed) >= 2 else None
+
+
+def _url(name: str, port: int) -> str:
+    return f"http://{name}.localhost:{port}/" if port else f"http://{name}.localhost/"
+
+
+def _asked_for(err: NotFound) -> str:
+    """The name a 404 is about (its `name`, or the one its detail quotes)."""
+    if err.name:
+        return err.name
+    m = _NO_ROUTE.search(err.detail)
+    return m.group(1) if m else ""
+
+
+def _how_to_add(name: str, config_source: str) -> list[tuple[str, str]]:
+    """(command or config line, what it does): the ways to make `name` a route."""
+    where = config_source if config_source and not config_source.startswith("<") else ""
+    return [
+        (f"devrouter run {name} -- CMD", "run CMD with a free port in $PORT, routed while it runs"),
+        (f"devrouter alias {name} PORT", "route it to a server already listening on PORT"),
+        (
+            f"routes: {{{name}: PORT}}",
+            f"in {where}" if where else "in the config file (devrouter.yaml)",
+        ),
+    ]
+
+
 def render_error(
     err: ProxyError, accept: str, routes: Sequence[Route] | None = None, port: int = 0
 ) -> tuple[str, str]:
     """(content type, body) of an error page. `routes` is given only for 404s on a
     `.localhost` name: listing them helps the user and tells a rebinding page nothing it
-    could not already reach."""
-    hint = err.hint
+    could not already reach. `port` is the router's port the request came to (0: unknown);
+    404 and 5xx pages then link the dashboard, which no other page names (a 421 names no
+    port)."""
+    name = _asked_for(err) if isinstance(err, NotFound) else ""
+    suggestion = closest_name(name, (r.name for r in routes)) if name and routes else None
+    add = _how_to_add(name, getattr(err, "config_source", "")) if name else []
+    hint = "" if add else err.hint  # the ways to add it replace "Add it to the config file."
+    dashboard = dashboard_url(port) if port and (name or err.status >= 500) else ""
+    output_of = f"output of `{err.details_from}`" if err.details_from else "output"
     if wants_html(accept):
         body = f"<h1>{err.status} {escape(err.title)}</h1><p>{escape(err.detail)}</p>"
+        if suggestion:
+            url = escape(_url(suggestion, port))
+            body += f"<p>Did you mean <a href='{url}'>{url}</a>?</p>"
         if hint:
             body += f"<p>{escape(hint)}</p>"
+        if add:
+            rows = "".join(
+                f"<tr><td><code>{escape(how)}</code></td><td>{escape(what)}</td></tr>"
+                for how, what in add
+            )
+            body += f"<h2>Add {escape(name)}</h2><table>{rows}</table>"
         if err.details:
-            body += "<h2>Last output</h2><pre>" + escape("\n".join(err.details)) + "</pre>"
+            body += f"<h2>Last {escape(output_of)}</h2><pre>"
+            body += escape("\n".join(err.details)) + "</pre>"
         if err.refresh_s:
             body = f"<meta http-equiv=refresh content={int(err.refresh_s)}>" + body
         if routes is not None:
             body += "<h2>Routes</h2>" + _routes_html(routes, port)
+        if dashboard:
+            body += f"<p>Dashboard: <a href='{dashboard}'>{dashboard}</a></p>"
         return "text/html", _page(f"{err.status} {err.title}", body)
     text = f"devrouter: {err.status} {err.title}: {err.detail}\n"
+    if suggestion:
+        text += f"did you mean {_url(suggestion, port)} ?\n"
     if hint:
         text += f"{hint}\n"
+    if add:
+        text += f"to add {name}:\n" + "".join(f"  {how:<36} {what}\n" for how, what in add)
     if err.details:
-        text += "last output:\n" + "".join(f"  {line}\n" for line in err.details)
+        text += f"last {output_of}:\n" + "".join(f"  {line}\n" for line in err.details)
     if routes is not None:
         text += "routes:\n" + _routes_text(routes, port) + "\n"
+    if dashboard:
+        text += f"dashboard: {dashboard}\n"
     return "text/plain", text
 
 
@@ -105,9 +187,12 @@ def error_headers(err: ProxyError) -> dict[str, str]:
 class ServiceInfo(Protocol):
     """What a `devrouter run` registration tells an error page (devrouter.control.Service)."""
 
+    name: str
+    port: int  # the port it was given ($PORT)
     ready: bool
     exit_code: int | None
     command: str
+    listens_on: tuple[int, ...]  # ports its processes listen on other than `port`
 
 
 def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) -> ProxyError:
@@ -118,10 +203,15 @@ def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) ->
         return err
     tail = tuple(output[-OUTPUT_TAIL_LINES:])
     if err.kind == "refused" and not svc.ready and svc.exit_code is None:
+        detail = f"`{svc.command}` is starting and is not listening yet"
+        if svc.listens_on:  # it is up, on a port of its own choosing
+            ports = ", ".join(map(str, svc.listens_on))
+            detail = (
+                f"`{svc.name}` listens on {ports}, not on its $PORT {svc.port}: pass "
+                "--port $PORT (or read PORT) in the command"
+            )
         new: ProxyError = ServiceStarting(
-            f"`{svc.command}` is starting and is not listening yet",
-            "This page reloads itself until it answers.",
-            kind="refused",
+            detail, "This page reloads itself until it answers.", kind="refused"
         )
         new.refresh_s = STARTING_REFRESH_S
     elif svc.exit_code is not None:
@@ -131,6 +221,7 @@ def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) ->
     else:
         new = err
     new.details = tail
+    new.details_from = svc.command
     return new
 
 
