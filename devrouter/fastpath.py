@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from functools import partial
 from time import perf_counter
@@ -46,14 +45,30 @@ from typing import Any, cast
 import httptools
 from aiohttp import web
 
-from .access import TOKEN_HEADER, Verdict, verdict
 from .config import Route, Upstream
 from .control import ControlServer
 from .errors import BadGateway, ProxyError
+from .http1.answers import accept_of, error_response
+from .http1.grammar import BAD_VALUE_B, maybe_http
+from .http1.policy import IDEMPOTENT, NO_BODY_STATUS
+from .http1.request_head import (
+    MAX_PLAN_HEAD_BYTES,
+    Forwarder,
+    HandOff,
+    RequestPlan,
+    plan_request,
+    replan,
+)
+from .http1.response_head import (
+    ResponsePlan,
+    Upgrade,
+    plan_response,
+    relay_upgrade,
+    response_fields,
+)
 from .limits import LimitedServer
 from .metrics import Metrics, is_event_stream
 from .pages import error_headers, explain_failure, render_error
-from .proxy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
 from .routes import AmbiguousPath, HostError, parse_host, route_name, select_upstream
 from .state import Snapshot, State
 from .strictgate import Refusing, StrictGate
@@ -70,7 +85,7 @@ from .upstream import (
     timeout_error,
 )
 from .wire import early_refusal
-from .wsrelay import Relay, accept_for
+from .wsrelay import Relay
 
 log = logging.getLogger("devrouter.proxy")
 
@@ -78,210 +93,8 @@ log = logging.getLogger("devrouter.proxy")
 MAX_HEAD_BYTES = 16 * 1024
 #: Pipelined bytes buffered while a request is in flight before the client is paused.
 MAX_PIPELINE_BUFFER_BYTES = 256 * 1024
-#: Longest head, in bytes, whose decisions a connection keeps for the next one (HeadMemo,
-#: ResponseMemo): browsers' heads are 0.5-2 KiB, and 4096 connections then hold at most
-#: 32 MiB of memos, where 16 KiB heads would hold 128 MiB.
-MAX_MEMO_HEAD_BYTES = 4096
 #: Idle pooled connections kept per upstream address.
 MAX_IDLE_PER_UPSTREAM = 64
-
-_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-# The whole head in one match: request line with an origin-form target, then header lines
-# of token ":" OWS visible-chars, CRLF only. No obs-fold, no bare LF, no NUL or other CTL.
-# (OWS is space and tab, both in the value's class: one class matches both, without the
-# split between them that the engine would otherwise try.)
-_HEAD_RE = re.compile(
-    rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])\r\n"
-    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
-)
-# The request line alone, for a head whose field block is the one checked last on the same
-# connection (see HeadMemo).
-_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") (/[!-~]*) HTTP/1\.([01])")
-# A response head the pattern path relays: status line, then header lines as in requests.
-_RESPONSE_HEAD_RE = re.compile(
-    rb"HTTP/1\.([01]) ([1-9][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)\r\n"
-    rb"((?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n"
-)
-# One field of a head the whole-head pattern already accepted. The value keeps any trailing
-# whitespace (a lazy match to trim it cost more than the rest of the parse); every value the
-# router interprets is stripped where it is read, and forwarded values go out as they came.
-_HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*([^\r]*)\r\n")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_FAST_METHODS = frozenset({b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
-_IDEMPOTENT = frozenset({b"GET", b"PUT", b"DELETE", b"OPTIONS"})
-_HANDOFF_HEADERS = frozenset({b"transfer-encoding", b"expect", b"http2-settings"})
-# The aiohttp handler's header rules, as bytes: one list of names for both engines.
-_REQUEST_DROP_B = frozenset(h.encode() for h in REQUEST_DROP)
-_RESPONSE_DROP_B = frozenset(h.encode() for h in RESPONSE_DROP)
-_NEVER_NAMED_B = frozenset(h.encode() for h in NEVER_NAMED)
-_HOPS_NAME = HOPS_HEADER.encode() + b": "
-# What _start does with each request field, by lowercase name; anything else is forwarded
-# as part of the field block, without an action.
-(
-    _HOST,
-    _LENGTH,
-    _CONNECTION,
-    _XFF,
-    _HOPS,
-    _HANDOFF,
-    _DROP,
-    _AUTH,
-    _TOKEN_H,
-    _UPGRADE,
-    _WS_KEY,
-) = range(11)
-_REQUEST_ACTIONS: dict[bytes, int] = {
-    **dict.fromkeys(_REQUEST_DROP_B, _DROP),
-    **dict.fromkeys(_HANDOFF_HEADERS, _HANDOFF),
-    b"host": _HOST,
-    b"content-length": _LENGTH,
-    b"connection": _CONNECTION,
-    b"x-forwarded-for": _XFF,
-    HOPS_HEADER.lower().encode(): _HOPS,
-    b"authorization": _AUTH,
-    TOKEN_HEADER.lower().encode(): _TOKEN_H,  # in REQUEST_DROP too: never forwarded
-    b"upgrade": _UPGRADE,  # a WebSocket is relayed here; any other protocol goes to aiohttp
-    b"sec-websocket-key": _WS_KEY,
-}
-
-
-def _alternation(names: list[bytes]) -> bytes:
-    """A regex alternation matching exactly `names`, factored by common prefix: the regex
-    engine tries the branches of an alternation one by one at every field, and a factored
-    one fails after a byte or two (a fifth less time for a browser's head)."""
-    branches: dict[bytes, list[bytes]] = {}
-    for name in names:
-        branches.setdefault(name[:1], []).append(name[1:])
-    alts = []
-    for first, rests in sorted(branches.items()):
-        if first == b"":
-            continue
-        alts.append(re.escape(first) + _alternation(rests))
-    if not alts:
-        return b""
-    if b"" not in names:
-        return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
-    return b"(?:" + b"|".join(alts) + b")?"  # a name that ends here, or goes on
-
-
-def _has_long_line(head: bytes, limit: int) -> bool:
-    return any(len(line) > limit for line in head.split(b"\r\n"))
-
-
-# The request fields the router acts on, in "\n" + the lowercased field block of a head
-# _HEAD_RE accepted (so every "\n" starts a field). A leading literal lets the regex engine
-# skip from line to line; a multiline "^" is tried at every byte and costs twice as much.
-# A match runs from the "\n" before a field to its "\r", and "\n" + block is one byte
-# longer than the block, so a match's span is its whole line's span in the block, "\r\n"
-# included.
-_REQUEST_FIELD_RE = re.compile(
-    rb"\n(" + _alternation(list(_REQUEST_ACTIONS)) + rb"):[ \t]*([^\r]*)\r"
-)
-# The response fields the pattern path acts on (framing and hop-by-hop), found the same way
-# in "\n" + a response's lowercased field block; every other field is relayed as it came.
-_RESPONSE_FIELD_RE = re.compile(
-    rb"\n(" + _alternation(list(_RESPONSE_DROP_B)) + rb"):[ \t]*([^\r]*)\r"
-)
-_WS_UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\n"
-_ANY_FIELD_RE = re.compile(rb"\n([^:\r\n]+):[^\r]*\r")
-
-
-def _maybe_http(data: bytes) -> bool:
-    """Whether `data` starts a response head (or is too short to tell)."""
-    return data[:5] == b"HTTP/"[: len(data)]
-
-
-def _line_span(block: bytes, pos: int) -> tuple[int, int]:
-    """The whole field line of `block` that holds offset `pos`."""
-    return block.rfind(b"\n", 0, pos) + 1, block.index(b"\r\n", pos) + 2
-
-
-def _connection_tokens(value: bytes, keep: bool, minor: bytes, named: list[bytes]) -> bool:
-    """Read one lowercased Connection value of a request or a response in HTTP/1.`minor`:
-    whether the connection stays open after it (`keep`: before it), with every other token
-    appended to `named` (RFC 9112 §9.3, RFC 9110 §7.6.1)."""
-    for token in value.split(b","):
-        token = token.strip()
-        if token == b"close":
-            keep = False
-        elif token == b"keep-alive":
-            keep = keep or minor == b"0"
-        elif token:
-            named.append(token)
-    return keep
-
-
-def _named_spans(low: bytes, named: list[bytes]) -> list[tuple[int, int]]:
-    """The lines (spans in the field block) of the fields a Connection header names (RFC
-    9110 §7.6.1), except those it may not remove."""
-    drop = set(named) - _NEVER_NAMED_B
-    return [f.span() for f in _ANY_FIELD_RE.finditer(low) if f.group(1) in drop]
-
-
-def _without_spans(block: bytes, spans: list[tuple[int, int]]) -> bytes:
-    """`block` with the given whole-line spans removed; they are in order and distinct (one
-    scan's matches), unless the caller sorted a mixed list with `sorted(set(...))`."""
-    pieces = []
-    pos = 0
-    for start, end in spans:
-        pieces.append(block[pos:start])
-        pos = end
-    pieces.append(block[pos:])
-    return b"".join(pieces)
-
-
-def _without_named(out: list[bytes], named: list[bytes], start: int) -> list[bytes]:
-    """Drop the fields a Connection header named (RFC 9110 §7.6.1); `out` holds `start`
-    pieces of start line, then name, ": ", value, CRLF for each forwarded field."""
-    drop = set(named) - _NEVER_NAMED_B
-    kept = out[:start]
-    for i in range(start, len(out), 4):
-        if out[i].lower() not in drop:
-            kept += out[i : i + 4]
-    return kept
-
-
-_NO_BODY_STATUS = frozenset({204, 304})
-_REASONS = {
-    400: b"Bad Request",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
-
-
-def _response_fields(
-    headers: list[tuple[bytes, bytes]], out: list[bytes]
-) -> tuple[list[bytes], int, bool]:
-    """The parser path's pass over a response's fields: append those the client gets to
-    `out` (start line already in it) and read the framing. Returns (out, Content-Length or
-    -1 when absent or -2 when invalid or repeated, Transfer-Encoding present). llhttp has
-    checked the framing and decides keep-alive itself."""
-    length = -1
-    chunked = False
-    named: list[bytes] | None = None
-    drop = _RESPONSE_DROP_B
-    for name, value in headers:
-        lower = name.lower()
-        if lower not in drop:
-            out += (name, b": ", value, b"\r\n")
-        elif lower == b"content-length":
-            value = value.rstrip(b" \t")
-            length = -2 if length != -1 or not value.isdigit() or len(value) > 18 else int(value)
-        elif lower == b"transfer-encoding":
-            chunked = True
-        elif lower == b"connection":
-            for token in value.lower().split(b","):
-                token = token.strip()
-                if token and token not in drop:
-                    named = [token] if named is None else [*named, token]
-    if named:
-        out = _without_named(out, named, 3)
-    return out, length, chunked
-
-
-class Handoff(Exception):
-    """This request is for the aiohttp handler."""
 
 
 class FastServer(LimitedServer):
@@ -413,53 +226,6 @@ class Pool:
         self.idle.clear()
 
 
-class HeadMemo:
-    """What one request's field block decided, kept per connection until the next block.
-
-    A client that sends the same field block again (a load generator, a polling page, an
-    API client in a loop) skips the whole-head pattern and the field scan: the block is byte
-    for byte one the router checked, under the same config snapshot (routes, access rules),
-    so only the request line is new. At one connection that halves the request side's
-    time. Heads over MAX_MEMO_HEAD_BYTES are not kept."""
-
-    __slots__ = (
-        "host",
-        "keep_alive",
-        "length",
-        "method",
-        "minor",
-        "rest",
-        "route",
-        "snapshot",
-        "tail",
-        "ws_key",
-    )
-
-    def __init__(
-        self,
-        snapshot: Snapshot,
-        rest: bytes,  # the head from the CRLF that ends the request line: the memo's key
-        method: bytes,
-        minor: bytes,
-        route: Route,
-        host: bytes,
-        tail: bytes,  # the head as forwarded, after the request line
-        keep_alive: bool,
-        length: int,  # Content-Length, 0 when absent
-        ws_key: bytes | None,  # a WebSocket handshake's Sec-WebSocket-Key
-    ) -> None:
-        self.snapshot = snapshot
-        self.rest = rest
-        self.method = method
-        self.minor = minor
-        self.route = route
-        self.host = host
-        self.tail = tail
-        self.keep_alive = keep_alive
-        self.length = length
-        self.ws_key = ws_key
-
-
 class ClientConnection(asyncio.Protocol):
     """One accepted client socket, on the fast path until a request needs aiohttp."""
 
@@ -471,14 +237,12 @@ class ClientConnection(asyncio.Protocol):
         "corked",
         "eof",
         "exchange",
-        "forwarded",
-        "forwarded_host",
+        "forwarder",
         "idle_since",
         "local_port",
         "loop",
-        "memo",
         "peer",
-        "peer_token",
+        "plan",
         "reading_paused",
         "relay",
         "server",
@@ -491,7 +255,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.exchange: Exchange | None = None
-        self.peer = self.peer_token = b"127.0.0.1"
+        self.peer = b"127.0.0.1"
         self.local_port = b"0"
         self.closing = False
         self.eof = False
@@ -501,9 +265,8 @@ class ClientConnection(asyncio.Protocol):
         self._idle_timer: asyncio.TimerHandle | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
         self.relay: Relay | None = None  # after a WebSocket upgrade: the relay owns the bytes
-        self.memo: HeadMemo | None = None
-        self.forwarded_host: bytes | None = None  # what `forwarded` was made for
-        self.forwarded = b""
+        self.plan: RequestPlan | None = None  # the last head's, for the next (replan)
+        self.forwarder = Forwarder(self.peer, self.local_port)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -513,9 +276,9 @@ class ClientConnection(asyncio.Protocol):
         sock = transport.get_extra_info("sockname")
         if peer:
             self.peer = str(peer[0]).encode()
-            self.peer_token = b'"[' + self.peer + b']"' if b":" in self.peer else self.peer
         if sock:
             self.local_port = str(sock[1]).encode()
+        self.forwarder = Forwarder(self.peer, self.local_port)
         self.server.fast_connections.add(self)
         self._arm_idle_timer()
 
@@ -542,7 +305,7 @@ class ClientConnection(asyncio.Protocol):
             ):
                 try:
                     ex = self._start(data)
-                except Handoff:
+                except HandOff:
                     self.buf += data
                     self.handoff()
                     return
@@ -611,7 +374,7 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             ex = self._start(bytes(buf[: end + 4]))
-        except Handoff:
+        except HandOff:
             self.handoff()
             return
         del buf[: end + 4]
@@ -623,188 +386,40 @@ class ClientConnection(asyncio.Protocol):
         ex.begin()
 
     def _start(self, head: bytes) -> Exchange:
-        """Check and rewrite one request head. A field block the same as the last one on this
-        connection, under the same config, is not checked again: only its request line is."""
-        server = self.server
-        memo = self.memo
-        if memo is not None:
-            line_end = head.find(b"\r\n")
-            if memo.snapshot is server.state.snapshot and head[line_end:] == memo.rest:
-                m = _REQUEST_LINE_RE.fullmatch(head, 0, line_end)
-                if m is not None and line_end <= server.max_line:
-                    method, target, minor = m.groups()
-                    if method == memo.method and minor == memo.minor:
-                        return self._exchange(memo, target)
-        return self._exchange(*self._check(head))
-
-    def _check(self, head: bytes) -> tuple[HeadMemo, bytes]:
-        """Check a whole request head and decide what it asks for. The whole head is checked
-        by one pattern; the fields the router acts on are then found in one scan of its
-        lowercased field block, and every other field is forwarded as the block it came in."""
+        """Check and rewrite one request head (devrouter.http1.request_head). A field block
+        the same as the last one on this connection, under the same config, is not checked
+        again: only its request line is."""
         server = self.server
         snapshot = server.state.snapshot
-        m = _HEAD_RE.fullmatch(head)
-        if m is None:
-            raise Handoff
-        method, target, minor, lines = m.groups()
-        if method not in _FAST_METHODS:
-            raise Handoff
-        if lines.count(b"\n") > server.max_headers or (
-            len(head) > server.max_line and _has_long_line(head, server.max_line)
-        ):
-            raise Handoff  # aiohttp answers with its 4xx for oversize heads
-        host: bytes | None = None
-        length = -1
-        hops = 0
-        keep_alive = minor == b"1"
-        xff: list[bytes] = []
-        authorization: tuple[int, int] | None = None  # the field's span in `lines`
-        token: bytes | None = None
-        named: list[bytes] = []  # fields the client's Connection header names
-        cut: list[tuple[int, int]] = []  # fields not forwarded as they came
-        upgrade: bytes | None = None
-        ws_key: bytes | None = None
-        authorization_cut = False
-        low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
-        for f in _REQUEST_FIELD_RE.finditer(low):
-            action = _REQUEST_ACTIONS[f.group(1)]
-            start, end = f.start(2) - 1, f.end(2) - 1
-            if action == _HOST:
-                if host is not None:
-                    raise Handoff
-                host = lines[start:end].rstrip(b" \t")
-            elif action == _LENGTH:
-                value = f.group(2).rstrip(b" \t")
-                if length >= 0 or not value.isdigit() or len(value) > 18:
-                    raise Handoff
-                length = int(value)
-            elif action == _CONNECTION:
-                cut.append(f.span())
-                keep_alive = _connection_tokens(f.group(2), keep_alive, minor, named)
-            elif action == _XFF:
-                cut.append(f.span())
-                xff.append(lines[start:end].rstrip(b" \t"))
-            elif action == _HOPS:
-                value = f.group(2).rstrip(b" \t")
-                if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
-                    raise Handoff
-                hops = int(value)
-                cut.append(f.span())
-            elif action == _AUTH:
-                if authorization is not None:
-                    raise Handoff
-                authorization = (start, end)
-            elif action == _TOKEN_H:
-                if token is not None:
-                    raise Handoff
-                token = lines[start:end]
-                cut.append(f.span())
-            elif action == _UPGRADE:
-                if upgrade is not None:
-                    raise Handoff
-                upgrade = f.group(2).strip()
-                cut.append(f.span())
-            elif action == _WS_KEY:
-                if ws_key is not None:
-                    raise Handoff
-                ws_key = lines[start:end].strip()
-            elif action == _HANDOFF:
-                raise Handoff
-            else:  # _DROP: hop-by-hop and forwarding fields the router sets itself
-                cut.append(f.span())
-        if host is None:
-            raise Handoff
-        if upgrade is not None and (
-            upgrade != b"websocket"
-            or method != b"GET"
-            or b"upgrade" not in named
-            or ws_key is None
-            or length > 0
-        ):
-            raise Handoff  # h2c and malformed handshakes: aiohttp's rules apply
-        route = server.lookup(host)
-        if route is None:
-            raise Handoff
-        if route.access is not None:  # a denial is aiohttp's to answer (401 and its page)
-            admitted = verdict(
-                route.access,
-                lines[authorization[0] : authorization[1]].decode("latin-1")
-                if authorization is not None
-                else None,
-                token.decode("latin-1") if token is not None else None,
-            )
-            if admitted is Verdict.DENIED:
-                raise Handoff
-            if admitted is Verdict.AUTHORIZATION:  # the router's credential, not the app's
-                assert authorization is not None
-                cut.append(_line_span(lines, authorization[0]))
-                authorization_cut = True
-        if named:
-            cut += _named_spans(low, named)
-        if named or authorization_cut:
-            cut = sorted(set(cut))
-        tail = b"".join(
-            (
-                _without_spans(lines, cut) if cut else lines,
-                _WS_UPGRADE if upgrade is not None else b"",
-                self._forwarded(host)
-                if not xff and not hops
-                else self._forwarded_fields(host, xff, hops),
-            )
+        plan = self.plan
+        if plan is not None:
+            target = replan(plan, head, snapshot, server.max_line)
+            if target is not None:
+                return self._exchange(plan, target)
+        plan, target = plan_request(
+            head, snapshot, server.lookup, self.forwarder, server.max_headers, server.max_line
         )
-        memo = HeadMemo(
-            snapshot,
-            head[head.index(b"\r\n") :],
-            method,
-            minor,
-            route,
-            host,
-            tail,
-            keep_alive,
-            max(length, 0),
-            ws_key if upgrade is not None else None,
-        )
-        self.memo = memo if len(head) <= MAX_MEMO_HEAD_BYTES else None
-        return memo, target
+        self.plan = plan if len(head) <= MAX_PLAN_HEAD_BYTES else None
+        return self._exchange(plan, target)
 
-    def _forwarded_fields(self, host: bytes, xff: list[bytes], hops: int) -> bytes:
-        """The fields the router adds to a request it forwards, and the blank line."""
-        return b"".join(
-            (
-                b"X-Forwarded-For: ", b", ".join([*xff, self.peer]),
-                b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
-                b"\r\nX-Forwarded-Port: ", self.local_port,
-                b"\r\nForwarded: for=", self.peer_token, b';host="', host, b'";proto=http\r\n',
-                _HOPS_NAME, b"%d\r\n\r\n" % (hops + 1),
-            )
-        )  # fmt: skip
-
-    def _forwarded(self, host: bytes) -> bytes:
-        """_forwarded_fields for a request that came with no X-Forwarded-For and no hop count
-        (nearly all of them), kept for the last Host on this connection."""
-        if host != self.forwarded_host:
-            self.forwarded_host = host
-            self.forwarded = self._forwarded_fields(host, [], 0)
-        return self.forwarded
-
-    def _exchange(self, memo: HeadMemo, target: bytes) -> Exchange:
+    def _exchange(self, plan: RequestPlan, target: bytes) -> Exchange:
         """The exchange for a checked head: what depends on more than the head (the route's
         in-flight limit, a path route's choice of target) is decided per request."""
-        route = memo.route
+        route = plan.route
         limit = route.max_connections
         if limit is not None and self.server.metrics.in_flight(route.name) >= limit:
-            raise Handoff  # aiohttp answers the 503
+            raise HandOff("the route is full")  # aiohttp answers the 503
         upstream = route.upstream
         if route.paths:
             try:
                 upstream = select_upstream(route, target.decode("latin-1"))
             except AmbiguousPath:
-                raise Handoff from None
+                raise HandOff("an ambiguous path") from None
         return Exchange(
             self,
-            memo,
+            plan,
             upstream,
-            b"".join((memo.method, b" ", target, b" HTTP/1.1\r\n", memo.tail)),
+            b"".join((plan.method, b" ", target, b" HTTP/1.1\r\n", plan.tail)),
             target,
         )
 
@@ -979,24 +594,24 @@ class Exchange:
     def __init__(
         self,
         client: ClientConnection,
-        memo: HeadMemo,  # what the request's head decided
+        plan: RequestPlan,  # what the request's head decided
         upstream: Upstream,
         head: bytes,  # as forwarded
         target: bytes,
     ) -> None:
         self.client = client
-        self.route = memo.route
-        self.ws_key = memo.ws_key
+        self.route = plan.route
+        self.ws_key = plan.ws_key
         self.relay: Relay | None = None
         self.upstream = upstream
         self.head = head
-        self.method = memo.method
-        self.body_left = self.length = memo.length
+        self.method = plan.method
+        self.body_left = self.length = plan.length
         self.pending: list[bytes] = []  # body bytes read before the upstream is connected
         self.pending_bytes = 0
-        self.keep_alive = memo.keep_alive
-        self.http11 = memo.minor == b"1"
-        self.host = memo.host
+        self.keep_alive = plan.keep_alive
+        self.http11 = plan.minor == b"1"
+        self.host = plan.host
         self.conn: UpstreamConnection | None = None
         self.sent_head = False  # response head written to the client
         self.chunked = False  # response re-framed as chunked for the client
@@ -1092,13 +707,13 @@ class Exchange:
     def response_head(
         self,
         status: int,
-        out: list[bytes],  # status line and the fields to relay (see _response_fields)
+        out: list[bytes],  # status line and the fields to relay (see http1.response_fields)
         length: int | None,  # None: chunked or close-delimited upstream
     ) -> None:
         # No field value or reason needs a check for control bytes here: the response pattern
         # admits none, and the parser path refused them before (llhttp, strict, no leniency
-        # flags, for values; _BAD_VALUE for the reason).
-        if status in _NO_BODY_STATUS:
+        # flags, for values; BAD_VALUE_B for the reason).
+        if status in NO_BODY_STATUS:
             if status == 304 and length is not None:
                 out.append(b"Content-Length: %d\r\n" % length)
         elif length is not None:
@@ -1124,51 +739,26 @@ class Exchange:
             self.event_stream = True
             self.client.server.metrics.stream_opened(self.route.name)
 
-    def upgraded(self, conn: UpstreamConnection, reason: bytes, lines: bytes, rest: bytes) -> None:
+    def upgraded(self, conn: UpstreamConnection, upgrade: Upgrade, rest: bytes) -> None:
         """The backend answered the WebSocket handshake with 101: check it, relay it, and
         from now on relay bytes both ways (devrouter.wsrelay)."""
         assert self.ws_key is not None
-        fields = _HEADER_RE.findall(lines)
-        upgrade = accept = b""
-        tokens: set[bytes] = set()
-        for name, value in fields:
-            lower = name.lower()
-            if lower == b"upgrade":
-                upgrade = value.strip().lower()
-            elif lower == b"connection":
-                tokens.update(t.strip() for t in value.lower().split(b","))
-            elif lower == b"sec-websocket-accept":
-                accept = value.strip()
-        drop = _RESPONSE_DROP_B | (tokens - _NEVER_NAMED_B)  # and what Connection names
-        out = [b"HTTP/1.1 101 ", reason, b"\r\n"]
-        for name, value in fields:
-            if name.lower() not in drop:
-                out += (name, b": ", value, b"\r\n")
-        problem = (
-            "no Upgrade: websocket"
-            if upgrade != b"websocket"
-            else "no Connection: upgrade"
-            if b"upgrade" not in tokens
-            else "a wrong Sec-WebSocket-Accept"
-            if accept != accept_for(self.ws_key)
-            else None
-        )
-        if problem is not None:
+        head = relay_upgrade(upgrade, self.ws_key)
+        if isinstance(head, str):
             self.conn = None
             conn.detach()
             conn.abort()
             self.fail(
                 BadGateway(
                     f"the backend on port {self.upstream.port} answered the WebSocket handshake "
-                    f"wrongly ({problem})"
+                    f"wrongly ({head})"
                 )
             )
             return
-        out.append(_WS_UPGRADE + b"\r\n")
         client = self.client
         self.sent_head = True
         self.status = 101
-        self.resp_head = b"".join(out)
+        self.resp_head = head
         self.ttfb = perf_counter() - self.t0
         client.write(self.resp_head)
         client.uncork()  # the 101 goes out before any relayed byte
@@ -1231,7 +821,7 @@ class Exchange:
             not got_bytes
             and self.reused
             and not self.retried
-            and self.method in _IDEMPOTENT
+            and self.method in IDEMPOTENT
             and not self.length
             and not self.sent_head
         ):
@@ -1342,29 +932,12 @@ class Exchange:
             self.client.exchange = None
             self.client.abort()
             return
-        accept = b""
-        for line in self.head.split(b"\r\n"):
-            if line[:7].lower() == b"accept:":
-                accept = line[7:]
-        content_type, text = render_error(err, accept.decode("latin-1"))
-        body = text.encode()
-        head = [b"HTTP/1.1 %d %s\r\n" % (err.status, _REASONS.get(err.status, b"Error"))]
-        for k, v in error_headers(err).items():
-            head.append(f"{k}: {v}\r\n".encode())
-        head.append(f"Content-Type: {content_type}; charset=utf-8\r\n".encode())
-        head.append(b"Content-Length: %d\r\n" % len(body))
+        content_type, text = render_error(err, accept_of(self.head).decode("latin-1"))
         reuse = self.keep_alive and not self.body_left
-        if not reuse:
-            head.append(b"Connection: close\r\n")
-        self.client.write(b"".join(head) + b"\r\n" + body)
+        self.client.write(
+            error_response(err.status, error_headers(err), content_type, text.encode(), not reuse)
+        )
         self.client.finished(reuse)
-
-
-#: What the pattern path decided about a response head, kept per upstream connection: (the
-#: head as received, status, status line and fields as relayed, Content-Length or -1, the
-#: backend keeps the connection open). A backend that sends the same head again (the same
-#: resource within the second of its Date field) is relayed without checking it again.
-ResponseMemo = tuple[bytes, int, bytes, int, bool]
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -1413,7 +986,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reusable = False
         self._idle_timer: asyncio.TimerHandle | None = None
         self.idle_since = 0.0
-        self.memo: ResponseMemo | None = None  # the last head the pattern path checked
+        self.memo: ResponsePlan | None = None  # the last head the pattern path checked
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -1460,7 +1033,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if status < 200:  # 1xx interim responses are not relayed
             return
-        if _BAD_VALUE.search(self._reason):
+        if BAD_VALUE_B.search(self._reason):
             ex.fail(
                 BadGateway(
                     f"the backend on port {ex.upstream.port} sent a control character in its "
@@ -1468,7 +1041,7 @@ class UpstreamConnection(asyncio.Protocol):
                 )
             )
             return
-        out, length, chunked = _response_fields(
+        out, length, chunked = response_fields(
             self._headers, [b"HTTP/1.1 %d " % status, self._reason, b"\r\n"]
         )  # llhttp has checked the framing and decides keep-alive itself
         self._chunked = chunked
@@ -1490,11 +1063,12 @@ class UpstreamConnection(asyncio.Protocol):
             return
         ex.response_done(self.parser.should_keep_alive())
 
-    # The pattern path: a response head that arrives whole in one read, matches
-    # _RESPONSE_HEAD_RE, and is framed by one valid Content-Length (or is a 204/304) is relayed
-    # without a parser, and its body is counted down. Anything else (a split head, chunked,
-    # close-delimited, 1xx, duplicate or odd lengths, bare LF, not HTTP) starts an llhttp
-    # parser on the same bytes, so nothing here accepts what llhttp would refuse.
+    # The pattern path: a response head that arrives whole in one read, matches the strict
+    # grammar, and is framed by one valid Content-Length (or is a 204/304) is relayed without
+    # a parser (devrouter.http1.response_head), and its body is counted down. Anything else
+    # (a split head, chunked, close-delimited, 1xx, duplicate or odd lengths, bare LF, not
+    # HTTP) starts an llhttp parser on the same bytes, so nothing here accepts what llhttp
+    # would refuse.
 
     def _head(self, ex: Exchange, data: bytes) -> None:
         if self._partial:
@@ -1502,19 +1076,24 @@ class UpstreamConnection(asyncio.Protocol):
             self._partial = b""
         end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
         if end < 0:
-            if ex.ws_key is not None and len(data) < MAX_HEAD_BYTES and _maybe_http(data):
+            if ex.ws_key is not None and len(data) < MAX_HEAD_BYTES and maybe_http(data):
                 self._partial = data  # a 101 must not go to llhttp, which would read on
                 return
             self._parse(data)  # a head split over reads (or not HTTP at all) is llhttp's
             return
         memo = self.memo
-        if memo is None or len(memo[0]) != end + 4 or not data.startswith(memo[0]):
-            memo = self._check(ex, data, end)
-            if memo is None:
-                return  # the parser's or the WebSocket relay's from here
-            self.memo = memo if end < MAX_MEMO_HEAD_BYTES else None
+        if memo is None or len(memo.head) != end + 4 or not data.startswith(memo.head):
+            plan = plan_response(data, end, ex.ws_key is not None)
+            if plan is None:
+                self._parse(data)
+                return  # the parser's from here
+            if isinstance(plan, Upgrade):  # a 101 to the handshake
+                ex.upgraded(self, plan, data[end + 4 :])
+                return  # the WebSocket relay's from here
+            memo = plan
+            self.memo = memo if end < MAX_PLAN_HEAD_BYTES else None
         _, status, out, length, reusable = memo
-        body_len = 0 if status in _NO_BODY_STATUS else length
+        body_len = 0 if status in NO_BODY_STATUS else length
         self._status = status
         self._length = length if length >= 0 else None
         self._chunked = False
@@ -1525,50 +1104,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if len(data) > end + 4 or not body_len:
             self._body(ex, data[end + 4 :])
-
-    def _check(self, ex: Exchange, data: bytes, end: int) -> ResponseMemo | None:
-        """Check a whole response head (data[:end + 4]) for the pattern path. None: it was
-        handed to the parser (or to the WebSocket relay, for a 101 to a handshake)."""
-        m = _RESPONSE_HEAD_RE.match(data, 0, end + 4)
-        if m is None or m.end() != end + 4:
-            self._parse(data)
-            return None
-        minor, code, reason, lines = m.groups()
-        status = int(code)
-        if status == 101 and ex.ws_key is not None:
-            ex.upgraded(self, reason, lines, data[end + 4 :])
-            return None
-        if status < 200:  # 1xx (and 101, an error here) are the parser's
-            self._parse(data)
-            return None
-        # The fields the router acts on, in one scan; all of them are cut (response_head
-        # writes the framing the client gets), every other field is relayed as it came.
-        length = -1
-        reusable = minor == b"1"
-        cut: list[tuple[int, int]] = []
-        named: list[bytes] = []
-        low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
-        for f in _RESPONSE_FIELD_RE.finditer(low):
-            name = f.group(1)
-            cut.append(f.span())
-            if name == b"content-length":
-                value = f.group(2).rstrip(b" \t")
-                if length >= 0 or not value.isdigit() or len(value) > 18:
-                    self._parse(data)  # repeated or odd: llhttp's to judge
-                    return None
-                length = int(value)
-            elif name == b"transfer-encoding":
-                self._parse(data)  # chunked (or worse): the parser frames it
-                return None
-            elif name == b"connection":
-                reusable = _connection_tokens(f.group(2), reusable, minor, named)
-        if length < 0 and status not in _NO_BODY_STATUS:
-            self._parse(data)  # close-delimited
-            return None
-        if named:
-            cut = sorted(set(cut + _named_spans(low, named)))
-        out = b"".join((b"HTTP/1.1 ", code, b" ", reason, b"\r\n", _without_spans(lines, cut)))
-        return data[: end + 4], status, out, length, reusable
 
     def _body(self, ex: Exchange, data: bytes) -> None:
         left = self._body_left
@@ -1639,7 +1174,7 @@ class UpstreamConnection(asyncio.Protocol):
             ex.sent_head
             and not self._chunked
             and self._length is None
-            and status not in _NO_BODY_STATUS
+            and status not in NO_BODY_STATUS
         ):
             ex.response_done(False)
             return

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from time import perf_counter
@@ -47,6 +46,9 @@ from .errors import (
     Unauthorized,
     VersionNotSupported,
 )
+from .http1.fields import forwarding_pairs
+from .http1.grammar import BAD_VALUE
+from .http1.policy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
 from .metrics import RequestRecord, is_event_stream
 from .pages import error_response, explain_failure
 from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
@@ -55,41 +57,6 @@ from .upstream import HostPreference, base_url, is_refused, reset_connection, tr
 
 log = logging.getLogger("devrouter.proxy")
 
-HOPS_HEADER = "X-Devrouter-Hops"
-#: A request that has passed through the router this many times is a loop.
-MAX_HOPS = 5
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "http2-settings",
-    }
-)
-# Set by the router only: a client's values must never reach a backend as if ours.
-REQUEST_DROP = HOP_BY_HOP | {
-    "expect",  # answered by the router itself; forwarding it can hang a backend
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    HOPS_HEADER.lower(),
-    TOKEN_HEADER.lower(),  # the router's own credential, never an app's
-}
-RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DEFAULTS_AIOHTTP_ADDS = (hdrs.CONTENT_TYPE, hdrs.DATE, hdrs.SERVER)
 
 
@@ -108,10 +75,6 @@ class ProxyResponse(web.StreamResponse):
         await super()._prepare_headers()
         for name in self._absent:
             self._headers.popall(name, None)
-
-
-#: Fields a Connection header cannot remove: framing and routing are the router's business.
-NEVER_NAMED = frozenset({"host", "content-length"})
 
 
 def connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -294,15 +257,8 @@ class Proxy:
             out.add(key, value)
         peer = request.remote or "127.0.0.1"
         host = request.headers.get(hdrs.HOST, "")
-        port = self._local_port(request)
-        xff.append(peer)
-        out[hdrs.X_FORWARDED_FOR] = ", ".join(xff)
-        out[hdrs.X_FORWARDED_PROTO] = "http"
-        out[hdrs.X_FORWARDED_HOST] = host
-        out["X-Forwarded-Port"] = str(port)
-        peer_token = f'"[{peer}]"' if ":" in peer else peer
-        out[hdrs.FORWARDED] = f'for={peer_token};host="{host}";proto=http'
-        out[HOPS_HEADER] = str(hops + 1)
+        for name, value in forwarding_pairs(peer, host, self._local_port(request), xff, hops):
+            out[name] = value
         return out
 
     async def open(self, upstream: Upstream, attempt: Any) -> Any:
@@ -364,7 +320,7 @@ class Proxy:
         rec: RequestRecord,
         t0: float,  # perf_counter() when the request came
     ) -> web.StreamResponse:
-        if not 200 <= resp.status <= 999 or _BAD_VALUE.search(resp.reason or ""):
+        if not 200 <= resp.status <= 999 or BAD_VALUE.search(resp.reason or ""):
             raise BadGateway(
                 f"the backend on port {upstream.port} sent an invalid status line "
                 f"({resp.status} {resp.reason!r})"
@@ -375,7 +331,7 @@ class Proxy:
             lower = key.lower()
             if lower in RESPONSE_DROP or lower in named:
                 continue
-            if _BAD_VALUE.search(value):
+            if BAD_VALUE.search(value):
                 raise BadGateway(
                     f"the backend on port {upstream.port} sent an invalid {key} header "
                     "(a control character in its value)"

@@ -18,8 +18,6 @@ The relay still reads every frame *header* (not the payload), for three rules of
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -28,13 +26,7 @@ from typing import Protocol
 #: How long to wait for TCP to close after both close frames, or after the router sent its
 #: own close frame, in seconds.
 CLOSE_TIMEOUT_S = 5.0
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OP_CLOSE = 0x8
-
-
-def accept_for(key: bytes) -> bytes:
-    """The Sec-WebSocket-Accept a server must answer to `key` (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key.strip() + _GUID).digest())
 
 
 def close_frame(code: int, reason: bytes, masked: bool) -> bytes:

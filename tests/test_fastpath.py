@@ -8,7 +8,6 @@ every case on both engines.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -19,8 +18,9 @@ from conftest import IO_TIMEOUT_S, RawBackend, RawHandler, make_config, read_hea
 from devrouter import fastpath
 from devrouter.app import Router
 from devrouter.config import AccessRule, Config, ListenAddr
+from devrouter.http1.request_head import MAX_PLAN_HEAD_BYTES
+from devrouter.http1.response_head import accept_for
 from devrouter.state import State
-from devrouter.wsrelay import accept_for
 
 
 @pytest.fixture
@@ -520,26 +520,6 @@ async def test_websocket_101_split_over_reads_is_still_a_handshake(fast_router, 
         writer.close()
 
 
-@pytest.mark.parametrize(
-    "names",
-    [
-        sorted(fastpath._REQUEST_ACTIONS),
-        sorted(fastpath._RESPONSE_DROP_B),
-        [b"te", b"trailer", b"transfer-encoding"],
-        [b"a", b"ab", b"abc"],
-        [b"ab", b"ac", b"a"],
-        [b"x"],
-    ],
-)
-def test_the_factored_field_names_match_exactly_the_names(names: list[bytes]) -> None:
-    exact = re.compile(b"(?:" + fastpath._alternation(names) + rb")\Z")
-    for name in names:
-        assert exact.match(name), name
-    near = {n[:i] for n in names for i in range(len(n))} | {n + b"x" for n in names}
-    for other in near - set(names) | {b"", b"b", b"hostx", b"x-forwarded-"}:
-        assert exact.match(other) is None, other
-
-
 # --- the per-connection memo of the last field block ---------------------------------------
 
 SAME_BLOCK = b"\r\nHost: app.localhost\r\nX-Trace: 1\r\nConnection: keep-alive, X-Trace\r\n\r\n"
@@ -678,7 +658,7 @@ async def test_an_upload_that_keeps_moving_outlasts_the_route_timeout(fast_route
 
 
 async def test_a_large_head_is_relayed_without_being_kept(fast_router, raw_backend):
-    big = b"X-Pad: " + b"p" * fastpath.MAX_MEMO_HEAD_BYTES + b"\r\n"
+    big = b"X-Pad: " + b"p" * MAX_PLAN_HEAD_BYTES + b"\r\n"
     answer = b"HTTP/1.1 200 OK\r\n" + big + b"Content-Length: 2\r\n\r\nok"
     rb = await raw_backend(answering(answer))
     port = await start(fast_router, make_config({"app": rb.port}))
@@ -691,12 +671,12 @@ async def test_a_large_head_is_relayed_without_being_kept(fast_router, raw_backe
             head, body = await read_response(reader)
             assert big in head and body == b"ok"
         (client,) = runner.server.fast_connections
-        assert client.memo is None  # a head over the bound is checked each time
+        assert client.plan is None  # a head over the bound is checked each time
         (upstream,) = [c for conns in runner.server.pool.idle.values() for c in conns]
         assert upstream.memo is None
         writer.write(b"GET / HTTP/1.1\r\nHost: app.localhost\r\n\r\n")
         await read_response(reader)
-        assert client.memo is not None  # a small one is kept
+        assert client.plan is not None  # a small one is kept
     finally:
         writer.close()
     assert all(big in h for h in rb.received[:2])

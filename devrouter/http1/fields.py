@@ -1,0 +1,102 @@
+"""Operations on a field block: reading Connection tokens, cutting whole lines, and the
+forwarding fields the router adds. Offsets are those of a block that a whole-head pattern
+(devrouter.http1.grammar) accepted, so every line ends in CRLF."""
+
+from __future__ import annotations
+
+from .grammar import ANY_FIELD_RE
+from .policy import HOPS_HEADER, NEVER_NAMED_B
+
+_HOPS_FIELD = HOPS_HEADER.encode() + b": "
+
+
+def connection_tokens(value: bytes, keep: bool, minor: bytes, named: list[bytes]) -> bool:
+    """Read one lowercased Connection value of a request or a response in HTTP/1.`minor`:
+    whether the connection stays open after it (`keep`: before it), with every other token
+    appended to `named` (RFC 9112 §9.3, RFC 9110 §7.6.1)."""
+    for token in value.split(b","):
+        token = token.strip()
+        if token == b"close":
+            keep = False
+        elif token == b"keep-alive":
+            keep = keep or minor == b"0"
+        elif token:
+            named.append(token)
+    return keep
+
+
+def line_span(block: bytes, pos: int) -> tuple[int, int]:
+    """The whole field line of `block` that holds offset `pos`."""
+    return block.rfind(b"\n", 0, pos) + 1, block.index(b"\r\n", pos) + 2
+
+
+def named_spans(low: bytes, named: list[bytes]) -> list[tuple[int, int]]:
+    """The lines (spans in the field block) of the fields a Connection header names (RFC
+    9110 §7.6.1), except those it may not remove; `low` is "\\n" + the lowercased block."""
+    drop = set(named) - NEVER_NAMED_B
+    return [f.span() for f in ANY_FIELD_RE.finditer(low) if f.group(1) in drop]
+
+
+def without_spans(block: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """`block` with the given whole-line spans removed; they are in order and distinct (one
+    scan's matches, or a mixed list sorted with `sorted(set(...))`)."""
+    pieces = []
+    pos = 0
+    for start, end in spans:
+        pieces.append(block[pos:start])
+        pos = end
+    pieces.append(block[pos:])
+    return b"".join(pieces)
+
+
+def without_named(out: list[bytes], named: list[bytes], start: int) -> list[bytes]:
+    """Drop the fields a Connection header named (RFC 9110 §7.6.1); `out` holds `start`
+    pieces of start line, then name, ": ", value, CRLF for each relayed field."""
+    drop = set(named) - NEVER_NAMED_B
+    kept = out[:start]
+    for i in range(start, len(out), 4):
+        if out[i].lower() not in drop:
+            kept += out[i : i + 4]
+    return kept
+
+
+def peer_token(peer: bytes) -> bytes:
+    """A client address as a Forwarded `for=` value: an IPv6 address is quoted and
+    bracketed (RFC 7239 §6)."""
+    return b'"[' + peer + b']"' if b":" in peer else peer
+
+
+def forwarding_fields(
+    peer: bytes, host: bytes, local_port: bytes, xff: list[bytes], hops: int
+) -> bytes:
+    """The fields the router adds to every request it forwards, CRLF-ended lines: the
+    client's address appended to any X-Forwarded-For it sent, X-Forwarded-Proto, -Host and
+    -Port, Forwarded (RFC 7239), and the hop counter one higher than it came."""
+    return b"".join(
+        (
+            b"X-Forwarded-For: ", b", ".join([*xff, peer]),
+            b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
+            b"\r\nX-Forwarded-Port: ", local_port,
+            b"\r\nForwarded: for=", peer_token(peer), b';host="', host, b'";proto=http\r\n',
+            _HOPS_FIELD, b"%d\r\n" % (hops + 1),
+        )
+    )  # fmt: skip
+
+
+def forwarding_pairs(
+    peer: str, host: str, local_port: int, xff: list[str], hops: int
+) -> list[tuple[str, str]]:
+    """`forwarding_fields` as (name, value) pairs, for an engine that sets fields one by
+    one: the same bytes, so both engines forward exactly the same fields."""
+
+    def raw(text: str) -> bytes:  # how aiohttp decoded it, undone
+        return text.encode("utf-8", "surrogateescape")
+
+    block = forwarding_fields(
+        raw(peer), raw(host), str(local_port).encode(), [raw(v) for v in xff], hops
+    )
+    pairs = []
+    for line in block.split(b"\r\n")[:-1]:
+        name, _, value = line.partition(b": ")
+        pairs.append((name.decode(), value.decode("utf-8", "surrogateescape")))
+    return pairs
