@@ -204,8 +204,10 @@ def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) ->
     tail = tuple(output[-OUTPUT_TAIL_LINES:])
     if err.kind == "refused" and not svc.ready and svc.exit_code is None:
         detail = f"`{svc.command}` is starting and is not listening yet"
-        if svc.listens_on:  # it is up, on a port of its own choosing
-            ports = ", ".join(map(str, svc.listens_on))
+        # getattr: a devrouter.control.Service without the field (yet) listens nowhere else
+        listens_on: tuple[int, ...] = getattr(svc, "listens_on", ())
+        if listens_on:  # it is up, on a port of its own choosing
+            ports = ", ".join(map(str, listens_on))
             detail = (
                 f"`{svc.name}` listens on {ports}, not on its $PORT {svc.port}: pass "
                 "--port $PORT (or read PORT) in the command"
