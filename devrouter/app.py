@@ -32,7 +32,7 @@ from .accesslog import AccessLog
 from .aio import sleep_or_stop
 from .config import ListenAddr
 from .control import ControlError, ControlServer
-from .fastpath import FastServer
+from .fast.server import FastServer
 from .health import Health
 from .limits import LimitedServer, connection_budget, raise_fd_limit
 from .metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics

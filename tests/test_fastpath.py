@@ -15,9 +15,9 @@ import pytest
 from aiohttp import WSMsgType, web
 from conftest import IO_TIMEOUT_S, RawBackend, RawHandler, make_config, read_head
 
-from devrouter import fastpath
 from devrouter.app import Router
 from devrouter.config import AccessRule, Config, ListenAddr
+from devrouter.fast.server import FastServer
 from devrouter.http1.request_head import MAX_PLAN_HEAD_BYTES
 from devrouter.http1.response_head import accept_for
 from devrouter.state import State
@@ -198,13 +198,13 @@ HANDED_OFF = {
 @pytest.mark.parametrize("name", sorted(HANDED_OFF))
 async def test_unusual_requests_go_to_aiohttp(fast_router, raw_backend, monkeypatch, name):
     handoffs: list[int] = []
-    real = fastpath.FastServer.aio_protocol
+    real = FastServer.aio_protocol
 
-    def counting(self: fastpath.FastServer) -> asyncio.Protocol:
+    def counting(self: FastServer) -> asyncio.Protocol:
         handoffs.append(1)
         return real(self)
 
-    monkeypatch.setattr(fastpath.FastServer, "aio_protocol", counting)
+    monkeypatch.setattr(FastServer, "aio_protocol", counting)
     rb = await raw_backend(keepalive_backend)
     port = await start(fast_router, make_config({"app": rb.port}))
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -219,7 +219,7 @@ async def test_unusual_requests_go_to_aiohttp(fast_router, raw_backend, monkeypa
 async def test_plain_requests_stay_on_the_fast_path(fast_router, raw_backend, monkeypatch):
     handoffs: list[int] = []
     monkeypatch.setattr(
-        fastpath.FastServer,
+        FastServer,
         "aio_protocol",
         lambda self: handoffs.append(1),  # type: ignore
     )
@@ -280,13 +280,13 @@ async def test_authorized_requests_stay_on_the_fast_path_and_denials_go_to_aioht
     """A protected route costs no hand-off when the secret is right; the 401 (and its page)
     is aiohttp's. The router's Authorization is cut from the head in place."""
     handoffs: list[int] = []
-    real = fastpath.FastServer.aio_protocol
+    real = FastServer.aio_protocol
 
-    def counting(self: fastpath.FastServer) -> asyncio.Protocol:
+    def counting(self: FastServer) -> asyncio.Protocol:
         handoffs.append(1)
         return real(self)
 
-    monkeypatch.setattr(fastpath.FastServer, "aio_protocol", counting)
+    monkeypatch.setattr(FastServer, "aio_protocol", counting)
     token = "fast-path-token-0123456789"
     rb = await raw_backend(keepalive_backend)
     config = make_config({"app": rb.port})
@@ -663,7 +663,7 @@ async def test_a_large_head_is_relayed_without_being_kept(fast_router, raw_backe
     rb = await raw_backend(answering(answer))
     port = await start(fast_router, make_config({"app": rb.port}))
     runner = fast_router[0]._runner
-    assert runner is not None and isinstance(runner.server, fastpath.FastServer)
+    assert runner is not None and isinstance(runner.server, FastServer)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for _ in range(2):

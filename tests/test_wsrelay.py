@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
+from devrouter.fast.wsrelay import FrameTracker, close_frame
 from devrouter.http1.response_head import accept_for
-from devrouter.wsrelay import FrameTracker, close_frame
 
 
 def frame(first: int, payload_len: int, masked: bool = False) -> bytes:

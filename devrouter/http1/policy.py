@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from ..access import TOKEN_HEADER
 
+#: A request head larger than this, in bytes, goes to aiohttp (which answers 431 or 400);
+#: a response head larger than this is llhttp's to frame.
+MAX_HEAD_BYTES = 16 * 1024
 #: The router's loop counter, added to every forwarded request.
 HOPS_HEADER = "X-Devrouter-Hops"
 #: A request that has passed through the router this many times is a loop (508).
