@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from . import __version__, bench, doctor, ports, runner, stack
-from .accesslog import AccessLog
-from .app import Router, StartupError, tune_malloc
 from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
-from .pages import route_url
+from .core.state import State
+from .observe.accesslog import AccessLog
 from .reload import find_config, read_config
-from .state import State
+from .server.app import Router, StartupError, tune_malloc
+from .web.pages import route_url
 
 log = logging.getLogger("devrouter")
 

@@ -64,8 +64,8 @@ from .config import (
     Upstream,
     normalize_name,
 )
+from .core.state import State
 from .ports import StateDirError, ensure_state_dir, read_json, write_private
-from .state import State
 
 log = logging.getLogger("devrouter.control")
 

@@ -3,11 +3,17 @@
 Theory of operation. Doctor gathers facts about this machine, judges them, and prints one
 line per check, `ok`, `info`, `warn` or `fail`, with a fix under every problem:
 
-1. router: GET http://127.0.0.1:PORT/api/status (then [::1]). JSON means devrouter; any
-   other answer on the port is named with the process that holds it.
+1. router: found as every command finds it (`devrouter.locate`: `--port`, else the control
+   socket in the state directory, else the config's `listen:`, else 7355), then
+   GET http://127.0.0.1:PORT/api/status (then [::1]). devrouter's status document means
+   devrouter; any other answer on the port is named with the process that holds it. A
+   devrouter that is not the one behind this state directory's control socket (another
+   user's, or one started with another DEVROUTER_HOME) is said to be that, not "running".
 2. resolver: do `*.localhost` names resolve to loopback for ordinary programs?
 3. config: the file is read and validated as `devrouter check` does.
-4. routes (the running router's, else the config file's): a TCP connect to each loopback
+4. routes (the running router's live table through its control socket, which holds the
+   `run`, `alias` and stack routes too; else its /api/status; else the config file's): a
+   TCP connect to each loopback
    address a route may use, compared with the LISTEN sockets in /proc/net/tcp{,6}, to say
    where the service listens instead and which process holds the port.
 5. ports: ports in `devrouter run`'s assignment range that other processes hold.
@@ -48,7 +54,6 @@ from typing import Any, Literal, TextIO
 
 import aiohttp
 
-from .access import TOKEN_HEADER, load_secrets
 from .config import (
     DEFAULT_LOOPBACKS,
     DEFAULT_PORT,
@@ -58,6 +63,9 @@ from .config import (
     is_loopback_host,
     parse_target,
 )
+from .core.access import TOKEN_HEADER, load_secrets
+from .locate import LiveRoute, Located, is_devrouter_answer, is_devrouter_status, locate
+from .ports import state_dir
 from .reload import find_config, read_config
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -170,6 +178,8 @@ class RouteTarget:
     name: str
     port: int
     hosts: tuple[str, ...] = DEFAULT_LOOPBACKS
+    source: str | None = None  # "config", "run", "stack", "alias" when known
+    listens_on: tuple[int, ...] = ()  # a run/stack service's other listening ports
 
 
 @dataclass
@@ -183,10 +193,12 @@ class RouterProbe:
     body_start: bytes = b""
     error: Reach | None = None  # when nothing answered: why
     locked: bool = False  # devrouter's 401: it requires a secret doctor could not present
+    devrouter_header: bool = False  # the answer carried devrouter's X-Devrouter-Error
 
     @property
     def is_devrouter(self) -> bool:
-        return self.status is not None or self.locked or self.body_start.startswith(b"devrouter")
+        """The rule `locate` applies too: devrouter's status document, or its own answer."""
+        return is_devrouter_answer(self.status, self.devrouter_header, self.body_start)
 
 
 @dataclass
@@ -360,15 +372,19 @@ async def probe_connect(host: str, port: int, timeout_s: float = CONNECT_TIMEOUT
 
 
 async def probe_router(
-    port: int, timeout_s: float = HTTP_TIMEOUT_S, headers: Mapping[str, str] | None = None
+    port: int,
+    timeout_s: float = HTTP_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
+    hosts: Sequence[str] = DEFAULT_LOOPBACKS,
 ) -> RouterProbe:
-    """GET /api/status on 127.0.0.1, then ::1. Never follows redirects, never uses a proxy
-    from the environment. `headers` carry the router's secret when it has one."""
+    """GET /api/status on each of `hosts` (127.0.0.1, then ::1). Never follows redirects,
+    never uses a proxy from the environment. `headers` carry the router's secret when it has
+    one."""
     result = RouterProbe(port)
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
     errors: list[Reach] = []
     async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
-        for host in DEFAULT_LOOPBACKS:
+        for host in hosts:
             _require_loopback(host)
             url = f"http://{_hostport(host, port)}/api/status"
             try:
@@ -379,7 +395,8 @@ async def probe_router(
                 ) as resp:
                     result.answered = host
                     result.http_status = resp.status
-                    result.locked = resp.status == 401 and "X-Devrouter-Error" in resp.headers
+                    result.devrouter_header = "X-Devrouter-Error" in resp.headers
+                    result.locked = resp.status == 401 and result.devrouter_header
                     body = bytearray()
                     while len(body) <= MAX_STATUS_BYTES:
                         chunk = await resp.content.read(64 * 1024)
@@ -401,7 +418,7 @@ async def probe_router(
             if resp.status == 200 and len(body) <= MAX_STATUS_BYTES:
                 with contextlib.suppress(ValueError):
                     data = json.loads(body)
-                    if isinstance(data, dict):
+                    if is_devrouter_status(data):  # not just any JSON at /api/status
                         result.status = data
             return result
     result.error = "refused" if "refused" in errors else "unavailable"
@@ -550,27 +567,38 @@ def judge_resolver(
 # --- router --------------------------------------------------------------------------------
 
 
-def judge_router(probe: RouterProbe, holders: Sequence[Listener]) -> Check:
-    """Is devrouter running on the port, or is something else there?"""
+def judge_router(
+    probe: RouterProbe,
+    holders: Sequence[Listener],
+    found: Located | None = None,
+    my_uid: int | None = None,
+) -> Check:
+    """Is devrouter running on the port, or is something else there? `found` says how the
+    port was chosen (devrouter.locate); a devrouter found otherwise than through this state
+    directory's control socket is not called ours. Without `found`, any devrouter is."""
     port = probe.port
     owners = _owners(holders)
+    ours = found is None or found.ours
     data: dict[str, Any] = {
         "port": port,
         "running": probe.is_devrouter,
+        "ours": False,
+        "found_by": found.how if found else None,
         "answered_on": probe.answered,
         "version": None,
         "listen": [],
         "listeners": [x.to_json() for x in holders],
     }
+    how = f" ({found.how}{'; ' + found.note if found.note else ''})" if found else ""
     other_port = (
         "stop it, or run devrouter on another port (devrouter serve --listen "
         "127.0.0.1:PORT) and pass --port PORT to doctor"
     )
     if probe.answered is None:
         where = _listening_elsewhere(holders)
-        msg = f"no router is running on port {port} (nothing answers on 127.0.0.1 or ::1)"
+        msg = f"no router is running on port {port} (nothing answers on 127.0.0.1 or ::1){how}"
         if where:
-            msg = f"no router answers on loopback port {port}; {where}"
+            msg = f"no router answers on loopback port {port}; {where}{how}"
         return Check(
             "router",
             "fail",
@@ -579,6 +607,10 @@ def judge_router(probe: RouterProbe, holders: Sequence[Listener]) -> Check:
             "it runs on another port",
             data,
         )
+    held = f" ({owners})" if owners else ""
+    if probe.is_devrouter and not ours:
+        return _not_ours(probe, holders, data, how, my_uid)
+    data["ours"] = probe.is_devrouter
     if probe.status is not None:
         status = probe.status
         version = status.get("version")
@@ -590,34 +622,36 @@ def judge_router(probe: RouterProbe, holders: Sequence[Listener]) -> Check:
         return Check(
             "router",
             "ok",
-            f"devrouter {version or '(unknown version)'} is running on port {port}{on}{pid}",
+            f"devrouter {version or '(unknown version)'} is running on port {port}{on}{pid}"
+            f"{', ' + found.how if found else ''}",
             None,
             data,
         )
-    held = f" ({owners})" if owners else ""
     if probe.locked:
         data["running"] = True
+        from_socket = found is not None and found.routes is not None
+        table = "read through its control socket" if from_socket else "taken from the config file"
         return Check(
             "router",
             "warn",
             f"devrouter is running on port {port}{held} but requires a secret (access: in its "
-            "config) that doctor could not read here; its routes are taken from the config file",
+            f"config) that doctor could not read here; its routes are {table}",
             "run doctor where the secret is readable (the same environment variable, or the "
             "secret file as its owner)",
             data,
         )
-    ours = probe.is_devrouter or any(_is_devrouter(x.process) for x in holders)
+    devrouter_there = probe.is_devrouter or any(_is_devrouter(x.process) for x in holders)
     if probe.error == "timeout":
-        who = "devrouter" if ours else "something else"
+        who = "devrouter" if devrouter_there else "something else"
         return Check(
             "router",
             "fail",
             f"{who} is listening on port {port} but does not answer HTTP within "
             f"{HTTP_TIMEOUT_S:g} s: {owners or 'process unknown'}",
-            "restart it" if ours else other_port,
+            "restart it" if devrouter_there else other_port,
             data,
         )
-    if ours:
+    if devrouter_there:
         data["running"] = True
         return Check(
             "router",
@@ -632,8 +666,45 @@ def judge_router(probe: RouterProbe, holders: Sequence[Listener]) -> Check:
         "router",
         "fail",
         f"something else is listening on port {port} ({answer} for /api/status): "
-        f"{owners or 'process unknown'}",
+        f"{owners or 'process unknown'}{how}",
         other_port,
+        data,
+    )
+
+
+def _not_ours(
+    probe: RouterProbe,
+    holders: Sequence[Listener],
+    data: dict[str, Any],
+    how: str,
+    my_uid: int | None,
+) -> Check:
+    """A devrouter answers on the port, but not the one behind this state directory's
+    control socket: `run`, `alias` and `ls` do not reach it."""
+    port = probe.port
+    version = (probe.status or {}).get("version")
+    data.update(running=True, version=version)
+    theirs = sorted({x.uid for x in holders if my_uid is not None and x.uid != my_uid})
+    owners = _owners(holders)
+    if theirs:
+        return Check(
+            "router",
+            "fail",
+            f"the devrouter on port {port} belongs to another user (uid {theirs[0]}: "
+            f"{owners}){how}: *.localhost:{port} reaches their routes, not yours",
+            "run yours on another port (devrouter serve --listen 127.0.0.1:PORT, or "
+            "DEVROUTER_LISTEN for `devrouter run`) and use that port",
+            data,
+        )
+    held = f" ({owners})" if owners else ""
+    return Check(
+        "router",
+        "warn",
+        f"devrouter {version or ''}{' ' if version else ''}answers on port {port}{held}, but "
+        f"it is not the router of this state directory{how}: `devrouter run`, `alias` and "
+        "`ls` do not reach it",
+        "run doctor with the DEVROUTER_HOME that router was started with, or stop it and "
+        "start yours with 'devrouter serve'",
         data,
     )
 
@@ -739,6 +810,18 @@ def _target(label: str, name: str, upstream: Upstream) -> RouteTarget:
     return RouteTarget(label, name, upstream.port, upstream.hosts)
 
 
+def targets_from_live(routes: Sequence[LiveRoute]) -> list[RouteTarget]:
+    """The running router's live table (devrouter.locate): config, run, alias and stacks."""
+    out: list[RouteTarget] = []
+    for r in routes:
+        host = f"{r.name}.localhost"
+        up = r.upstream
+        out.append(RouteTarget(host, r.name, up.port, up.hosts, r.source, r.listens_on))
+        for p in sorted(r.paths, key=lambda p: p.prefix):
+            out.append(RouteTarget(f"{host}{p.prefix}", r.name, p.upstream.port, p.upstream.hosts))
+    return out
+
+
 def targets_from_status(status: Mapping[str, Any]) -> list[RouteTarget] | None:
     """Routes from /api/status (`routes[]` with `name`, `port` and `target`, and when
     present `host`, `hosts` and `paths[]`); None when the document has no route list."""
@@ -761,8 +844,28 @@ def targets_from_status(status: Mapping[str, Any]) -> list[RouteTarget] | None:
         for label, entry in entries:
             port = entry.get("port")
             if isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535:
-                out.append(RouteTarget(label, name, port, _hosts_of(entry)))
+                source = r.get("source") if entry is r else None
+                others = _listens_on(r) if entry is r else ()
+                out.append(
+                    RouteTarget(
+                        label,
+                        name,
+                        port,
+                        _hosts_of(entry),
+                        source if isinstance(source, str) else None,
+                        others,
+                    )
+                )
     return out
+
+
+def _listens_on(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    raw = entry.get("listens_on")
+    return tuple(
+        p
+        for p in (raw if isinstance(raw, list) else ())
+        if isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535
+    )
 
 
 def _hosts_of(entry: Mapping[str, Any]) -> tuple[str, ...]:
@@ -858,6 +961,19 @@ def judge_route(
             f"{head}: refused, although {', '.join(x.where for x in holders)} is listening"
             f"{who} (a firewall rule on loopback?)",
             "check the firewall rules for the loopback interface",
+            data,
+        )
+    others = [p for p in target.listens_on if p != port]
+    if others and target.source in ("run", "stack"):
+        data["listens_on"] = others
+        ports = ", ".join(str(p) for p in others)
+        return Check(
+            "route",
+            "fail",
+            f"{head}: nothing is listening; {target.name} listens on {ports}, not on its "
+            f"$PORT {port}",
+            "pass --port $PORT (or read PORT from the environment) in the command, e.g. "
+            f"devrouter run {target.name} -- CMD --port '$PORT'",
             data,
         )
     return Check(
@@ -966,6 +1082,7 @@ class Options:
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     cwd: Path = field(default_factory=Path.cwd)
     proc: Path = Path("/proc")
+    state_dir: Path | None = None  # None: $DEVROUTER_HOME, else the default state directory
     nsswitch: Path = NSSWITCH_PATH
     resolv_conf: Path = RESOLV_CONF_PATH
 
@@ -1007,15 +1124,29 @@ async def diagnose(opts: Options) -> Report:
     """Gather the facts, then judge them. Only loopback addresses are contacted."""
     path = find_config(opts.config, opts.env, opts.cwd)
     config, error = _load(path, None, opts.env)
-    port = opts.port or (config.listen[0].port if config and config.listen else DEFAULT_PORT)
+    found = await asyncio.to_thread(
+        locate,
+        port=opts.port,
+        flag="--port",
+        config=path,
+        directory=opts.state_dir or state_dir(opts.env),
+        env=opts.env,
+        cwd=opts.cwd,
+        probe=False,  # probe_router below asks it, with the secret and in more detail
+    )
+    port = found.port
 
-    probe = await probe_router(port, headers=_credential(config))
+    probe = await probe_router(port, headers=_credential(config), hosts=found.hosts)
     status = probe.status or {}
-    listen_ports = _status_ports(status)
+    listen_ports = _status_ports(status) | _status_ports({"listen": list(found.listen)})
     if probe.status is not None:
         path, config, error = _router_config(opts, path, config, error, status)
 
-    targets = targets_from_status(status) if probe.status is not None else None
+    targets: list[RouteTarget] | None = None
+    if found.ours and found.routes is not None:
+        targets = targets_from_live(found.routes)
+    elif probe.status is not None:
+        targets = targets_from_status(status)
     if targets is None:
         targets = targets_from_config(config) if config is not None else []
     route_ports = {t.port for t in targets}
@@ -1039,7 +1170,7 @@ async def diagnose(opts: Options) -> Report:
 
     report = Report(port)
     on_port = [x for x in listeners or () if x.port == port]
-    report.checks.append(judge_router(probe, on_port))
+    report.checks.append(judge_router(probe, on_port, found, os.geteuid()))
     report.checks.append(judge_resolver(sources, servers, resolve_bounded, port))
     router_error, notes = _status_config_error(status), _status_config_notes(status)
     report.checks.extend(judge_config(path, config, error, router_error, notes))

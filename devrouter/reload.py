@@ -18,10 +18,10 @@ from pathlib import Path
 
 import watchfiles
 
-from .access import load_secrets
 from .aio import sleep_or_stop
 from .config import Config, ConfigError, parse_config
-from .state import State
+from .core.access import load_secrets
+from .core.state import State
 
 log = logging.getLogger("devrouter.reload")
 

@@ -20,9 +20,9 @@ import pytest
 import yaml
 from aiohttp import WSMsgType, web
 
-from devrouter.app import Router
 from devrouter.config import Config, ListenAddr, parse_config
-from devrouter.state import State
+from devrouter.core.state import State
+from devrouter.server.app import Router
 
 #: Upper bound for any single socket read in a test, in seconds.
 IO_TIMEOUT_S = 10.0

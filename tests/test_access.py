@@ -1,4 +1,4 @@
-"""devrouter.access: the optional secret a route, or the whole router, requires.
+"""devrouter.core.access: the optional secret a route, or the whole router, requires.
 
 Unit tests for the credential rules and the secret loading (environment variable, owner-only
 file), then the behaviour through a real router on both engines: 401s that reach no backend,
@@ -22,10 +22,10 @@ import yaml
 from aiohttp import web
 from conftest import IO_TIMEOUT_S, cli_env, ws_echo_text
 
-from devrouter.access import MIN_SECRET_CHARS, Verdict, load_secrets, verdict
 from devrouter.config import ACCESS_OFF, AccessRule, Config, ConfigError, parse_config
+from devrouter.core.access import MIN_SECRET_CHARS, Verdict, load_secrets, verdict
+from devrouter.core.state import State
 from devrouter.reload import Reloader
-from devrouter.state import State
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 PASSWORD = "correct-horse-battery-staple"

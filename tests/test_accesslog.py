@@ -1,4 +1,4 @@
-"""devrouter.accesslog: one line per exchange on stdout, off with --no-access-log."""
+"""devrouter.observe.accesslog: one line per exchange on stdout, off with --no-access-log."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from conftest import IO_TIMEOUT_S
 
-from devrouter.accesslog import AccessLog, format_duration
-from devrouter.metrics import Metrics, RequestRecord
+from devrouter.observe.accesslog import AccessLog, format_duration
+from devrouter.observe.metrics import Metrics, RequestRecord
 
 
 def test_line_has_route_method_path_status_duration_bytes_and_error() -> None:
@@ -79,7 +79,7 @@ def test_a_closed_stream_stops_logging_without_failing_requests() -> None:
 def test_a_blocked_stream_keeps_a_bounded_backlog_and_counts_drops() -> None:
     import threading
 
-    from devrouter import accesslog
+    from devrouter.observe import accesslog
 
     gate = threading.Event()
 

@@ -19,7 +19,21 @@ from conftest import BackendFactory
 
 from devrouter import bench
 from devrouter.bench import Driver, Plan, Target, UsageError
-from devrouter.histogram import RELATIVE_ERROR, Histogram
+from devrouter.observe.histogram import RELATIVE_ERROR, Histogram
+
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No router, config or state of the machine running the tests: a route NAME is looked
+    for in an empty state directory."""
+    for key in ("DEVROUTER_CONFIG", "DEVROUTER_LISTEN", "XDG_STATE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DEVROUTER_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+
 
 # --- options ------------------------------------------------------------------------------
 
@@ -604,8 +618,9 @@ async def test_compare_direct(
 def test_compare_direct_needs_a_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config_path = tmp_path / "devrouter.yaml"
     config_path.write_text("routes:\n  web: 3000\n")
-    assert bench.main(["api", "--compare-direct", "--config", str(config_path)]) == 3
-    assert "no route for api.localhost" in capsys.readouterr().err
+    target = bench.parse_target("api")
+    with pytest.raises(bench.StartupError, match="no route for api.localhost"):
+        bench.direct_target(target, str(config_path))  # no live table: the config file
     assert bench.main(["http://127.0.0.1:9/", "--compare-direct"]) == 2
     assert "needs a route" in capsys.readouterr().err
 

@@ -26,7 +26,7 @@ from test_run import Dev, http_get, make_dev
 from devrouter import control
 from devrouter.config import Config, ListenAddr
 from devrouter.control import Channel, ControlError, ControlServer, call
-from devrouter.state import State
+from devrouter.core.state import State
 
 #: A Python interpreter that another user can execute (the venv's may sit under /root).
 SYSTEM_PYTHON = next(

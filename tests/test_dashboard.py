@@ -1,4 +1,4 @@
-"""devrouter.dashboard: the router's own pages, against a real router with real traffic, and
+"""devrouter.web.dashboard: the router's own pages, against a real router with real traffic, and
 the dashboard itself in a real headless Chromium driven over the DevTools protocol.
 
 The browser part needs Debian's /usr/bin/chromium and skips cleanly without it. It talks
@@ -32,11 +32,12 @@ import pytest
 from aiohttp import web
 from conftest import IO_TIMEOUT_S, RouterHandle, free_port, make_config
 
-from devrouter import __version__, dashboard
-from devrouter.app import Router
+from devrouter import __version__
+from devrouter.web import dashboard
 from devrouter.config import Config, ListenAddr, PathRoute, Route, Upstream
-from devrouter.metrics import REDACTED
-from devrouter.state import State
+from devrouter.core.state import State
+from devrouter.observe.metrics import REDACTED
+from devrouter.server.app import Router
 
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()
@@ -834,4 +835,3 @@ async def test_every_status_field_is_documented(
     docs = docs_text()
     missing = sorted(k for k in keys if f"`{k}`" not in docs and f'"{k}"' not in docs)
     assert not missing, f"not in docs/dashboard.md: {missing}"
-

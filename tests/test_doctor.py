@@ -30,7 +30,14 @@ from devrouter.reload import read_config
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No config file, state or port range from the machine running the tests."""
-    for key in ("DEVROUTER_CONFIG", doctor.PORT_RANGE_ENV, "NO_COLOR"):
+    for key in (
+        "DEVROUTER_CONFIG",
+        doctor.PORT_RANGE_ENV,
+        "NO_COLOR",
+        "DEVROUTER_HOME",
+        "DEVROUTER_LISTEN",
+        "XDG_STATE_HOME",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
@@ -537,10 +544,13 @@ async def test_a_router_with_api_status_is_recognised(
     config = write_config(tmp_path, f"listen: 127.0.0.1:{port}\nroutes:\n  file-only: 9\n")
     code, report = await run_doctor("--config", config)  # the port comes from the file
     router = only(report, "router")
-    assert router["status"] == "ok"
-    assert router["message"].startswith(f"devrouter 9.9.9 is running on port {port}")
-    assert router["data"]["listen"] == [f"127.0.0.1:{port}"]
+    # No control socket answers in this state directory: a devrouter, but not ours.
+    assert router["status"] == "warn"
+    assert router["message"].startswith(f"devrouter 9.9.9 answers on port {port}")
+    assert "not the router of this state directory" in router["message"]
+    assert f"the listen address in {config}" in router["message"]
     assert router["data"]["running"] is True and router["data"]["version"] == "9.9.9"
+    assert router["data"]["ours"] is False
     routes = {c["data"]["route"]: c["status"] for c in checks(report, "route")}
     assert routes == {"up": "ok", "down": "fail"}
     assert code == 1

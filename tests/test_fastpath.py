@@ -15,12 +15,12 @@ import pytest
 from aiohttp import WSMsgType, web
 from conftest import IO_TIMEOUT_S, RawBackend, RawHandler, make_config, read_head
 
-from devrouter.app import Router
 from devrouter.config import AccessRule, Config, ListenAddr
+from devrouter.core.state import State
 from devrouter.fast.server import FastServer
 from devrouter.http1.request_head import MAX_PLAN_HEAD_BYTES
 from devrouter.http1.response_head import accept_for
-from devrouter.state import State
+from devrouter.server.app import Router
 
 
 @pytest.fixture

@@ -50,9 +50,9 @@ from conftest import (
     ws_echo_text,
 )
 
-from devrouter.app import KEEPALIVE_TIMEOUT_S, Router
 from devrouter.config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, ListenAddr
-from devrouter.state import State
+from devrouter.core.state import State
+from devrouter.server.app import KEEPALIVE_TIMEOUT_S, Router
 
 MiB = 1 << 20
 STATUS = re.compile(rb"HTTP/(\d\.\d) (\d{3}) ")

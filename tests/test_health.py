@@ -1,4 +1,4 @@
-"""devrouter.health: TCP connect probes against real listening sockets and free ports, the
+"""devrouter.observe.health: TCP connect probes against real listening sockets and free ports, the
 words they produce, when they run, and what they never dial."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from conftest import free_port, make_config
 
-from devrouter import health as health_mod
+from devrouter.observe import health as health_mod
 from devrouter.config import Config, PathRoute, Route, Upstream
-from devrouter.health import (
+from devrouter.core.state import State
+from devrouter.observe.health import (
     MAX_CONCURRENT_CONNECTS,
     OPEN,
     REFUSED,
@@ -23,8 +24,7 @@ from devrouter.health import (
     Health,
     describe,
 )
-from devrouter.metrics import Metrics, RequestRecord
-from devrouter.state import State
+from devrouter.observe.metrics import Metrics, RequestRecord
 
 #: Upper bound on any wait for the probe loop, in seconds.
 WAIT_S = 5.0

@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 
-from devrouter.histogram import HIGHEST, RELATIVE_ERROR, SUMMARY_PERCENTILES, Histogram
+from devrouter.observe.histogram import HIGHEST, RELATIVE_ERROR, SUMMARY_PERCENTILES, Histogram
 
 PERCENTILES = (0.0, 1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 100.0)
 

@@ -1,4 +1,4 @@
-"""devrouter.limits and the per-route limit: how many client connections the router keeps
+"""devrouter.server.limits and the per-route limit: how many client connections the router keeps
 open, and how many requests, streams and WebSockets one route may have in flight.
 
 Both limits are tested through a real router on both engines: a full route answers 503 while
@@ -26,8 +26,8 @@ from devrouter.config import (
     Upstream,
     parse_config,
 )
-from devrouter.limits import RESERVED_FDS, busy_response, connection_budget, raise_fd_limit
-from devrouter.state import State
+from devrouter.core.state import State
+from devrouter.server.limits import RESERVED_FDS, busy_response, connection_budget, raise_fd_limit
 
 TIMEOUT = aiohttp.ClientTimeout(total=IO_TIMEOUT_S)
 

@@ -1,4 +1,4 @@
-"""devrouter.metrics: the per-route counters, the per-second series, the ring buffer of
+"""devrouter.observe.metrics: the per-route counters, the per-second series, the ring buffer of
 recent requests and the redaction of secrets, as units (no sockets).
 """
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from devrouter.metrics import (
+from devrouter.observe.metrics import (
     DEFAULT_RECENT,
     ERROR_KINDS,
     MAX_BATCH,

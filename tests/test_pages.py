@@ -1,4 +1,4 @@
-"""devrouter.pages: the router's own answers, as pure functions over errors and routes.
+"""devrouter.web.pages: the router's own answers, as pure functions over errors and routes.
 
 The pages as served (both engines, real sockets) are in test_proxy.py and test_run.py; here
 each rule is checked with plain objects and no server.
@@ -12,7 +12,7 @@ import pytest
 from conftest import make_config
 
 from devrouter.config import Route
-from devrouter.errors import (
+from devrouter.core.errors import (
     BadGateway,
     GatewayTimeout,
     MisdirectedRequest,
@@ -20,7 +20,7 @@ from devrouter.errors import (
     ProxyError,
     ServiceStarting,
 )
-from devrouter.pages import ServiceInfo, closest_name, explain_failure, render_error
+from devrouter.web.pages import ServiceInfo, closest_name, explain_failure, render_error
 
 PORT = 7355
 HTML = "text/html,application/xhtml+xml,*/*;q=0.8"

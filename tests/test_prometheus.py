@@ -1,5 +1,5 @@
-"""devrouter.prometheus and GET /metrics: the exposition parsed back with prometheus_client's
-own text parser, after real traffic through a real router."""
+"""devrouter.observe.prometheus and GET /metrics: the exposition parsed back with
+prometheus_client's own text parser, after real traffic through a real router."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from conftest import IO_TIMEOUT_S, RouterHandle, free_port, make_config
 
 from devrouter import __version__
 from devrouter.config import Config, Route, Upstream
-from devrouter.health import Health
-from devrouter.histogram import Histogram
-from devrouter.metrics import Metrics, RequestRecord
-from devrouter.prometheus import BUCKETS_S, CONTENT_TYPE, cumulative_buckets, render
-from devrouter.state import State
+from devrouter.core.state import State
+from devrouter.observe.health import Health
+from devrouter.observe.histogram import Histogram
+from devrouter.observe.metrics import Metrics, RequestRecord
+from devrouter.observe.prometheus import BUCKETS_S, CONTENT_TYPE, cumulative_buckets, render
 
 parser = pytest.importorskip("prometheus_client.parser")
 

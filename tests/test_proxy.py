@@ -1,5 +1,5 @@
-"""devrouter.proxy / devrouter.upstream / devrouter.pages: what a request and a response look
-like on each side of the router, byte for byte where it matters.
+"""devrouter.proxy.handler / devrouter.server.upstream / devrouter.web.pages: what a request and a
+response look like on each side of the router, byte for byte where it matters.
 
 Checklist: issue 2, "Proxying: what must be exactly right", and ../shared/security-catalog.md
 sections A, B, C, D and H. Byte-level cases use raw sockets on both sides (`raw_backend`

@@ -1,11 +1,11 @@
-"""devrouter.routes: Host parsing, name lookup and path-prefix selection (pure functions)."""
+"""devrouter.core.routes: Host parsing, name lookup and path-prefix selection (pure functions)."""
 
 from __future__ import annotations
 
 import pytest
 
 from devrouter.config import PathRoute, Route, Upstream, parse_config
-from devrouter.routes import (
+from devrouter.core.routes import (
     AmbiguousPath,
     HostError,
     RouteTable,

@@ -1,4 +1,4 @@
-"""devrouter.wire: the bytes where a request starts, and what is refused before a parser.
+"""devrouter.http1.wire: the bytes where a request starts, and what is refused before a parser.
 
 Pure: bytes in, a decision out, no socket (the end-to-end cases are in test_hardening.py).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from devrouter.wire import (
+from devrouter.http1.wire import (
     HTTP2_PREFACE,
     MAX_PROBE_BYTES,
     PREVIEW_BYTES,

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, cast
 
+from ..core.routes import AmbiguousPath, select_upstream
 from ..http1.policy import MAX_HEAD_BYTES
 from ..http1.request_head import (
     MAX_PLAN_HEAD_BYTES,
@@ -16,13 +17,12 @@ from ..http1.request_head import (
     plan_request,
     replan,
 )
-from ..routes import AmbiguousPath, select_upstream
-from ..strictgate import Refusing
-from ..upstream import (
+from ..http1.wire import early_refusal
+from ..server.strictgate import Refusing
+from ..server.upstream import (
     reset_connection,
     timeout_error,
 )
-from ..wire import early_refusal
 from .exchange import MAX_PIPELINE_BUFFER_BYTES, Exchange
 from .wsrelay import Relay
 

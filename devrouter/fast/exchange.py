@@ -11,7 +11,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING
 
 from ..config import Upstream
-from ..errors import BadGateway, ProxyError
+from ..core.errors import BadGateway, ProxyError
 from ..http1.answers import accept_of, error_response
 from ..http1.policy import IDEMPOTENT, NO_BODY_STATUS
 from ..http1.request_head import (
@@ -21,9 +21,8 @@ from ..http1.response_head import (
     Upgrade,
     relay_upgrade,
 )
-from ..metrics import is_event_stream
-from ..pages import error_headers, explain_failure, render_error
-from ..upstream import (
+from ..observe.metrics import is_event_stream
+from ..server.upstream import (
     CONNECT_TIMEOUT_S,
     REFUSED_ERRNOS,
     connect_error,
@@ -31,6 +30,7 @@ from ..upstream import (
     invalid_response_error,
     refused_error,
 )
+from ..web.pages import error_headers, explain_failure, render_error
 from .upstream import UpstreamConnection
 from .wsrelay import Relay
 

@@ -11,12 +11,12 @@ from aiohttp import web
 
 from ..config import Route
 from ..control import ControlServer
-from ..limits import LimitedServer
-from ..metrics import Metrics
-from ..routes import HostError, parse_host, route_name
-from ..state import Snapshot, State
-from ..strictgate import StrictGate
-from ..upstream import (
+from ..core.routes import HostError, parse_host, route_name
+from ..core.state import Snapshot, State
+from ..observe.metrics import Metrics
+from ..server.limits import LimitedServer
+from ..server.strictgate import StrictGate
+from ..server.upstream import (
     HostPreference,
 )
 from .client import ClientConnection

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 
-from ..errors import BadGateway
+from ..core.errors import BadGateway
 from ..http1.grammar import BAD_VALUE_B, maybe_http
 from ..http1.policy import MAX_HEAD_BYTES, NO_BODY_STATUS
 from ..http1.request_head import (
@@ -21,7 +21,7 @@ from ..http1.response_head import (
     plan_response,
     response_fields,
 )
-from ..upstream import (
+from ..server.upstream import (
     POOL_KEEPALIVE_S,
 )
 from .wsrelay import Relay

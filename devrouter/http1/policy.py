@@ -9,7 +9,7 @@ stops loops (a dev server that proxies back to a .localhost name) with a 508.
 
 from __future__ import annotations
 
-from ..access import TOKEN_HEADER
+from ..core.access import TOKEN_HEADER
 
 #: A request head larger than this, in bytes, goes to aiohttp (which answers 431 or 400);
 #: a response head larger than this is llhttp's to frame.

@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ..access import Verdict, verdict
 from ..config import Route
-from ..state import Snapshot
+from ..core.access import Verdict, verdict
+from ..core.state import Snapshot
 from .fields import connection_tokens, forwarding_fields, line_span, named_spans, without_spans
 from .grammar import HEAD_RE, REQUEST_LINE_RE, field_scanner, has_long_line
 from .policy import (

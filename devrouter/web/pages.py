@@ -15,9 +15,9 @@ from typing import Protocol
 
 from aiohttp import web
 
-from . import __version__
-from .config import Route
-from .errors import NotFound, ProxyError, ServiceStarting
+from .. import __version__
+from ..config import Route
+from ..core.errors import NotFound, ProxyError, ServiceStarting
 
 #: Lines of a `devrouter run` app's output shown on its error page.
 OUTPUT_TAIL_LINES = 20

@@ -25,8 +25,8 @@ from typing import cast
 
 import httptools
 
+from ..http1.wire import Refusal, early_refusal, settled
 from .limits import REFUSED_LINGER_S, LimitedServer, Refused
-from .wire import Refusal, early_refusal, settled
 
 log = logging.getLogger("devrouter")
 

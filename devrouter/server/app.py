@@ -27,18 +27,18 @@ import aiohttp
 from aiohttp import http_parser, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import dashboard
-from .accesslog import AccessLog
-from .aio import sleep_or_stop
-from .config import ListenAddr
-from .control import ControlError, ControlServer
-from .fast.server import FastServer
-from .health import Health
+from ..aio import sleep_or_stop
+from ..config import ListenAddr
+from ..control import ControlError, ControlServer
+from ..core.state import State
+from ..fast.server import FastServer
+from ..observe.accesslog import AccessLog
+from ..observe.health import Health
+from ..observe.metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
+from ..proxy.handler import Proxy
+from ..reload import Reloader
+from ..web import dashboard
 from .limits import LimitedServer, connection_budget, raise_fd_limit
-from .metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
-from .proxy import Proxy
-from .reload import Reloader
-from .state import State
 from .strictgate import GatedServer
 from .upstream import make_session
 

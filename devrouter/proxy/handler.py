@@ -30,11 +30,10 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import dashboard, websocket
-from .access import TOKEN_HEADER, Verdict, challenge, verdict
-from .config import AccessRule, Route, Upstream
-from .control import ControlServer
-from .errors import (
+from ..config import AccessRule, Route, Upstream
+from ..control import ControlServer
+from ..core.access import TOKEN_HEADER, Verdict, challenge, verdict
+from ..core.errors import (
     BadGateway,
     BadRequest,
     LoopDetected,
@@ -46,14 +45,29 @@ from .errors import (
     Unauthorized,
     VersionNotSupported,
 )
-from .http1.fields import forwarding_pairs
-from .http1.grammar import BAD_VALUE
-from .http1.policy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
-from .metrics import RequestRecord, is_event_stream
-from .pages import error_response, explain_failure
-from .routes import OWN_HOSTS, AmbiguousPath, HostError, parse_host, route_name, select_upstream
-from .state import State
-from .upstream import HostPreference, base_url, is_refused, reset_connection, translate_errors
+from ..core.routes import (
+    OWN_HOSTS,
+    AmbiguousPath,
+    HostError,
+    parse_host,
+    route_name,
+    select_upstream,
+)
+from ..core.state import State
+from ..http1.fields import forwarding_pairs
+from ..http1.grammar import BAD_VALUE
+from ..http1.policy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
+from ..observe.metrics import RequestRecord, is_event_stream
+from ..server.upstream import (
+    HostPreference,
+    base_url,
+    is_refused,
+    reset_connection,
+    translate_errors,
+)
+from ..web import dashboard
+from ..web.pages import error_response, explain_failure
+from . import websocket
 
 log = logging.getLogger("devrouter.proxy")
 

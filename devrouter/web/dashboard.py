@@ -36,13 +36,14 @@ from urllib.parse import parse_qs
 
 from aiohttp import hdrs, web
 
-from . import __version__, prometheus
-from .config import ListenAddr, Route, Upstream
-from .health import Health
-from .histogram import Histogram
-from .metrics import Metrics, RouteStats
+from .. import __version__
+from ..config import ListenAddr, Route, Upstream
+from ..core.state import State
+from ..observe import prometheus
+from ..observe.health import Health
+from ..observe.histogram import Histogram
+from ..observe.metrics import Metrics, RouteStats
 from .pages import route_url, wants_html
-from .state import State
 
 #: Records /api/requests returns when no `limit` is given.
 DEFAULT_REQUEST_LIMIT = 100

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .state import State
+from ..core.state import State
 
 log = logging.getLogger("devrouter")
 

@@ -23,11 +23,11 @@ import math
 import time
 from collections.abc import Callable, Iterable
 
-from . import __version__
+from .. import __version__
+from ..core.state import State
 from .health import Health
 from .histogram import Histogram
 from .metrics import ERROR_KINDS, Metrics, RouteStats
-from .state import State
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Histogram bucket boundaries, in seconds (`le` values).

@@ -27,9 +27,9 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .config import Upstream
+from ..config import Upstream
+from ..core.state import State
 from .metrics import Metrics
-from .state import State
 
 log = logging.getLogger("devrouter.health")
 

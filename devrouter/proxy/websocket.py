@@ -22,12 +22,12 @@ from aiohttp import WSMsgType, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from .config import Route, Upstream
-from .errors import BadGateway, BadRequest, UpstreamStatus
-from .upstream import translate_errors
+from ..config import Route, Upstream
+from ..core.errors import BadGateway, BadRequest, UpstreamStatus
+from ..server.upstream import translate_errors
 
 if TYPE_CHECKING:
-    from .proxy import Proxy
+    from .handler import Proxy
 
 log = logging.getLogger("devrouter.websocket")
 
