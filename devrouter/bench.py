@@ -51,11 +51,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 from urllib.parse import urlsplit
 
-from .config import DEFAULT_PORT, ConfigError
-from .histogram import Histogram
+from .config import DEFAULT_PORT, ConfigError, Route
+from .observe.histogram import Histogram
+
+if TYPE_CHECKING:  # imported where used: worker processes import this module, and no more
+    from .locate import Located
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 
@@ -71,6 +74,13 @@ SPIN_S = 0.001
 TICK_S = 0.05
 #: Pause before reconnecting after a refused connect, per connection, in seconds.
 REFUSED_BACKOFF_S = 0.01
+#: Before any response has arrived, a run ends after this many failed connections per
+#: connection slot (at least GIVE_UP_MIN): refused, reset or not HTTP, every one. Nothing
+#: answers there, and thousands more attempts would only fill a table with zeros. A timeout
+#: does not count: `--timeout` already bounds it, and a first response may be slow (a dev
+#: server compiling on its first request).
+GIVE_UP_PER_CONNECTION = 2
+GIVE_UP_MIN = 10
 #: A response head larger than this (bytes) is an `other` error.
 MAX_HEAD_BYTES = 64 * 1024
 #: How often progress is shown: on a terminal, and as plain lines otherwise (seconds).
@@ -177,20 +187,34 @@ class Target:
         return f"[{h}]:{self.port}" if ":" in h else f"{h}:{self.port}"
 
 
-def parse_target(target: str, path: str | None = None, router_port: int = DEFAULT_PORT) -> Target:
+def is_route_name(target: str) -> bool:
+    """Is TARGET a route NAME (`api`, `shop.api.localhost`) rather than a URL?"""
+    text = target.strip()
+    return "://" not in text and not any(c in text for c in ":/[") and _is_route_name(text)
+
+
+def parse_target(
+    target: str,
+    path: str | None = None,
+    router_port: int = DEFAULT_PORT,
+    router_host: str = "127.0.0.1",
+) -> Target:
     """A URL (`http://api.localhost:7355/items`, `http://127.0.0.1:4001/x`) or a route name
-    and an optional path (`api`, `/items`), which goes through the router on `router_port`.
+    and an optional path (`api`, `/items`), which goes through the router at `router_host`
+    (a loopback address) and `router_port`.
 
     Raises UsageError for anything that is not on this machine, without resolving it.
     """
     text = target.strip()
-    if "://" not in text and not any(c in text for c in ":/[") and _is_route_name(text):
+    if is_route_name(text):
+        if _loopback_address(router_host) != router_host:
+            raise UsageError(f"the router's address {router_host!r} is not a loopback address")
         name = text.lower().rstrip(".").removesuffix(".localhost")
         p = path or "/"
         if not p.startswith("/"):
             p = "/" + p
         _check_path(p)
-        return Target("127.0.0.1", router_port, f"{name}.localhost:{router_port}", p, name)
+        return Target(router_host, router_port, f"{name}.localhost:{router_port}", p, name)
     if path is not None:
         raise UsageError("give the path inside the URL, or a route name and a PATH, not both")
     if "://" not in text:
@@ -377,6 +401,10 @@ class Driver:
         self.last_done = 0.0
         self.parked = 0
         self.finished = False
+        self.answered = False  # a response (any status) has arrived
+        self.unanswered = 0  # failed connections before any response
+        self.give_up_after = max(GIVE_UP_MIN, GIVE_UP_PER_CONNECTION * plan.connections)
+        self.gave_up = False  # the run was ended because nothing answers
 
     def begin(self) -> None:
         now = self.clock()
@@ -405,6 +433,7 @@ class Driver:
     # --- events from connections --------------------------------------------------------
 
     def done(self, conn: Conn, now: float, status: int, nbytes: int) -> None:
+        self.answered = True
         if conn.due >= self.measure_from:
             self.histogram.record(int((now - conn.due) * 1e6))
             self.requests += 1
@@ -424,6 +453,11 @@ class Driver:
         self.live.discard(conn)
         if conn.due >= self.measure_from:
             self.errors[kind] += 1
+        if not self.answered and kind != "timeout":
+            self.unanswered += 1
+            if self.unanswered >= self.give_up_after and self.stopped_at is None:
+                self.gave_up = True
+                self.stop()
         if kind == "refused" and self.stopped_at is None:
             self.call_later(REFUSED_BACKOFF_S, self._retry)
         else:
@@ -530,6 +564,8 @@ class Driver:
             "status": {str(k): v for k, v in self.status.items()},
             "errors": dict(self.errors),
             "duration_s": self.duration_s,
+            "answered": self.answered,
+            "gave_up": self.gave_up,
         }
 
 
@@ -865,6 +901,8 @@ class Result:
     duration_s: float = 0.0
     status: dict[str, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ERROR_KINDS, 0))
+    answered: bool = False  # some response arrived, counted or not (the warmup's too)
+    gave_up: bool = False  # a worker ended early because nothing answered
 
     def add(self, part: Mapping[str, Any]) -> None:
         self.histogram.merge(Histogram.from_dict(part["histogram"]))
@@ -875,6 +913,8 @@ class Result:
             self.status[code] = self.status.get(code, 0) + int(n)
         for kind, n in part["errors"].items():
             self.errors[kind] = self.errors.get(kind, 0) + int(n)
+        self.answered = self.answered or bool(part.get("answered", self.requests > 0))
+        self.gave_up = self.gave_up or bool(part.get("gave_up", False))
 
     def merge(self, other: Result) -> None:
         """Add another run (a --compare-direct round); durations add up."""
@@ -890,6 +930,8 @@ class Result:
             "duration_s": self.duration_s,
             "status": self.status,
             "errors": self.errors,
+            "answered": self.answered,
+            "gave_up": self.gave_up,
         }
 
     @property
@@ -1059,40 +1101,80 @@ def format_report(result: Result) -> str:
     return "\n".join(lines)
 
 
-def _describe(plan: Plan, workers: int, target: Target) -> str:
+def _describe(plan: Plan, workers: int, target: Target, router: Located | None = None) -> str:
     mode = f"constant rate {plan.rate:,.0f}/s" if plan.rate else "closed loop"
     amount = f"{plan.requests:,} requests" if plan.duration_s is None else f"{plan.duration_s:g}s"
     warm = f" after {plan.warmup_s:g}s warmup" if plan.warmup_s else ""
+    found = f"\n  router: {router.describe()}" if router is not None else ""
     return (
         f"bench {target.url} (connecting to {target.address})\n"
         f"  {mode}, {plan.connections} connection(s), {workers} worker(s), {amount}{warm}"
-        f"{'' if plan.keepalive else ', no keep-alive'}"
+        f"{'' if plan.keepalive else ', no keep-alive'}{found}"
+    )
+
+
+# --- when nothing answers -------------------------------------------------------------------
+
+
+def silence(result: Result) -> str | None:
+    """Why no response at all arrived, or None when one did (or nothing was tried)."""
+    if result.answered:
+        return None
+    errors = {k: v for k, v in result.errors.items() if v}
+    if not errors:
+        return None
+    if set(errors) == {"refused"}:
+        return "every connection was refused"
+    if set(errors) == {"timeout"}:
+        return "no request got a response within --timeout"
+    return "no response arrived (" + ", ".join(f"{k}: {v:,}" for k, v in errors.items()) + ")"
+
+
+def router_silence(router: Located, reason: str) -> str:
+    """The one line for a router that does not answer."""
+    return (
+        f"nothing answers at {router.describe()}: {reason}. Is the router running? Start it "
+        "with `devrouter serve` (or `devrouter run`), or pass --router-port PORT"
+    )
+
+
+def silence_line(
+    result: Result, target: Target, router: Located | None, what: str = ""
+) -> str | None:
+    """One line for a run in which nothing answered (through `router`, when it went through
+    one), or None when something did."""
+    reason = silence(result)
+    if reason is None:
+        return None
+    if router is not None:
+        return router_silence(router, reason)
+    named = f" ({what})" if what else ""
+    return (
+        f"nothing answers at {target.address}{named}: {reason}. Is the service running and "
+        f"listening on port {target.port}?"
     )
 
 
 # --- --compare-direct ---------------------------------------------------------------------
 
 
-def direct_target(target: Target, config_path: str | None) -> Target:
-    """The route's backend for `target`, read from the router's config file."""
-    from .reload import find_config, read_config
-    from .routes import RouteTable, select_upstream
+def direct_target(target: Target, config_path: str | None, router: Located | None = None) -> Target:
+    """The route's backend for `target`: from the running router's live route table (config,
+    `run`, `alias` and stack routes), else from the config file (a router that requires a
+    secret does not show its table)."""
+    from .core.routes import RouteTable, select_upstream
 
     if target.route is None:
         raise UsageError("--compare-direct needs a route: give a NAME or a NAME.localhost URL")
-    path = find_config(config_path, os.environ, Path.cwd())
-    if path is None:
-        raise StartupError(
-            "--compare-direct needs the router's config to find the backend; none found "
-            "(pass --config, or set $DEVROUTER_CONFIG)"
-        )
-    try:
-        config = read_config(path, own_ports=())
-    except ConfigError as exc:
-        raise StartupError(str(exc)) from None
-    route = RouteTable.build(config.routes).lookup(target.route)
-    if route is None:
-        raise StartupError(f"{path} has no route for {target.route}.localhost")
+    if router is not None and router.routes is not None:
+        route = RouteTable.build(r.route() for r in router.routes).lookup(target.route)
+        if route is None:
+            raise StartupError(
+                f"the router at {router.describe()} has no route for {target.route}.localhost; "
+                "`devrouter ls` lists its routes"
+            )
+    else:
+        route = _config_route(target.route, config_path)
     upstream = select_upstream(route, target.path)
     host = upstream.hosts[0]
     for candidate in upstream.hosts:  # the first address that accepts, as the router does
@@ -1105,6 +1187,27 @@ def direct_target(target: Target, config_path: str | None) -> Target:
     if _loopback_address(host) is None:  # config validation guarantees it; check anyway
         raise StartupError(f"route {route.name} points off this machine ({host})")
     return replace(target, connect_host=host, port=upstream.port)
+
+
+def _config_route(name: str, config_path: str | None) -> Route:
+    """The route for `name` in the router's config file."""
+    from .core.routes import RouteTable
+    from .reload import find_config, read_config
+
+    path = find_config(config_path, os.environ, Path.cwd())
+    if path is None:
+        raise StartupError(
+            "--compare-direct needs the router's config to find the backend; none found "
+            "(pass --config, or set $DEVROUTER_CONFIG)"
+        )
+    try:
+        config = read_config(path, own_ports=())
+    except ConfigError as exc:
+        raise StartupError(str(exc)) from None
+    route = RouteTable.build(config.routes).lookup(name)
+    if route is None:
+        raise StartupError(f"{path} has no route for {name}.localhost")
+    return route
 
 
 def compare(router: Result, direct: Result) -> tuple[dict[str, float], float]:
@@ -1226,9 +1329,9 @@ def add_parser(
     p.add_argument(
         "--router-port",
         type=_port,
-        default=DEFAULT_PORT,
         metavar="PORT",
-        help=f"the router's port for a route NAME (default {DEFAULT_PORT})",
+        help="the router's port for a route NAME (default: the running router's, found "
+        f"through its control socket, else the config's listen port, else {DEFAULT_PORT})",
     )
     p.add_argument(
         "--compare-direct",
@@ -1243,7 +1346,12 @@ def add_parser(
         metavar="N",
         help=f"rounds each way for --compare-direct (default {DEFAULT_ROUNDS})",
     )
-    p.add_argument("--config", metavar="PATH", help="router config for --compare-direct")
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="router config, for its listen port and, when the router does not show its "
+        "routes, --compare-direct's backend",
+    )
 
 
 def _arg_type(fn: Callable[[str], Any], name: str) -> Callable[[str], Any]:
@@ -1319,59 +1427,104 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def find_router(args: argparse.Namespace, target: Target) -> Located | None:
+    """The router a route target goes through (devrouter.locate); None for a target that is
+    not a route. A URL's port is the router's; `--router-port` is for a NAME."""
+    from .locate import locate
+
+    if is_route_name(args.target):
+        return locate(port=args.router_port, flag="--router-port", config=args.config)
+    if target.route is None:
+        return None
+    # Only --compare-direct needs the route table; otherwise the URL is asked nothing extra.
+    return locate(port=target.port, flag="the URL", config=args.config, probe=args.compare_direct)
+
+
 def _run(args: argparse.Namespace) -> int:
-    target = parse_target(args.target, args.path, args.router_port)
+    target = parse_target(args.target, args.path)  # refuses a target before any I/O
+    router = find_router(args, target)
+    if router is not None:
+        if is_route_name(args.target):
+            target = parse_target(args.target, args.path, router.port, router.host)
+        if router.answered is False:
+            _say(router_silence(router, "connections are refused"))
+            return EXIT_FAILED
+        if router.answered and not router.is_devrouter:
+            answer = f"HTTP {router.http_status}" if router.http_status else "not HTTP"
+            _say(
+                f"warning: what answers at {router.address} is not devrouter ({answer} for "
+                "/api/status); pass --router-port PORT if the router runs elsewhere"
+            )
     plan = plan_from_args(args, target)
     workers = min(args.workers, plan.connections)
-    progress = sys.stderr
     if args.compare_direct:
-        direct = direct_target(target, args.config)
-        if not args.json:
-            print(_describe(plan, workers, target))
-            print(f"  direct: {direct.url} at {direct.address}", flush=True)
-        routed_total, direct_total = Result(), Result()
-        for i in range(args.rounds):
-            order = ((target, routed_total), (direct, direct_total))
-            for t, total in order if i % 2 else order[::-1]:
-                total.merge(
-                    execute(replace(plan, host=t.connect_host, port=t.port), workers, progress)
-                )
-        added, ratio = compare(routed_total, direct_total)
-        if args.json:
-            out = {
-                "rounds": args.rounds,
-                "router": {"target": target.url, **routed_total.to_json()},
-                "direct": {
-                    "target": f"http://{direct.address}{direct.path}",
-                    **direct_total.to_json(),
-                },
-                "added_latency_ms": added,
-                "throughput_ratio": ratio,
-            }
-            print(json.dumps(out))
-        else:
-            print(format_compare(routed_total, direct_total, args.rounds))
-        if args.histogram:
-            _write_histogram(args.histogram, routed_total)
-        return EXIT_OK if routed_total.requests else EXIT_FAILED
+        return _run_compare(args, plan, workers, target, router)
     if not args.json:
-        print(_describe(plan, workers, target), flush=True)
-    result = execute(plan, workers, progress)
+        print(_describe(plan, workers, target, router), flush=True)
+    result = execute(plan, workers, sys.stderr)
+    silent = silence_line(result, target, router)
     if args.json:
         out = {
             "target": target.url,
+            **({"router_found": router.to_json()} if router else {}),
             "mode": "constant-rate" if plan.rate else "closed-loop",
             "connections": plan.connections,
             "workers": workers,
             **({"rate": plan.rate} if plan.rate else {}),
             **result.to_json(),
+            **({"error": silent} if silent else {}),
         }
         print(json.dumps(out))
-    else:
+    elif silent is None:
         print(format_report(result))
+    if silent is not None:
+        _say(silent)
+        return EXIT_FAILED
     if args.histogram:
         _write_histogram(args.histogram, result)
     return EXIT_OK if result.requests else EXIT_FAILED
+
+
+def _run_compare(
+    args: argparse.Namespace, plan: Plan, workers: int, target: Target, router: Located | None
+) -> int:
+    direct = direct_target(target, args.config, router)
+    if not args.json:
+        print(_describe(plan, workers, target, router))
+        print(f"  direct: {direct.url} at {direct.address}", flush=True)
+    routed_total, direct_total = Result(), Result()
+    for i in range(args.rounds):
+        order = ((target, routed_total, router), (direct, direct_total, None))
+        for t, total, via in order if i % 2 else order[::-1]:
+            result = execute(replace(plan, host=t.connect_host, port=t.port), workers, sys.stderr)
+            silent = silence_line(result, t, via, "the route's backend" if via is None else "")
+            if silent is not None:  # one side is down: a comparison would be meaningless
+                _say(silent)
+                return EXIT_FAILED
+            total.merge(result)
+    added, ratio = compare(routed_total, direct_total)
+    if args.json:
+        out = {
+            "rounds": args.rounds,
+            **({"router_found": router.to_json()} if router else {}),
+            "router": {"target": target.url, **routed_total.to_json()},
+            "direct": {
+                "target": f"http://{direct.address}{direct.path}",
+                **direct_total.to_json(),
+            },
+            "added_latency_ms": added,
+            "throughput_ratio": ratio,
+        }
+        print(json.dumps(out))
+    else:
+        print(format_compare(routed_total, direct_total, args.rounds))
+    if args.histogram:
+        _write_histogram(args.histogram, routed_total)
+    return EXIT_OK if routed_total.requests else EXIT_FAILED
+
+
+def _say(text: str) -> None:
+    print(f"devrouter: {text}", file=sys.stderr, flush=True)
 
 
 def _write_histogram(path: str, result: Result) -> None:

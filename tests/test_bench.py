@@ -22,7 +22,6 @@ from devrouter.bench import Driver, Plan, Target, UsageError
 from devrouter.observe.histogram import RELATIVE_ERROR, Histogram
 
 
-
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No router, config or state of the machine running the tests: a route NAME is looked
@@ -619,7 +618,7 @@ def test_compare_direct_needs_a_route(tmp_path: Path, capsys: pytest.CaptureFixt
     config_path = tmp_path / "devrouter.yaml"
     config_path.write_text("routes:\n  web: 3000\n")
     target = bench.parse_target("api")
-    with pytest.raises(bench.StartupError, match="no route for api.localhost"):
+    with pytest.raises(bench.StartupError, match=r"no route for api\.localhost"):
         bench.direct_target(target, str(config_path))  # no live table: the config file
     assert bench.main(["http://127.0.0.1:9/", "--compare-direct"]) == 2
     assert "needs a route" in capsys.readouterr().err
