@@ -1082,7 +1082,7 @@ NON_HTTP1_ENGINES = [
         id="aiohttp",
         marks=pytest.mark.xfail(
             strict=True,
-            reason="the aiohttp engine on the C parser needs app.py to serve through "
+            reason="the aiohttp engine on the C parser needs server/app.py to serve through "
             "strictgate.EarlyGatedServer (not wired yet)",
         ),
     ),

@@ -24,7 +24,7 @@ bytes where a request starts and names the cases, each with its answer and one l
 Every answer is a 400 with one line of text and `Connection: close`, or (TLS) no answer.
 Everything else, including a request that is merely malformed, is left to the parsers,
 whose own 4xx rules apply. Pure: bytes in, a decision out; the I/O is in
-`devrouter.strictgate` (`Refusing`).
+`devrouter.server.strictgate` (`Refusing`).
 """
 
 from __future__ import annotations

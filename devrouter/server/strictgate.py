@@ -10,7 +10,7 @@ first thing llhttp refuses ends the connection with a 400 before the Python pars
 
 After an Upgrade (a WebSocket), the bytes are no longer HTTP and pass through unchecked.
 
-Before llhttp, the gate asks `devrouter.wire.early_refusal` about the connection's first
+Before llhttp, the gate asks `devrouter.http1.wire.early_refusal` about the connection's first
 bytes (an HTTP/2 preface, a TLS handshake, bare CRs, HTTP/0.9), as the fast path does where
 it hands a connection over, so every engine refuses them the same way: `Refusing` logs one
 line, answers, and closes. `EarlyGatedServer` is the gate with that check only, for the
