@@ -398,6 +398,127 @@ def test_requests_that_time_out_are_errors() -> None:
     assert h.count() == 9
 
 
+class FailingConn:
+    """A connection attempt that fails as `kinds` says, one kind per attempt (across all
+    connections), 1 ms after it starts; "ok" answers with a 200 instead."""
+
+    def __init__(self, sim: FailingSimulation, due: float, now: float) -> None:
+        self.sim = sim
+        self.due = due
+        self.busy_since: float | None = now
+        self.reusable = False
+        sim.attempts += 1
+        kind = next(sim.kinds)
+        sim.loop.call_later(0.001, self._end, kind)
+
+    def send(self, due: float, now: float) -> None:
+        self.due, self.busy_since = due, now
+        self.sim.loop.call_later(0.001, self._end, "ok")
+
+    def _end(self, kind: str) -> None:
+        if self.busy_since is None:
+            return
+        self.busy_since = None
+        if kind == "ok":
+            self.reusable = True
+            self.sim.driver.done(self, self.sim.loop.now, 200, 10)
+        else:
+            self.sim.driver.failed(self, kind)
+
+    def abort(self) -> None:
+        self.busy_since = None
+        self.reusable = False
+
+
+class FailingSimulation:
+    def __init__(self, plan: Plan, kinds: Iterator[str]) -> None:
+        self.loop = VirtualLoop()
+        self.kinds = kinds
+        self.attempts = 0
+        self.finished = False
+        self.driver = Driver(
+            plan,
+            lambda driver, due, now: FailingConn(self, due, now),
+            self.loop.clock,
+            self.loop.call_later,
+            self.loop.call_soon,
+            self.finish,
+        )
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def run(self) -> Driver:
+        self.driver.begin()
+        self.loop.run(lambda: self.finished)
+        assert self.finished
+        return self.driver
+
+
+def forever(kind: str) -> Iterator[str]:
+    return iter(lambda: kind, None)
+
+
+@pytest.mark.parametrize(
+    ("connections", "kinds", "gave_up", "attempts"),
+    [
+        # nothing listens: the run ends after 2 refusals per connection, at least 10
+        (1, forever("refused"), True, 10),
+        (10, forever("refused"), True, 20),
+        (50, forever("refused"), True, 100),
+        # accepted and closed, or not HTTP: nothing answers either
+        (1, forever("reset"), True, 10),
+        (2, iter(["other", "reset"] * 100), True, 10),
+        # one response first: failures after it are the service's, and counted to the end
+        (1, iter(["ok", *["refused"] * 1000]), False, 201),
+        # a few refusals, then it answers (a service still starting)
+        (1, iter([*["refused"] * 5, *["ok"] * 1000]), False, 6),
+    ],
+)
+def test_the_run_ends_early_when_nothing_answers(
+    connections: int, kinds: Iterator[str], gave_up: bool, attempts: int
+) -> None:
+    driver = FailingSimulation(plan(connections=connections, requests=200), kinds).run()
+    assert driver.gave_up is gave_up
+    assert driver.answered is not gave_up
+    if gave_up:
+        # the slots in flight when it stopped still end: at most one more each
+        assert attempts <= driver.unanswered <= attempts + connections
+        assert driver.result()["gave_up"] is True
+
+
+def test_timeouts_do_not_end_the_run_early() -> None:
+    # --timeout bounds each of them already, and a first response may be slow.
+    service = iter([30.0] * 12)
+    sim = Simulation(plan(requests=12, timeout_s=1.0), service)
+    sim.run()
+    assert sim.driver.errors["timeout"] == 12 and not sim.driver.gave_up
+
+
+@pytest.mark.parametrize(
+    ("errors", "answered", "reason"),
+    [
+        ({"refused": 20}, False, "every connection was refused"),
+        ({"timeout": 3}, False, "no request got a response within --timeout"),
+        ({"refused": 2, "reset": 8}, False, "no response arrived (refused: 2, reset: 8)"),
+        ({"refused": 20}, True, None),  # something answered once: a report, not this line
+        ({}, False, None),  # nothing was tried
+    ],
+)
+def test_silence(errors: dict[str, int], answered: bool, reason: str | None) -> None:
+    result = bench.Result(answered=answered)
+    result.errors.update(errors)
+    assert bench.silence(result) == reason
+    line = bench.silence_line(result, bench.parse_target("http://127.0.0.1:4001/"), None)
+    if reason is None:
+        assert line is None
+    else:
+        assert line == (
+            f"nothing answers at 127.0.0.1:4001: {reason}. Is the service running and "
+            "listening on port 4001?"
+        )
+
+
 def test_plan_split_over_workers() -> None:
     parts = plan(connections=5, requests=11, rate=300.0).split(2)
     assert [p.connections for p in parts] == [3, 2]
@@ -588,6 +709,30 @@ async def test_refused_connections_are_counted(capsys: pytest.CaptureFixture[str
     assert code == 1
     assert report["requests"] == 0
     assert report["errors"]["refused"] == 5
+    assert report["error"].startswith(f"nothing answers at 127.0.0.1:{port}: every connection")
+
+
+async def test_a_long_run_at_a_closed_port_stops_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-d 1h at a port where nothing listens: a handful of refusals, one line, exit 1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        code = await asyncio.wait_for(
+            asyncio.to_thread(
+                bench.main, [f"http://127.0.0.1:{port}/", "-d", "1h", "-c", "4", "--workers", "1"]
+            ),
+            30,
+        )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "latency" not in captured.out  # no table of zeros
+    [line] = [ln for ln in captured.err.splitlines() if not ln.startswith("progress:")]
+    assert line == (
+        f"devrouter: nothing answers at 127.0.0.1:{port}: every connection was refused. Is the "
+        f"service running and listening on port {port}?"
+    )
 
 
 async def test_compare_direct(

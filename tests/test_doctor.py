@@ -22,6 +22,7 @@ from conftest import IO_TIMEOUT_S, BackendFactory, CliProcess, cli_env, free_por
 from devrouter import __version__, doctor
 from devrouter.config import ConfigError
 from devrouter.doctor import Check, Listener, RouterProbe, RouteTarget
+from devrouter.locate import Located, live_routes
 from devrouter.reload import read_config
 
 # --- helpers -------------------------------------------------------------------------------
@@ -312,6 +313,115 @@ def test_judge_route(
     assert c.status == status and words in c.message, c.message
     assert (c.fix is None) == (status == "ok")
     assert c.data["route"] == "api" and c.data["port"] == 4001
+
+
+DOWN = {"127.0.0.1": "refused", "::1": "refused"}
+WEB = RouteTarget("web.localhost", "web", 4123, source="run", listens_on=(8000,))
+
+
+@pytest.mark.parametrize(
+    ("target", "reach", "words", "fix"),
+    [
+        # a run/stack app on another port than its $PORT: say so, with the flag to pass
+        (
+            WEB,
+            DOWN,
+            "web.localhost -> 127.0.0.1:4123 or [::1]:4123: nothing is listening; web listens "
+            "on 8000, not on its $PORT 4123",
+            "pass --port $PORT (or read PORT from the environment) in the command, e.g. "
+            "devrouter run web -- CMD --port '$PORT'",
+        ),
+        (
+            RouteTarget("web.localhost", "web", 4123, source="stack", listens_on=(8000, 8001)),
+            DOWN,
+            "web listens on 8000, 8001, not on its $PORT 4123",
+            "--port $PORT",
+        ),
+        # a config route, or no other port known: the plain verdict
+        (
+            RouteTarget("web.localhost", "web", 4123, source="config", listens_on=(8000,)),
+            DOWN,
+            "nothing is listening",
+            "start the service on port 4123",
+        ),
+        (
+            RouteTarget("web.localhost", "web", 4123, source="run"),
+            DOWN,
+            "nothing is listening",
+            "start the service",
+        ),
+        # listening on its port after all: fine
+        (WEB, {"127.0.0.1": "open", "::1": "refused"}, "listening on 127.0.0.1:4123", None),
+    ],
+)
+def test_a_run_app_on_another_port_than_its_port(
+    target: RouteTarget, reach: dict[str, Any], words: str, fix: str | None
+) -> None:
+    c = doctor.judge_route(target, reach, [])
+    assert words in c.message, c.message
+    assert (c.fix is None) if fix is None else (fix in (c.fix or "")), c.fix
+
+
+def test_listens_on_is_read_from_the_routers_table() -> None:
+    status = {
+        "routes": [
+            {"name": "web", "port": 4123, "source": "run", "listens_on": [8000, "x", True]},
+            {"name": "api", "port": 4001, "source": "config"},
+        ]
+    }
+    web, api = doctor.targets_from_status(status) or []
+    assert (web.source, web.listens_on) == ("run", (8000,))
+    assert (api.source, api.listens_on) == ("config", ())
+    live, _ = doctor.targets_from_live(live_routes(status) or ())
+    assert (live.source, live.listens_on, live.label) == ("run", (8000,), "web.localhost")
+
+
+SOCK_HOW = "found through the control socket /h/control.sock"
+OURS = Located(("127.0.0.1",), 7400, SOCK_HOW, True)
+THEIRS = Located(("127.0.0.1",), 7355, "the default", False, "no router answers on /h/c.sock")
+RUNNING = RouterProbe(
+    7355,
+    answered="127.0.0.1",
+    http_status=200,
+    status={"version": "1.2", "listen": [], "routes": []},
+)
+
+
+@pytest.mark.parametrize(
+    ("found", "holder_uid", "status", "words"),
+    [
+        (
+            OURS,
+            1000,
+            "ok",
+            f"devrouter 1.2 is running on port 7355, pid 7: node server.js, {SOCK_HOW}",
+        ),
+        (None, 1000, "ok", "devrouter 1.2 is running on port 7355"),  # not told: any devrouter
+        (
+            THEIRS,
+            1000,
+            "warn",
+            "devrouter 1.2 answers on port 7355 (pid 7: node server.js), but it is not the "
+            "router of this state directory (the default; no router answers on /h/c.sock)",
+        ),
+        (THEIRS, 1001, "fail", "belongs to another user (uid 1001"),
+    ],
+)
+def test_router_verdicts_agree_with_locate(
+    found: Located | None, holder_uid: int, status: str, words: str
+) -> None:
+    holder = Listener("127.0.0.1", 7355, holder_uid, 1, 7, "node server.js")
+    c = doctor.judge_router(RUNNING, [holder], found, my_uid=1000)
+    assert c.status == status and words in c.message, c.message
+    assert c.data["running"] is True
+    assert c.data["ours"] is (status == "ok")
+
+
+def test_any_json_at_api_status_is_not_devrouter() -> None:
+    probe = RouterProbe(7355, answered="127.0.0.1", http_status=200, body_start=b'{"ok": 1}')
+    assert not probe.is_devrouter
+    c = doctor.judge_router(probe, [_l("127.0.0.1", 7355)], THEIRS, 1000)
+    assert c.status == "fail" and "something else is listening on port 7355" in c.message
 
 
 def test_route_on_another_interface_says_bind_loopback() -> None:
