@@ -781,3 +781,70 @@ async def test_python_m_with_two_workers(backend: BackendFactory) -> None:
     report = json.loads(out)
     assert report["requests"] == 100 and report["workers"] == 2
     assert report["status"] == {"200": 50, "503": 50}
+
+
+# --- through the CLI, against a router on another port than 7355 -------------------------
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Any]:
+    """An isolated devrouter world (test_run.make_dev): its own state directory, a router on
+    a free port, and everything it started stopped at the end."""
+    from test_run import make_dev
+
+    yield from make_dev(tmp_path)
+
+
+def socket_only(dev: Any) -> dict[str, str]:
+    """The environment without $DEVROUTER_LISTEN: only the control socket says where the
+    router is."""
+    env = dict(dev.env)
+    env.pop("DEVROUTER_LISTEN")
+    return dict(env)
+
+
+def test_bench_a_run_and_an_alias_name_through_a_router_on_another_port(dev: Any) -> None:
+    from test_run import finish
+
+    assert dev.port != 7355
+    proc = dev.run_server("web")  # starts the background router on dev.port
+    web_port = int(dev.wait_up("web")["env"]["PORT"])
+    assert dev.cli("alias", "db", str(web_port)).returncode == 0
+    env = socket_only(dev)
+    found = f"found through the control socket {dev.home / 'control.sock'}"
+
+    res = dev.cli("bench", "web", "-n", "50", "-c", "2", "--workers", "1", env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"  router: 127.0.0.1:{dev.port} ({found})\n" in res.stdout
+    assert f"bench http://web.localhost:{dev.port}/ (connecting to 127.0.0.1:{dev.port})" in (
+        res.stdout
+    )
+    assert "status     200: 50" in res.stdout
+
+    for name in ("web", "db"):  # a run route, and an alias to the same service
+        res = dev.cli(
+            "bench", name, "--compare-direct", "-n", "20", "-c", "1", "--rounds", "1",
+            "--workers", "1", "--json", env=env,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        report = json.loads(res.stdout)
+        assert report["router_found"]["found_by"] == found
+        assert report["router_found"]["address"] == f"127.0.0.1:{dev.port}"
+        assert report["direct"]["target"] == f"http://127.0.0.1:{web_port}/"
+        assert report["router"]["requests"] == 20 and report["direct"]["requests"] == 20
+        assert report["router"]["status"] == {"200": 20}
+    proc.terminate()
+    finish(proc)
+
+
+def test_bench_a_name_with_no_router_stops_at_once_with_one_line(dev: Any) -> None:
+    """No router at all: one line naming where it looked and why, exit 1, no load sent."""
+    res = dev.cli("bench", "web", "-d", "1h", "--workers", "1")
+    assert res.returncode == 1 and res.stdout == ""
+    sock = dev.home / "control.sock"
+    assert res.stderr.splitlines() == [
+        f"devrouter: nothing answers at 127.0.0.1:{dev.port} ($DEVROUTER_LISTEN; no router "
+        f"answers on the control socket {sock}): connections are refused. Is the router "
+        "running? Start it with `devrouter serve` (or `devrouter run`), or pass "
+        "--router-port PORT"
+    ]

@@ -826,3 +826,49 @@ def test_router_that_requires_a_secret(
     router = router_check()
     assert router["status"] == "warn" and router["data"]["running"] is True, router
     assert "requires a secret" in router["message"]
+
+
+# --- through the CLI, against a router on another port than 7355 -------------------------
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Any]:
+    """An isolated devrouter world (test_run.make_dev): its own state directory, a router on
+    a free port, and everything it started stopped at the end."""
+    from test_run import make_dev
+
+    yield from make_dev(tmp_path)
+
+
+def test_doctor_finds_the_router_through_its_control_socket(dev: Any, tmp_path: Path) -> None:
+    """A router on a free port with a `run` route and an `alias`: doctor finds it without
+    being told the port, checks both routes, and calls a router of another state directory
+    what it is."""
+    from test_run import finish
+
+    proc = dev.run_server("web")
+    web_port = int(dev.wait_up("web")["env"]["PORT"])
+    assert dev.cli("alias", "db", str(web_port)).returncode == 0
+    env = dict(dev.env)
+    env.pop("DEVROUTER_LISTEN")  # only the control socket says where the router is
+    found = f"found through the control socket {dev.home / 'control.sock'}"
+
+    res = dev.cli("doctor", "--json", env=env)
+    report = json.loads(res.stdout)
+    router = only(report, "router")
+    assert router["status"] == "ok", router
+    assert report["port"] == router["data"]["port"] == dev.port != 7355
+    assert router["data"]["ours"] is True and router["data"]["found_by"] == found
+    assert f"is running on port {dev.port}" in router["message"] and found in router["message"]
+    routes = {c["data"]["route"]: (c["status"], c["data"]["port"]) for c in checks(report, "route")}
+    assert routes == {"web": ("ok", web_port), "db": ("ok", web_port)}
+    assert res.returncode == 0, res.stdout
+
+    # Another state directory, told the port: a devrouter, but not the one `run` talks to.
+    other = {**env, "DEVROUTER_HOME": str(tmp_path / "other")}
+    res = dev.cli("doctor", "--port", str(dev.port), "--json", env=other)
+    router = only(json.loads(res.stdout), "router")
+    assert router["status"] == "warn" and router["data"]["ours"] is False, router
+    assert "not the router of this state directory" in router["message"]
+    proc.terminate()
+    finish(proc)
