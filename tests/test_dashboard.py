@@ -33,11 +33,11 @@ from aiohttp import web
 from conftest import IO_TIMEOUT_S, RouterHandle, free_port, make_config
 
 from devrouter import __version__
-from devrouter.web import dashboard
 from devrouter.config import Config, ListenAddr, PathRoute, Route, Upstream
 from devrouter.core.state import State
 from devrouter.observe.metrics import REDACTED
 from devrouter.server.app import Router
+from devrouter.web import dashboard
 
 CHROMIUM = Path("/usr/bin/chromium")
 HAVE_CHROMIUM = CHROMIUM.exists()

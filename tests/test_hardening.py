@@ -52,7 +52,8 @@ from conftest import (
 
 from devrouter.config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, ListenAddr
 from devrouter.core.state import State
-from devrouter.server.app import KEEPALIVE_TIMEOUT_S, Router
+from devrouter.server.app import Router
+from devrouter.server.limits import KEEPALIVE_TIMEOUT_S
 
 MiB = 1 << 20
 STATUS = re.compile(rb"HTTP/(\d\.\d) (\d{3}) ")
@@ -1076,16 +1077,7 @@ def judge_refusal(name: str, raw: bytes, how: str) -> str | None:
 
 NON_HTTP1_ENGINES = [
     pytest.param(True, "", id="fastpath"),
-    pytest.param(
-        False,
-        "",
-        id="aiohttp",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the aiohttp engine on the C parser needs server/app.py to serve through "
-            "strictgate.EarlyGatedServer (not wired yet)",
-        ),
-    ),
+    pytest.param(False, "", id="aiohttp"),
     pytest.param(True, "1", id="fastpath-python-parser"),
     pytest.param(False, "1", id="aiohttp-python-parser"),
 ]

@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from conftest import free_port, make_config
 
-from devrouter.observe import health as health_mod
 from devrouter.config import Config, PathRoute, Route, Upstream
 from devrouter.core.state import State
+from devrouter.observe import health as health_mod
 from devrouter.observe.health import (
     MAX_CONCURRENT_CONNECTS,
     OPEN,

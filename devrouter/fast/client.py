@@ -57,7 +57,7 @@ class ClientConnection(asyncio.Protocol):
 
     def __init__(self, server: FastServer) -> None:
         self.server = server
-        self.loop = server._loop
+        self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.exchange: Exchange | None = None

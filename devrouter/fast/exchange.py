@@ -421,7 +421,9 @@ class Exchange:
             self.client.exchange = None
             self.client.abort()
             return
-        content_type, text = render_error(err, accept_of(self.head).decode("latin-1"))
+        content_type, text = render_error(
+            err, accept_of(self.head).decode("latin-1"), port=int(self.client.local_port)
+        )
         reuse = self.keep_alive and not self.body_left
         self.client.write(
             error_response(err.status, error_headers(err), content_type, text.encode(), not reuse)

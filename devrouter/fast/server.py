@@ -10,15 +10,15 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Route
-from ..control import ControlServer
 from ..core.routes import HostError, parse_host, route_name
 from ..core.state import Snapshot, State
 from ..observe.metrics import Metrics
-from ..server.limits import LimitedServer
+from ..server.limits import HttpLimits, LimitedServer
 from ..server.strictgate import StrictGate
 from ..server.upstream import (
     HostPreference,
 )
+from ..web.pages import ServiceDirectory
 from .client import ClientConnection
 from .pool import Pool
 
@@ -38,26 +38,26 @@ class FastServer(LimitedServer):
         handler: Any,
         *,
         state: State,
+        limits: HttpLimits,
         prefer: HostPreference,
         metrics: Metrics,
         gated: bool = False,
-        control: ControlServer | None = None,
+        control: ServiceDirectory | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(handler, state=state, **kwargs)
+        super().__init__(handler, state=state, limits=limits, **kwargs)
+        self.loop = asyncio.get_running_loop()
         self.control = control
         self.gated = gated  # aiohttp's parser is the pure-Python one: check with llhttp first
         self.state = state
         self.metrics = metrics
         self.prefer = prefer
-        self.pool = Pool(self._loop)
+        self.pool = Pool(self.loop)
         self.fast_connections: set[ClientConnection] = set()
-        self.keepalive_timeout_s = float(kwargs.get("keepalive_timeout", 15.0))
+        self.keepalive_timeout_s = limits.keepalive_timeout_s
         # the same limits aiohttp applies to what it parses: oversize heads are its to refuse
-        self.max_headers = int(kwargs.get("max_headers", 128))
-        self.max_line = min(
-            int(kwargs.get("max_line_size", 8190)), int(kwargs.get("max_field_size", 8190))
-        )
+        self.max_headers = limits.max_headers
+        self.max_line = min(limits.max_line_bytes, limits.max_field_bytes)
         self._snapshot: Snapshot | None = None
         self._routes: dict[bytes, Route | None] = {}
         self._drained: asyncio.Event | None = None

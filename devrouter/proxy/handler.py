@@ -31,7 +31,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..config import AccessRule, Route, Upstream
-from ..control import ControlServer
 from ..core.access import TOKEN_HEADER, Verdict, challenge, verdict
 from ..core.errors import (
     BadGateway,
@@ -66,7 +65,7 @@ from ..server.upstream import (
     translate_errors,
 )
 from ..web import dashboard
-from ..web.pages import error_response, explain_failure
+from ..web.pages import ServiceDirectory, error_response, explain_failure
 from . import websocket
 
 log = logging.getLogger("devrouter.proxy")
@@ -129,7 +128,7 @@ class Proxy:
         state: State,
         session: aiohttp.ClientSession,
         site: dashboard.Context,
-        control: ControlServer | None = None,
+        control: ServiceDirectory | None = None,
     ) -> None:
         self.control = control
         self.state = state
@@ -167,7 +166,12 @@ class Proxy:
             if route is None:
                 _admit(snapshot.config.access, request, host)  # the 404 page lists the routes
                 return error_response(
-                    NotFound(f"no route is named '{name}'", "Add it to the config file."),
+                    NotFound(
+                        f"no route is named '{name}'",
+                        "Add it to the config file.",
+                        name=name,
+                        config_source=snapshot.config.source,
+                    ),
                     request.headers.get(hdrs.ACCEPT, ""),
                     snapshot.table.routes,
                     self._local_port(request),
@@ -205,7 +209,9 @@ class Proxy:
                     err.status,
                     err.detail,
                 )
-            return error_response(err, request.headers.get(hdrs.ACCEPT, ""))
+            return error_response(
+                err, request.headers.get(hdrs.ACCEPT, ""), port=self._local_port(request)
+            )
 
     async def _measured(
         self,

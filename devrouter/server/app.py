@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import http_parser, web
@@ -38,21 +38,14 @@ from ..observe.metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
 from ..proxy.handler import Proxy
 from ..reload import Reloader
 from ..web import dashboard
-from .limits import LimitedServer, connection_budget, raise_fd_limit
-from .strictgate import GatedServer
+from .limits import HttpLimits, LimitedServer, connection_budget, raise_fd_limit
+from .strictgate import EarlyGatedServer, GatedServer
 from .upstream import make_session
 
 log = logging.getLogger("devrouter")
 
-#: Idle keep-alive connections, and clients that trickle their headers, are closed after
-#: this many seconds.
-KEEPALIVE_TIMEOUT_S = 15.0
 #: On SIGINT/SIGTERM, in-flight requests get this long to finish, in seconds.
 SHUTDOWN_GRACE_S = 5.0
-MAX_REQUEST_LINE_BYTES = 8190
-MAX_HEADER_FIELD_BYTES = 8190
-MAX_HEADERS = 100
-READ_BUFSIZE_BYTES = 256 * 1024
 LISTEN_BACKLOG = 1024
 
 
@@ -111,6 +104,44 @@ def c_parser_in_use() -> bool:
     return http_parser.HttpRequestParser.__module__ == "aiohttp._http_parser"
 
 
+#: The engines: the fast path in front of the aiohttp handler (the default), or the aiohttp
+#: handler alone (DEVROUTER_FAST_PATH=0).
+Engine = Literal["fast", "aiohttp"]
+
+
+def make_server(
+    engine: Engine,
+    proxy: Proxy,
+    state: State,
+    metrics: Metrics,
+    limits: HttpLimits,
+    *,
+    gated: bool,
+) -> LimitedServer:
+    """The router's HTTP server for `engine`; `gated` puts llhttp in front of aiohttp's
+    pure-Python parser (devrouter.server.strictgate)."""
+    common: dict[str, Any] = {
+        "state": state,
+        "limits": limits,
+        "handler_cancellation": True,
+        "auto_decompress": False,
+        "access_log": None,
+        "logger": _server_log,
+    }
+    if engine == "fast":
+        return FastServer(
+            proxy.handle,
+            prefer=proxy.prefer,
+            metrics=metrics,
+            gated=gated,
+            control=proxy.control,
+            **common,
+        )
+    # With aiohttp's C parser no llhttp is needed in front, only the early refusals (an HTTP/2
+    # preface, TLS, bare CRs, HTTP/0.9), so both engines answer those alike.
+    return (GatedServer if gated else EarlyGatedServer)(proxy.handle, **common)
+
+
 class Router:
     def __init__(
         self,
@@ -164,29 +195,9 @@ class Router:
                 fd_limit,
                 budget,
             )
-        extra: dict[str, Any] = {"state": self.state, "fd_budget": budget}
-        server_class: type[LimitedServer] = GatedServer if gated else LimitedServer
-        if self.fast_path:
-            server_class = FastServer
-            extra |= {
-                "prefer": proxy.prefer,
-                "metrics": self.metrics,
-                "gated": gated,
-                "control": self.control,
-            }
-        server = server_class(
-            proxy.handle,
-            **extra,
-            handler_cancellation=True,
-            keepalive_timeout=KEEPALIVE_TIMEOUT_S,
-            auto_decompress=False,
-            max_line_size=MAX_REQUEST_LINE_BYTES,
-            max_field_size=MAX_HEADER_FIELD_BYTES,
-            max_headers=MAX_HEADERS,
-            read_bufsize=READ_BUFSIZE_BYTES,
-            access_log=None,
-            logger=_server_log,
-        )
+        engine: Engine = "fast" if self.fast_path else "aiohttp"
+        limits = HttpLimits(fd_budget=budget)
+        server = make_server(engine, proxy, self.state, self.metrics, limits, gated=gated)
         self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         try:

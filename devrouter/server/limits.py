@@ -17,7 +17,8 @@ import asyncio
 import logging
 import resource
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -81,8 +82,8 @@ class Refused(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # a cast, not an isinstance assertion: uvloop's transports are not asyncio.Transport
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.write(self.response)
         if transport.can_write_eof():
             transport.write_eof()
@@ -99,17 +100,51 @@ class Refused(asyncio.Protocol):
             self.timer.cancel()
 
 
+#: Idle keep-alive connections, and clients that trickle their headers, are closed after
+#: this many seconds.
+KEEPALIVE_TIMEOUT_S = 15.0
+MAX_REQUEST_LINE_BYTES = 8190
+MAX_HEADER_FIELD_BYTES = 8190
+MAX_HEADERS = 100
+#: What aiohttp reads from a socket at a time, in bytes.
+READ_BUFSIZE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What the router's HTTP server allows, for both engines: the fast path applies the
+    same limits to the heads it reads, and hands oversize ones to aiohttp to refuse."""
+
+    fd_budget: int  # client connections the open-file limit can hold (connection_budget)
+    keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S
+    max_line_bytes: int = MAX_REQUEST_LINE_BYTES
+    max_field_bytes: int = MAX_HEADER_FIELD_BYTES
+    max_headers: int = MAX_HEADERS
+    read_bufsize_bytes: int = READ_BUFSIZE_BYTES
+
+    def aiohttp_kwargs(self) -> dict[str, Any]:
+        """The same limits as aiohttp's `web.Server` takes them."""
+        return {
+            "keepalive_timeout": self.keepalive_timeout_s,
+            "max_line_size": self.max_line_bytes,
+            "max_field_size": self.max_field_bytes,
+            "max_headers": self.max_headers,
+            "read_bufsize": self.read_bufsize_bytes,
+        }
+
+
 class LimitedServer(web.Server):
     """aiohttp's low-level server with the router-wide connection limit.
 
     The limit is read from the live config on every accept, so a reload changes it; it is
-    capped by what the open-file limit can hold (`fd_budget`).
+    capped by what the open-file limit can hold (`limits.fd_budget`).
     """
 
-    def __init__(self, handler: Any, *, state: State, fd_budget: int, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+    def __init__(self, handler: Any, *, state: State, limits: HttpLimits, **kwargs: Any) -> None:
+        super().__init__(handler, **limits.aiohttp_kwargs(), **kwargs)
         self.state = state
-        self.fd_budget = fd_budget
+        self.limits = limits
+        self.fd_budget = limits.fd_budget
         self._warned_at = float("-inf")
 
     def open_connections(self) -> int:

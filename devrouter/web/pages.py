@@ -195,6 +195,15 @@ class ServiceInfo(Protocol):
     listens_on: tuple[int, ...]  # ports its processes listen on other than `port`
 
 
+class ServiceDirectory(Protocol):
+    """Where the engines look up a `devrouter run` registration for an error page
+    (devrouter.control.ControlServer), without depending on the control server."""
+
+    def service(self, name: str) -> ServiceInfo | None: ...
+
+    def output(self, name: str) -> Sequence[str]: ...
+
+
 def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) -> ProxyError:
     """Turn a refused connection to a `devrouter run` app into the answer that helps: a
     self-reloading "starting..." page while it has not listened yet, or a 502 that shows
