@@ -237,7 +237,7 @@ def test_every_metric_is_documented() -> None:
     record(metrics, "api", 200, 0.002)
     state = State(Config(routes=(Route("api", Upstream(1)),)))
     text = render(state, metrics, Health(state), time.time())
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "dashboard.md").read_text()
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
     names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")]
     assert names
     missing = [n for n in names if f"`{n}`" not in docs]

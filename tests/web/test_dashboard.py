@@ -810,7 +810,7 @@ async def test_screenshot_for_docs(browser: Browser) -> None:
 
 
 def docs_text() -> str:
-    return (Path(__file__).resolve().parent.parent / "docs" / "dashboard.md").read_text()
+    return (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
 
 
 async def test_every_status_field_is_documented(
