@@ -233,3 +233,24 @@ async def test_full_router_answers_new_connections_503_and_keeps_the_open_ones(r
     finally:
         for _, writer in conns:
             writer.close()
+
+
+async def test_full_router_answers_503_under_the_cli_on_uvloop(cli, tmp_path):
+    """The 503 of a full router through the real CLI, whose loop is uvloop: its transports
+    are not asyncio.Transport instances, which the refusal once asserted (and then failed)."""
+    config = tmp_path / "devrouter.yaml"
+    config.write_text("max_connections: 2\nroutes:\n  api: 1\n")
+    p = cli("serve", "--config", str(config), "--no-access-log")
+    held = [await asyncio.open_connection("127.0.0.1", p.port) for _ in range(2)]
+    try:
+        for reader, writer in held:  # each is accepted (and counted) before the next
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            assert (await read_head(reader)).startswith(b"HTTP/1.1 200")
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        answer = await asyncio.wait_for(reader.read(), IO_TIMEOUT_S)  # then it closes
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"max_connections: 2" in answer
+    finally:
+        for _, writer in held:
+            writer.close()
