@@ -20,7 +20,8 @@ import pytest
 import yaml
 from aiohttp import WSMsgType, web
 
-from devrouter.config import Config, ListenAddr, parse_config
+from devrouter.config.schema import parse_config
+from devrouter.core.model import Config, ListenAddr
 from devrouter.core.state import State
 from devrouter.server.app import Router
 

@@ -1,4 +1,4 @@
-"""devrouter.config: the YAML schema, its validation and the wording of its errors.
+"""devrouter.config.schema: the YAML schema, its validation and the wording of its errors.
 
 Every rejected config must name the file, the line and (when there is one) the route, in the
 form `FILE:LINE: route 'NAME': message`.
@@ -16,20 +16,18 @@ from collections.abc import Iterable
 
 import pytest
 
-from devrouter.config import (
+from devrouter.config.schema import parse_config
+from devrouter.core.addresses import listen_addrs, parse_listen, parse_target
+from devrouter.core.errors import ConfigError
+from devrouter.core.model import (
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_S,
     Config,
-    ConfigError,
     ListenAddr,
     PathRoute,
     Upstream,
-    listen_addrs,
-    normalize_name,
-    parse_config,
-    parse_listen,
-    parse_target,
 )
+from devrouter.core.names import normalize_name
 
 SRC = "/home/dev/project/devrouter.yaml"
 BOTH = ("127.0.0.1", "::1")
@@ -605,7 +603,8 @@ ALIAS_BOMBS = {
 _BOMB_CHILD = """
 import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from devrouter.config import ConfigError, parse_config
+from devrouter.core.errors import ConfigError
+from devrouter.config.schema import parse_config
 out = {}
 for name, text in json.load(sys.stdin).items():
     try:

@@ -50,7 +50,7 @@ from conftest import (
     ws_echo_text,
 )
 
-from devrouter.config import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, ListenAddr
+from devrouter.core.model import DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB, MIB_BYTES, ListenAddr
 from devrouter.core.state import State
 from devrouter.server.app import Router
 from devrouter.server.limits import KEEPALIVE_TIMEOUT_S

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from conftest import BackendFactory, CliProcess, cli_env, free_port
 
-from devrouter.config import DEFAULT_LOOPBACKS, ListenAddr, PathRoute, Upstream
 from devrouter.control import call
+from devrouter.core.model import DEFAULT_LOOPBACKS, ListenAddr, PathRoute, Upstream
 from devrouter.locate import (
     Choice,
     Clues,

@@ -1,4 +1,4 @@
-"""devrouter.reload and devrouter.core.state: finding, reading and hot-reloading the config file.
+"""devrouter.config.reload and devrouter.core.state: finding, reading and hot-reloading the config file.
 
 Real files in tmp_path, the real watchfiles watcher, and (where requests matter) the
 in-process router. Every wait is a bounded poll of the state; nothing asserts a duration.
@@ -17,9 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from devrouter.config import Config, ConfigError, parse_config
+from devrouter.config.reload import MAX_CONFIG_BYTES, Reloader, find_config, read_config
+from devrouter.config.schema import parse_config
+from devrouter.core.errors import ConfigError
+from devrouter.core.model import Config
 from devrouter.core.state import Snapshot, State
-from devrouter.reload import MAX_CONFIG_BYTES, Reloader, find_config, read_config
 
 #: Upper bound for any one wait on the watcher, in seconds.
 WAIT_S = 5.0

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import watchfiles
 
-from .aio import sleep_or_stop
-from .config import Config, ConfigError, parse_config
-from .core.access import load_secrets
-from .core.state import State
+from ..aio import sleep_or_stop
+from ..core.access import load_secrets
+from ..core.errors import ConfigError
+from ..core.model import Config
+from ..core.state import State
+from .schema import parse_config
 
 log = logging.getLogger("devrouter.reload")
 

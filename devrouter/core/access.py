@@ -33,7 +33,8 @@ from base64 import b64decode
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from ..config import AccessRule, Config, ConfigError
+from .errors import ConfigError
+from .model import AccessRule, Config
 
 #: A secret (the token, or the password of user:password) shorter than this is refused: the
 #: router answers as fast as anyone can ask, so a short secret can be guessed.

@@ -120,3 +120,16 @@ class UpstreamStatus(ProxyError):
     def __init__(self, status: int, detail: str, hint: str = "") -> None:
         super().__init__(detail, hint)
         self.status = status
+
+
+class ConfigError(Exception):
+    """A config that cannot be used. `str()` is the one line shown to the user."""
+
+    def __init__(self, source: str, line: int | None, message: str, route: str | None = None):
+        self.source = source
+        self.line = line
+        self.route = route
+        self.message = message
+        where = f"{source}:{line}" if line else source
+        what = f"route '{route}': " if route else ""
+        super().__init__(f"{where}: {what}{message}")

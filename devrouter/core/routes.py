@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from urllib.parse import unquote
 
-from ..config import Route, Upstream
+from .model import Route, Upstream
 
 OWN_HOSTS = frozenset({"localhost", "devrouter.localhost", "127.0.0.1", "::1"})
 _HOST_RE = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..config import Config, Route
+from .model import Config, Route
 from .routes import RouteTable
 
 

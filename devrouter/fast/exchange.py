@@ -10,8 +10,8 @@ from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING
 
-from ..config import Upstream
 from ..core.errors import BadGateway, ProxyError
+from ..core.model import Upstream
 from ..http1.answers import accept_of, error_response
 from ..http1.policy import IDEMPOTENT, NO_BODY_STATUS
 from ..http1.request_head import (

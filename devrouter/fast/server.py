@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config import Route
+from ..core.model import Route
 from ..core.routes import HostError, parse_host, route_name
 from ..core.state import Snapshot, State
 from ..observe.metrics import Metrics

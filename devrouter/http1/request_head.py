@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ..config import Route
 from ..core.access import Verdict, verdict
+from ..core.model import Route
 from ..core.state import Snapshot
 from .fields import connection_tokens, forwarding_fields, line_span, named_spans, without_spans
 from .grammar import HEAD_RE, REQUEST_LINE_RE, field_scanner, has_long_line

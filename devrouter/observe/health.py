@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from ..config import Upstream
+from ..core.model import Upstream
 from ..core.state import State
 from .metrics import Metrics
 

@@ -30,7 +30,6 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..config import AccessRule, Route, Upstream
 from ..core.access import TOKEN_HEADER, Verdict, challenge, verdict
 from ..core.errors import (
     BadGateway,
@@ -44,6 +43,7 @@ from ..core.errors import (
     Unauthorized,
     VersionNotSupported,
 )
+from ..core.model import AccessRule, Route, Upstream
 from ..core.routes import (
     OWN_HOSTS,
     AmbiguousPath,

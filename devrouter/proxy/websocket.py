@@ -22,8 +22,8 @@ from aiohttp import WSMsgType, hdrs, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..config import Route, Upstream
 from ..core.errors import BadGateway, BadRequest, UpstreamStatus
+from ..core.model import Route, Upstream
 from ..server.upstream import translate_errors
 
 if TYPE_CHECKING:

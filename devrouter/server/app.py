@@ -28,15 +28,15 @@ from aiohttp import http_parser, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..aio import sleep_or_stop
-from ..config import ListenAddr
+from ..config.reload import Reloader
 from ..control import ControlError, ControlServer
+from ..core.model import ListenAddr
 from ..core.state import State
 from ..fast.server import FastServer
 from ..observe.accesslog import AccessLog
 from ..observe.health import Health
 from ..observe.metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
 from ..proxy.handler import Proxy
-from ..reload import Reloader
 from ..web import dashboard
 from .limits import HttpLimits, LimitedServer, connection_budget, raise_fd_limit
 from .strictgate import EarlyGatedServer, GatedServer

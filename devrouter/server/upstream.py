@@ -22,8 +22,8 @@ from contextlib import contextmanager
 import aiohttp
 from aiohttp import hdrs
 
-from ..config import Upstream
 from ..core.errors import BadGateway, GatewayTimeout
+from ..core.model import Upstream
 
 log = logging.getLogger("devrouter.upstream")
 

@@ -38,7 +38,7 @@ from urllib.parse import parse_qs
 from aiohttp import hdrs, web
 
 from .. import __version__
-from ..config import ListenAddr, Route, Upstream
+from ..core.model import ListenAddr, Route, Upstream
 from ..core.state import State
 from ..observe import prometheus
 from ..observe.health import Health

@@ -16,8 +16,8 @@ from typing import Protocol
 from aiohttp import web
 
 from .. import __version__
-from ..config import Route
 from ..core.errors import NotFound, ProxyError, ServiceStarting
+from ..core.model import Route
 
 #: Lines of a `devrouter run` app's output shown on its error page.
 OUTPUT_TAIL_LINES = 20

@@ -22,10 +22,12 @@ import yaml
 from aiohttp import web
 from conftest import IO_TIMEOUT_S, cli_env, ws_echo_text
 
-from devrouter.config import ACCESS_OFF, AccessRule, Config, ConfigError, parse_config
+from devrouter.config.reload import Reloader
+from devrouter.config.schema import parse_config
 from devrouter.core.access import MIN_SECRET_CHARS, Verdict, load_secrets, verdict
+from devrouter.core.errors import ConfigError
+from devrouter.core.model import ACCESS_OFF, AccessRule, Config
 from devrouter.core.state import State
-from devrouter.reload import Reloader
 
 TOKEN = "t0ken-for-tests-0123456789abcdef"
 PASSWORD = "correct-horse-battery-staple"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devrouter.config import PathRoute, Route, Upstream, parse_config
+from devrouter.config.schema import parse_config
+from devrouter.core.model import PathRoute, Route, Upstream
 from devrouter.core.routes import (
     AmbiguousPath,
     HostError,

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from conftest import IO_TIMEOUT_S, RawBackend, RawHandler, make_config, read_head
 
-from devrouter.config import AccessRule, Config, ListenAddr
+from devrouter.core.model import AccessRule, Config, ListenAddr
 from devrouter.core.state import State
 from devrouter.fast.server import FastServer
 from devrouter.http1.request_head import MAX_PLAN_HEAD_BYTES

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import pytest
 from conftest import make_config
 
-from devrouter.core.model import Route
 from devrouter.core.access import load_secrets
+from devrouter.core.model import Route
 from devrouter.core.routes import HostError, parse_host, route_name
 from devrouter.core.state import Snapshot, State
 from devrouter.http1.request_head import (

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from conftest import free_port, make_config
 
-from devrouter.config import Config, PathRoute, Route, Upstream
+from devrouter.core.model import Config, PathRoute, Route, Upstream
 from devrouter.core.state import State
 from devrouter.observe import health as health_mod
 from devrouter.observe.health import (

@@ -17,7 +17,7 @@ from aiohttp import web
 from conftest import IO_TIMEOUT_S, RouterHandle, free_port, make_config
 
 from devrouter import __version__
-from devrouter.config import Config, Route, Upstream
+from devrouter.core.model import Config, Route, Upstream
 from devrouter.core.state import State
 from devrouter.observe.health import Health
 from devrouter.observe.histogram import Histogram

@@ -17,14 +17,14 @@ import pytest
 from aiohttp import web
 from conftest import IO_TIMEOUT_S, make_config, read_head
 
-from devrouter.config import (
+from devrouter.config.schema import parse_config
+from devrouter.core.errors import ConfigError
+from devrouter.core.model import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_ROUTE,
     DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB,
-    ConfigError,
     Route,
     Upstream,
-    parse_config,
 )
 from devrouter.core.state import State
 from devrouter.server.limits import RESERVED_FDS, busy_response, connection_budget, raise_fd_limit

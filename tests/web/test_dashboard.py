@@ -33,7 +33,7 @@ from aiohttp import web
 from conftest import IO_TIMEOUT_S, RouterHandle, free_port, make_config
 
 from devrouter import __version__
-from devrouter.config import Config, ListenAddr, PathRoute, Route, Upstream
+from devrouter.core.model import Config, ListenAddr, PathRoute, Route, Upstream
 from devrouter.core.state import State
 from devrouter.observe.metrics import REDACTED
 from devrouter.server.app import Router

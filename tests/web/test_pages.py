@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import pytest
 from conftest import make_config
 
-from devrouter.config import Route
 from devrouter.core.errors import (
     BadGateway,
     GatewayTimeout,
@@ -20,6 +19,7 @@ from devrouter.core.errors import (
     ProxyError,
     ServiceStarting,
 )
+from devrouter.core.model import Route
 from devrouter.web.pages import ServiceInfo, closest_name, explain_failure, render_error
 
 PORT = 7355

@@ -1,0 +1,20 @@
+"""Route names: DNS labels under .localhost (RFC 6761), the one pattern every part of the
+router checks names with."""
+
+from __future__ import annotations
+
+import re
+
+#: One DNS label (RFC 1035 §2.3.1, lowercase): letters, digits and inner hyphens, 1-63 long.
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+#: A route name: one or more labels, optionally a wildcard "*." in front.
+NAME_RE = re.compile(rf"^(?:\*\.)?{LABEL}(?:\.{LABEL})*$")
+#: Names that are the router's own pages.
+RESERVED_NAMES = frozenset({"devrouter"})
+
+
+def normalize_name(raw: str) -> str:
+    name = raw.strip().lower().rstrip(".")
+    if name.endswith(".localhost"):
+        name = name[: -len(".localhost")]
+    return name
