@@ -121,6 +121,7 @@ async def diagnose(opts: Options) -> Report:
     reach = await _reach_all(targets)
 
     range_error: str | None = None
+    span: tuple[int, int] | None
     try:
         span = assignment_range(opts.env)
     except ValueError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import socket
 import threading
@@ -21,6 +20,7 @@ import aiohttp
 
 from ..core.model import DEFAULT_LOOPBACKS, is_loopback_host
 from ..locate import is_devrouter_answer, is_devrouter_status
+from ..ports import RANGE_ENV, PortError, port_range
 from .listeners import hostport
 
 #: A TCP connect to a loopback port, in seconds. Loopback connects complete at once or are
@@ -33,13 +33,8 @@ HTTP_TIMEOUT_S = 3.0
 RESOLVE_TIMEOUT_S = 2.0
 #: A /api/status body larger than this, in bytes, is not read as JSON.
 MAX_STATUS_BYTES = 4 * 1024 * 1024
-#: The inclusive range `devrouter run` assigns ports from, when devrouter.ports (the port
-#: assignment of issue 3) is installed but does not say; the range it documents: above the
-#: ports browsers refuse (the highest is 10080), clear of the ports dev tools pick, below
-#: the ephemeral ranges. devrouter.ports.port_range() is asked first.
-DEFAULT_PORT_RANGE = (17000, 17999)
 #: `$DEVROUTER_PORTS` ("LOW-HIGH") changes the range, as it does for `devrouter run`.
-PORT_RANGE_ENV = "DEVROUTER_PORTS"
+PORT_RANGE_ENV = RANGE_ENV
 
 NSSWITCH_PATH = Path("/etc/nsswitch.conf")
 RESOLV_CONF_PATH = Path("/etc/resolv.conf")
@@ -178,40 +173,10 @@ def read_text(path: Path) -> str | None:
 # --- port-assignment range -----------------------------------------------------------------
 
 
-def assignment_range(env: Mapping[str, str]) -> tuple[int, int] | None:
-    """The inclusive range `devrouter run` assigns ports from, or None when port assignment
-    is not installed. Raises ValueError for a range that cannot be used."""
+def assignment_range(env: Mapping[str, str]) -> tuple[int, int]:
+    """The inclusive range `devrouter run` assigns ports from (`devrouter.ports`: its default,
+    or `$DEVROUTER_PORTS`). Raises ValueError for a range that cannot be used."""
     try:
-        ports: Any = importlib.import_module("devrouter.ports")
-    except ImportError:
-        ports = None
-    ask = getattr(ports, "port_range", None)
-    if callable(ask):
-        try:
-            value = ask(env)
-        except Exception as exc:  # another module's error type: report it, never crash
-            raise ValueError(str(exc)) from None
-        return _as_range(value)
-    text = env.get(PORT_RANGE_ENV, "").strip()
-    if text:
-        first, sep, last = text.partition("-")
-        if sep and first.strip().isdigit() and last.strip().isdigit():
-            with contextlib.suppress(ValueError):
-                return _as_range((int(first), int(last)))
-        raise ValueError(f"{PORT_RANGE_ENV}={text!r}: expected LOW-HIGH within 1-65535")
-    if ports is None:
-        return None
-    return _as_range(getattr(ports, "DEFAULT_RANGE", DEFAULT_PORT_RANGE))
-
-
-def _as_range(value: object) -> tuple[int, int]:
-    if isinstance(value, range) and len(value):
-        value = (value.start, value[-1])
-    if (
-        isinstance(value, tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        and 1 <= value[0] <= value[1] <= 65535
-    ):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"the port range {value!r} is not LOW-HIGH within 1-65535")
+        return port_range(env)
+    except PortError as exc:
+        raise ValueError(str(exc)) from None

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
+from devrouter import ports
 from devrouter.doctor import facts
 
 
@@ -21,10 +20,6 @@ def test_assignment_range(monkeypatch: pytest.MonkeyPatch) -> None:
             facts.assignment_range({facts.PORT_RANGE_ENV: bad})
 
 
-def test_assignment_range_without_port_assignment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "devrouter.ports", None)  # not installed: import fails
-    assert facts.assignment_range({}) is None
-    assert facts.assignment_range({facts.PORT_RANGE_ENV: "20000-20099"}) == (20000, 20099)
-    for bad in ("lots", "9-70000", "3000-2000"):
-        with pytest.raises(ValueError, match=facts.PORT_RANGE_ENV):
-            facts.assignment_range({facts.PORT_RANGE_ENV: bad})
+def test_assignment_range_is_the_one_devrouter_run_uses() -> None:
+    """No $DEVROUTER_PORTS: devrouter.ports' own default, not a copy of it."""
+    assert facts.assignment_range({}) == ports.port_range({}) == ports.DEFAULT_RANGE
