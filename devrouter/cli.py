@@ -16,11 +16,15 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from . import __version__, bench, doctor, ports, runner, stack
-from .config import DEFAULT_PORT, Config, ConfigError, ListenAddr, listen_addrs
+from . import __version__, ports, runner, stack
+from .bench import command as bench
+from .config.reload import find_config, read_config
+from .core.addresses import listen_addrs
+from .core.errors import ConfigError
+from .core.model import DEFAULT_PORT, Config, ListenAddr
 from .core.state import State
+from .doctor import command as doctor
 from .observe.accesslog import AccessLog
-from .reload import find_config, read_config
 from .server.app import Router, StartupError, tune_malloc
 from .web.pages import route_url
 
