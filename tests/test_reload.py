@@ -1,4 +1,5 @@
-"""devrouter.config.reload and devrouter.core.state: finding, reading and hot-reloading the config file.
+"""devrouter.config.reload and devrouter.core.state: finding, reading and hot-reloading the
+config file.
 
 Real files in tmp_path, the real watchfiles watcher, and (where requests matter) the
 in-process router. Every wait is a bounded poll of the state; nothing asserts a duration.

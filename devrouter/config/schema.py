@@ -256,7 +256,9 @@ def _parse_routes(w: _ConfigWalker, node: Node, timeout_s: float) -> list[Route]
     return routes
 
 
-def _parse_route_body(w: _ConfigWalker, node: Node, name: str, timeout_s: float, line: int) -> Route:
+def _parse_route_body(
+    w: _ConfigWalker, node: Node, name: str, timeout_s: float, line: int
+) -> Route:
     if isinstance(node, ScalarNode):
         return Route(name, w.upstream(node, name, _ROUTE_KEYS), (), timeout_s, line)
     paths: list[PathRoute] = []
