@@ -40,7 +40,8 @@ from devrouter.http1.fields import (
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="close, keep-alive in HTTP/1.0: the keep-alive after the close reopens "
-                "the connection; RFC 9112 §9.3 and llhttp let close win (test_differential)",
+                "the connection, so the answer depends on the order; RFC 9112 §9.3: close wins "
+                "(llhttp keeps both orders open: test_differential)",
             ),
             id="close then keep-alive in HTTP/1.0",
         ),
