@@ -17,8 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cli.boundary import guarded
+from ..core.errors import EXIT_FAILED, EXIT_OK, CommandError, UsageError
 from ..core.model import DEFAULT_PORT
-from .errors import StartupError, UsageError
 from .options import parse_body, parse_duration, parse_header, parse_rate
 from .plan import DEFAULT_TIMEOUT_S, Plan, build_request
 from .report import compare, describe, format_compare, format_report, router_silence, silence_line
@@ -30,7 +31,6 @@ from .workers import execute
 if TYPE_CHECKING:  # for annotations only; router.find_router imports it when it runs
     from ..locate import Located
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 
 #: Defaults a wrk user expects.
 DEFAULT_CONNECTIONS = 10
@@ -58,6 +58,7 @@ def add_parser(
         "one completes. --rate sends at a constant rate and measures each request's latency "
         "from when it was due, so stalls are not hidden (coordinated omission).",
     )
+    p.set_defaults(handler=run)
     p.add_argument("target", metavar="TARGET", help="URL, or a route NAME")
     p.add_argument("path", metavar="PATH", nargs="?", help="path for a route NAME (default /)")
     p.add_argument(
@@ -211,18 +212,13 @@ def plan_from_args(args: argparse.Namespace, target: Target) -> Plan:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The `bench` command. Prints the report on stdout, progress and errors on stderr."""
+    """The `bench` command. Prints the report on stdout, progress and errors on stderr; a
+    bad option is a UsageError (exit 2), what --compare-direct cannot find a StartupError
+    (exit 3), both answered at the CLI's boundary."""
     try:
         return _run(args)
-    except UsageError as exc:
-        print(f"devrouter: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except StartupError as exc:
-        print(f"devrouter: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
     except RuntimeError as exc:
-        print(f"devrouter: bench failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        raise CommandError(f"bench failed: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -329,4 +325,4 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """`devrouter bench ARGS`, callable without the rest of the CLI."""
     args = build_parser().parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return run(args)
+    return guarded(run, args)

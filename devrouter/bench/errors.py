@@ -1,8 +1,7 @@
-"""What can go wrong in a bench run: the two exceptions the command answers with an exit
-code, and the kinds of failed request a report counts.
+"""The kinds of failed request a bench report counts. (A bad option or target raises
+devrouter.core.errors.UsageError, exit 2; what --compare-direct needs but cannot find,
+StartupError, exit 3.)
 
-- `UsageError`: a bad option or target (exit 2).
-- `StartupError`: what --compare-direct needs cannot be found (exit 3).
 - `ERROR_KINDS`: `refused` (connect refused), `reset` (the connection closed or was reset
   before a complete response), `timeout` (no complete response within `--timeout`) and
   `other` (a malformed response, another OS error). `error_kind` maps an OS exception to
@@ -12,14 +11,6 @@ code, and the kinds of failed request a report counts.
 from __future__ import annotations
 
 ERROR_KINDS = ("refused", "reset", "timeout", "other")
-
-
-class UsageError(Exception):
-    """A bad option or target; printed as one line and answered with exit 2."""
-
-
-class StartupError(Exception):
-    """The route table needed by --compare-direct cannot be read; exit 3."""
 
 
 def is_reset(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from .errors import UsageError
+from ..core.errors import UsageError
 from .options import TOKEN_RE
 from .target import Target
 

@@ -10,9 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, StartupError, UsageError
 from ..core.model import Route
-from .errors import StartupError, UsageError
 from .target import Target, is_route_name, loopback_address
 
 if TYPE_CHECKING:  # for annotations only; find_router imports it when it runs

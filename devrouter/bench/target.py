@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from ..core.errors import UsageError
 from ..core.model import DEFAULT_PORT
-from .errors import UsageError
 
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _NAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")

@@ -13,7 +13,18 @@
       GatewayTimeout      504  backend silent past the route's timeout
 
 Upstream exceptions (aiohttp's, OSError, TimeoutError) are translated into these at one
-boundary, `devrouter.upstream.translate_errors`; the handler only ever sees these types.
+boundary, `devrouter.server.upstream.translate_errors`; the handler only ever sees these
+types.
+
+Every way a command can fail, as a type that carries the exit code it ends with:
+
+    CommandError          1  base: str() is the one line shown, after "devrouter: "
+      ConfigError         1  a config file that cannot be used (file:line: route: message)
+      UsageError          2  a bad option or argument
+      StartupError        3  the router cannot start (bad config, port in use)
+
+They are translated at one boundary, `devrouter.cli.main`: the line on stderr, the code as
+the exit status, never a traceback.
 """
 
 from __future__ import annotations
@@ -122,7 +133,26 @@ class UpstreamStatus(ProxyError):
         self.status = status
 
 
-class ConfigError(Exception):
+#: Exit statuses: success, a failure the command reports (an invalid config for `check`, a
+#: failed check for `doctor`), a usage error, a start-up failure.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
+
+
+class CommandError(Exception):
+    """A command cannot do what was asked; `str()` is the one line shown to the user."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(CommandError):
+    exit_code = EXIT_USAGE
+
+
+class StartupError(CommandError):
+    exit_code = EXIT_STARTUP
+
+
+class ConfigError(CommandError):
     """A config that cannot be used. `str()` is the one line shown to the user."""
 
     def __init__(self, source: str, line: int | None, message: str, route: str | None = None):

@@ -15,9 +15,11 @@ import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..cli.boundary import guarded
 from ..config.reload import find_config, read_config
 from ..core.access import TOKEN_HEADER, load_secrets
 from ..core.errors import ConfigError
@@ -268,6 +270,7 @@ def add_parser(
         epilog=_EPILOG,
     )
     _add_arguments(p)
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
@@ -289,4 +292,4 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         prog="devrouter doctor", description=_DESCRIPTION, epilog=_EPILOG
     )
     _add_arguments(parser)
-    return run(parser.parse_args(argv), stdout)
+    return guarded(partial(run, stdout=stdout), parser.parse_args(argv))

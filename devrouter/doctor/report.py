@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from ..core.errors import EXIT_FAILED, EXIT_OK
 
 Status = Literal["ok", "info", "warn", "fail"]
 _RANK: dict[str, int] = {"ok": 0, "info": 0, "warn": 1, "fail": 2}

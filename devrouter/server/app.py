@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..aio import sleep_or_stop
 from ..config.reload import Reloader
 from ..control import ControlError, ControlServer
+from ..core.errors import StartupError
 from ..core.model import ListenAddr
 from ..core.state import State
 from ..fast.server import FastServer
@@ -94,10 +95,6 @@ def tune_malloc() -> bool:
             (_M_TOP_PAD, MALLOC_TOP_PAD_BYTES),
         )
     )
-
-
-class StartupError(Exception):
-    """Start-up failed; `str()` is the one line shown to the user (exit code 3)."""
 
 
 def c_parser_in_use() -> bool:

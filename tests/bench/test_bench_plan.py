@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from devrouter.bench import plan as plans
-from devrouter.bench.errors import UsageError
 from devrouter.bench.plan import Plan
 from devrouter.bench.target import parse_target
+from devrouter.core.errors import UsageError
 
 
 def test_request_bytes() -> None:

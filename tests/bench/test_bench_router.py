@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devrouter.bench import command, router
-from devrouter.bench.errors import StartupError
 from devrouter.bench.target import parse_target
+from devrouter.core.errors import StartupError
 
 
 @pytest.fixture(autouse=True)

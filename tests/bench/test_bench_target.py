@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from devrouter.bench import target as targets
-from devrouter.bench.errors import UsageError
 from devrouter.bench.target import Target
+from devrouter.core.errors import UsageError
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
-from .core.model import Config, PathRoute, Route, Upstream
+from ..core.model import Config, PathRoute, Route, Upstream
 
 PAGE = """<!doctype html><html><head><meta charset=utf-8><title>devrouter demo</title>
 <style>body{font:15px/1.5 system-ui,sans-serif;max-width:42em;margin:3em auto;padding:0 1em}

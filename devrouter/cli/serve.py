@@ -1,9 +1,4 @@
-"""Command line: parse, set up logging, call into the package, map failures to exit codes.
-
-Exit codes: 0 ok, 1 `check` found the config invalid, 2 usage, 3 start-up failure (bad
-config, port in use). A failure prints one line starting with `devrouter:`, never a
-traceback.
-"""
+"""The router's own commands: `serve`, `check` and `demo`."""
 
 from __future__ import annotations
 
@@ -12,53 +7,31 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from . import __version__, ports, runner, stack
-from .bench import command as bench
-from .config.reload import find_config, read_config
-from .core.addresses import listen_addrs
-from .core.errors import ConfigError
-from .core.model import DEFAULT_PORT, Config, ListenAddr
-from .core.state import State
-from .doctor import command as doctor
-from .observe.accesslog import AccessLog
-from .server.app import Router, StartupError, tune_malloc
-from .web.pages import route_url
+from .. import __version__, ports
+from ..config.reload import find_config, read_config
+from ..core.addresses import listen_addrs
+from ..core.errors import EXIT_OK, CommandError, ConfigError, StartupError, UsageError
+from ..core.model import DEFAULT_PORT, Config, ListenAddr
+from ..core.state import State
+from ..observe.accesslog import AccessLog
+from ..server.app import Router, tune_malloc
+from ..web.pages import route_url
 
 log = logging.getLogger("devrouter")
 
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 
-
-class UsageError(Exception):
-    pass
-
-
-def build_parser(
-    commands: dict[str, Callable[[argparse.Namespace], int]] | None = None,
-) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--log-level",
-        default=argparse.SUPPRESS,
-        choices=("debug", "info", "warning", "error"),
-        help="how much to log (default: info)",
-    )
-    common.add_argument("--version", action="version", version=f"devrouter {__version__}")
-    parser = argparse.ArgumentParser(
-        prog="devrouter",
-        description="One loopback port, a name for every local dev service: "
-        "http://NAME.localhost:7355",
-        parents=[common],
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
+def add_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> None:
+    """Add `serve`, `check` and `demo` (`parents`: the CLI's common options)."""
+    common = list(parents)
     serve = sub.add_parser(
         "serve",
-        parents=[common],
+        parents=common,
         help="run the router in the foreground",
         description="Route NAME.localhost to local ports; reload the config when it changes.",
     )
@@ -88,7 +61,7 @@ def build_parser(
 
     check = sub.add_parser(
         "check",
-        parents=[common],
+        parents=common,
         help="validate a config and print its routes",
         description="Validate a config file and print the route table; exit 1 if invalid.",
     )
@@ -96,17 +69,14 @@ def build_parser(
 
     demo = sub.add_parser(
         "demo",
-        parents=[common],
+        parents=common,
         help="start the router with two demo services",
         description="Start two small demo services and the router, and print their URLs.",
     )
     _add_listen(demo)
-    bench.add_parser(sub, parents=[common])
-    extra = {**runner.register(sub, [common]), **stack.register(sub, [common])}
-    if commands is not None:
-        commands.update(extra)
-    doctor.add_parser(sub, parents=[common])
-    return parser
+    serve.set_defaults(handler=cmd_serve)
+    check.set_defaults(handler=cmd_check)
+    demo.set_defaults(handler=cmd_demo)
 
 
 def _add_listen(p: argparse.ArgumentParser) -> None:
@@ -117,47 +87,6 @@ def _add_listen(p: argparse.ArgumentParser) -> None:
         default=[],
         help=f"HOST:PORT or PORT; repeatable (default: {DEFAULT_PORT} on 127.0.0.1 and ::1)",
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    extra: dict[str, Callable[[argparse.Namespace], int]] = {}
-    parser = build_parser(extra)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    _setup_logging(getattr(args, "log_level", "info"))
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "serve": cmd_serve,
-        "check": cmd_check,
-        "demo": cmd_demo,
-        "bench": bench.run,
-        **extra,
-        "doctor": doctor.run,
-    }
-    try:
-        return commands[args.command](args)
-    except UsageError as exc:
-        print(f"devrouter: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:  # `devrouter ls | head`: the reader has gone; so do we, quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except StartupError as exc:
-        print(f"devrouter: {exc}", file=sys.stderr)
-        return EXIT_STARTUP
-    except KeyboardInterrupt:
-        return EXIT_OK
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for noisy in ("aiohttp", "watchfiles"):  # watchfiles logs every change at INFO
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
 def _listen(values: Sequence[str], allow_remote: bool = False) -> tuple[ListenAddr, ...] | None:
@@ -267,17 +196,11 @@ def _run(coro: Awaitable[int]) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     path = find_config(args.config, os.environ, Path.cwd())
     if path is None:
-        print(
-            "devrouter: no config file found (looked for $DEVROUTER_CONFIG, ./devrouter.yaml "
-            "and ~/.config/devrouter/config.yaml)",
-            file=sys.stderr,
+        raise CommandError(
+            "no config file found (looked for $DEVROUTER_CONFIG, ./devrouter.yaml and "
+            "~/.config/devrouter/config.yaml)"
         )
-        return EXIT_INVALID
-    try:
-        config = read_config(path)
-    except ConfigError as exc:
-        print(f"devrouter: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+    config = read_config(path)  # an invalid one is a ConfigError: exit 1
     port = (config.listen or listen_addrs([DEFAULT_PORT]))[0].port
     print(f"{path}: valid, {len(config.routes)} route(s)")
     width = max((len(route_url(r, port)) for r in config.routes), default=0)

@@ -1,0 +1,32 @@
+"""Every command of the CLI, in the order `devrouter --help` lists them. To add a command:
+write an `add_parser(sub, parents)` that adds its subparser(s) and sets each one's
+`handler` (`p.set_defaults(handler=run)`), and list it here. A handler takes the parsed
+arguments and returns an exit code, or raises a devrouter.core.errors.CommandError."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
+
+from .. import runner, stack
+from ..bench import command as bench
+from ..doctor import command as doctor
+from . import serve
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+AddParser: TypeAlias = Callable[[Subparsers, Sequence[argparse.ArgumentParser]], None]
+
+
+def _services(sub: Subparsers, parents: Sequence[argparse.ArgumentParser]) -> None:
+    handlers = {**runner.register(sub, list(parents)), **stack.register(sub, list(parents))}
+    for name, handler in handlers.items():
+        sub.choices[name].set_defaults(handler=handler)
+
+
+COMMANDS: tuple[AddParser, ...] = (
+    serve.add_parser,  # serve, check, demo
+    _services,  # run, ls, url, port, alias, stop, up, down
+    bench.add_parser,
+    doctor.add_parser,
+)
