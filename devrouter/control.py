@@ -16,8 +16,9 @@ user). Operations:
     output    name              the last lines the command behind `name` printed
     register  routes: [...]     add services (name, port, paths, command, source, stack);
                                 they live exactly as long as this connection and its process
-    update    name, ...         a registered service's pgid, ready flag, new output lines
-                                or exit code
+    update    name, ...         a registered service's pgid, ready flag, new output lines,
+                                exit code, or listens_on (the ports it listens on instead
+                                of its own while it is not ready)
     unregister                  drop this connection's services (a clean exit)
     alias     name, port        a route to a port devrouter does not start; kept on disk
     unalias   name
@@ -54,16 +55,8 @@ from typing import Any
 
 from . import __version__
 from .aio import sleep_or_stop
-from .config import (
-    DEFAULT_PORT,
-    DEFAULT_TIMEOUT_S,
-    RESERVED_NAMES,
-    ListenAddr,
-    PathRoute,
-    Route,
-    Upstream,
-    normalize_name,
-)
+from .core.model import DEFAULT_PORT, DEFAULT_TIMEOUT_S, ListenAddr, PathRoute, Route, Upstream
+from .core.names import RESERVED_NAMES, normalize_name
 from .core.state import State
 from .ports import StateDirError, ensure_state_dir, read_json, write_private
 
@@ -85,6 +78,8 @@ MAX_MESSAGE_BYTES = 256 * 1024
 OUTPUT_LINES = 40
 MAX_OUTPUT_LINE = 400
 MAX_SERVICES_PER_CONNECTION = 64
+#: At most this many ports in a service's `listens_on`.
+MAX_LISTENS_ON = 8
 #: A client's wait for a reply, in seconds.
 CALL_TIMEOUT_S = 5.0
 
@@ -219,6 +214,8 @@ class Service:
     pgid: int | None = None
     ready: bool = False  # something listens on the port (as seen by the registering process)
     exit_code: int | None = None  # set when the command has exited (the route may remain)
+    #: While not ready: the ports its processes listen on instead of `port` (wrong $PORT).
+    listens_on: tuple[int, ...] = ()
     output: deque[str] = field(default_factory=lambda: deque(maxlen=OUTPUT_LINES))
 
     def describe(self) -> str:
@@ -265,7 +262,19 @@ def _service_from(msg: Mapping[str, Any], owner_pid: int) -> Service:
     return svc
 
 
+def _listens_on(value: object, name: str) -> tuple[int, ...]:
+    what = f"listens_on of '{name}'"
+    if not isinstance(value, list) or len(value) > MAX_LISTENS_ON:
+        raise ControlError(f"{what} must be a list of at most {MAX_LISTENS_ON} port numbers")
+    return tuple(sorted({_check_port(p, what) for p in value}))
+
+
 def _apply_update(svc: Service, msg: Mapping[str, Any]) -> None:
+    """Apply the fields of a `register` or `update` message; a malformed `listens_on` is
+    refused before anything changes."""
+    listens_on = _listens_on(msg["listens_on"], svc.name) if "listens_on" in msg else None
+    if listens_on is not None:
+        svc.listens_on = listens_on
     pgid = msg.get("pgid")
     if isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1:
         svc.pgid = pgid
@@ -275,6 +284,7 @@ def _apply_update(svc: Service, msg: Mapping[str, Any]) -> None:
     if isinstance(code, int) and not isinstance(code, bool):
         svc.exit_code = code
         svc.ready = False
+        svc.listens_on = ()  # its sockets closed with it
     lines = msg.get("lines")
     if isinstance(lines, list):
         for line in lines[-OUTPUT_LINES:]:
@@ -666,6 +676,7 @@ class ControlServer:
                     "command": svc.command if svc else None,
                     "ready": svc.ready if svc else None,
                     "exit_code": svc.exit_code if svc else None,
+                    "listens_on": list(svc.listens_on) if svc else [],
                 }
             )
         return {
@@ -709,6 +720,7 @@ def _service_json(svc: Service) -> dict[str, Any]:
         "source": svc.source,
         "stack": svc.stack,
         "command": svc.command,
+        "listens_on": list(svc.listens_on),
     }
 
 

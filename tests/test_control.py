@@ -24,8 +24,8 @@ from conftest import make_config
 from test_run import Dev, http_get, make_dev
 
 from devrouter import control
-from devrouter.config import Config, ListenAddr
 from devrouter.control import Channel, ControlError, ControlServer, call
+from devrouter.core.model import Config, ListenAddr
 from devrouter.core.state import State
 
 #: A Python interpreter that another user can execute (the venv's may sit under /root).
@@ -197,6 +197,47 @@ async def test_unregister_and_updates(server):
     await ch.call("unregister")
     assert srv.state.snapshot.table.lookup("api") is None
     assert (await ch.call("ping")) == {"ok": True}  # the connection stays usable
+    await ch.close()
+
+
+async def test_listens_on_is_kept_served_and_cleared(server):
+    """`listens_on`: the ports a starting command listens on instead of its own, for the
+    503 page and doctor; in `who` and `list`, gone when the command exits."""
+    srv = await server()
+    ch = await Channel.open(srv.state_dir)
+    await ch.call("register", routes=[svc()])
+    service = srv.service("api")
+    assert service is not None and service.listens_on == ()
+    await ch.call("update", name="api", listens_on=[8001, 8000, 8000])
+    assert service.listens_on == (8000, 8001)
+    owner = (await ch.call("who", name="api"))["owner"]
+    assert isinstance(owner, dict) and owner["listens_on"] == [8000, 8001]
+    (route,) = (await ch.call("list"))["routes"]
+    assert route["listens_on"] == [8000, 8001]
+    await ch.call("update", name="api", listens_on=[])  # it listens on its port now
+    assert service.listens_on == ()
+    await ch.call("update", name="api", listens_on=[8000])
+    await ch.call("update", name="api", exit_code=1)
+    assert service.listens_on == ()
+    await ch.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [8000, [0], [65536], ["8000"], [True], list(range(8000, 8000 + control.MAX_LISTENS_ON + 1))],
+)
+async def test_a_malformed_listens_on_is_refused_and_changes_nothing(server, value):
+    srv = await server()
+    ch = await Channel.open(srv.state_dir)
+    await ch.call("register", routes=[svc()])
+    await ch.call("update", name="api", listens_on=[8000])
+    with pytest.raises(ControlError, match="listens_on of 'api'"):
+        await ch.call("update", name="api", listens_on=value, ready=True)
+    service = srv.service("api")
+    assert service is not None and (service.listens_on, service.ready) == ((8000,), False)
+    with pytest.raises(ControlError, match="listens_on"):
+        await ch.call("register", routes=[svc("web", 4002, listens_on=value)])
+    assert srv.service("web") is None
     await ch.close()
 
 
