@@ -36,13 +36,11 @@ import struct
 import sys
 import termios
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .aio import sleep_or_stop
-from .config import DEFAULT_PORT, parse_listen
 from .control import (
     ControlError,
     Registration,
@@ -52,6 +50,9 @@ from .control import (
     process_alive,
     status,
 )
+from .core.addresses import parse_listen
+from .core.model import DEFAULT_PORT
+from .listeners import watch_listens, wrong_port_message
 from .ports import (
     PortError,
     StateDirError,
@@ -63,11 +64,11 @@ from .ports import (
     state_dir,
     write_private,
 )
+from .tools import HOST, substitute, tool_flags
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STARTUP = 0, 1, 2, 3
 EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 LISTEN_ENV = "DEVROUTER_LISTEN"
-HOST = "127.0.0.1"
 ROUTER_LOG = "router.log"
 #: Longest wait for a background router to answer after it was started, in seconds.
 ROUTER_START_TIMEOUT_S = 15.0
@@ -218,174 +219,31 @@ def _tail_since(path: Path, offset: int) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-# --- commands that recognised tools need --------------------------------------------------
+# --- the environment of a service ----------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Tool:
-    """A dev server that takes its port from a flag. It serves when its first positional
-    argument is in `serves` (None: anything not in `other`)."""
-
-    flags: tuple[str, ...]
-    serves: frozenset[str] | None = None
-    other: frozenset[str] = frozenset()
+def browser_url(name: str, router_port: int) -> str:
+    """The URL through the router: for browsers and for anything that resolves *.localhost."""
+    return f"http://{name}.localhost:{router_port}"
 
 
-_VITE = ("--port", "{port}", "--strictPort", "--host", "{host}")
-_PORT_HOST = ("--port", "{port}", "--host", "{host}")
-
-#: Recognised tools (documented in docs/services.md; keep the two in step).
-TOOLS: dict[str, Tool] = {
-    "vite": Tool(_VITE, other=frozenset({"build", "optimize"})),
-    "astro": Tool(_PORT_HOST, frozenset({"dev", "start", "preview"})),
-    "ng": Tool(_PORT_HOST, frozenset({"serve", "s", "dev"})),
-    "nuxt": Tool(_PORT_HOST, frozenset({"dev"})),
-    "nuxi": Tool(_PORT_HOST, frozenset({"dev"})),
-    "next": Tool(("--port", "{port}", "--hostname", "{host}"), frozenset({"dev", "start"})),
-    "react-router": Tool(_VITE, frozenset({"dev"})),
-    "webpack": Tool(_PORT_HOST, frozenset({"serve", "server", "s"})),
-    "webpack-dev-server": Tool(_PORT_HOST, other=frozenset({"build"})),
-    "uvicorn": Tool(_PORT_HOST),
-    "flask": Tool(_PORT_HOST, frozenset({"run"})),
-    "manage.py": Tool(("{host}:{port}",), frozenset({"runserver"})),
-}
-_WRAPPERS = {"npx", "bunx", "pnpx", "cross-env", "env"}
-_WRAPPER_SUBCOMMANDS = {
-    "pnpm": {"exec", "dlx"},
-    "yarn": {"exec", "dlx"},
-    "npm": {"exec", "x"},
-    "uv": {"run"},
-    "poetry": {"run"},
-    "pipenv": {"run"},
-}
-_PACKAGE_MANAGERS = {"npm", "pnpm", "yarn", "bun"}
-_PORT_FLAGS = ("--port", "-p", "--fd", "--uds", "--bind", "-b")
-_SHELL_OPERATORS = re.compile(r"&&|\|\||[;|&<>`\n]|\$\(")
-_VAR_RE = re.compile(
-    r"\$(?:\{(PORT|HOST|DEVROUTER_URL)\}|(PORT|HOST|DEVROUTER_URL)(?![A-Za-z0-9_]))"
-)
-
-
-def _program(argv: Sequence[str]) -> tuple[str, list[str]]:
-    """(program name, its arguments), looking through env assignments and wrappers like
-    `npx`, `pnpm exec` and `python -m`."""
-    args = list(argv)
-    while args:
-        head = os.path.basename(args[0])
-        if re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", args[0]):
-            args.pop(0)
-        elif head in _WRAPPERS:
-            args.pop(0)
-            while args and args[0].startswith("-"):
-                args.pop(0)
-        elif head in _WRAPPER_SUBCOMMANDS and len(args) > 1:
-            if args[1] not in _WRAPPER_SUBCOMMANDS[head]:
-                return head, args[1:]
-            args = args[2:]
-            if args and args[0] == "--":
-                args.pop(0)
-        elif re.match(r"^python[0-9.]*$", head) and len(args) > 2 and args[1] == "-m":
-            args = args[2:]
-        elif re.match(r"^python[0-9.]*$", head) and len(args) > 1:
-            args = args[1:]  # python manage.py runserver
-        else:
-            return head, args[1:]
-    return "", []
-
-
-def _has_port_flag(args: Iterable[str]) -> bool:
-    return any(a in _PORT_FLAGS or a.startswith(tuple(f + "=" for f in _PORT_FLAGS)) for a in args)
-
-
-def _first_positional(args: Sequence[str]) -> str | None:
-    for a in args:
-        if not a.startswith("-"):
-            return a
-    return None
-
-
-def _tool_flags_direct(argv: Sequence[str], port: int, host: str) -> list[str]:
-    program, args = _program(argv)
-    tool = TOOLS.get(program)
-    if tool is None or _has_port_flag(args):
-        return []
-    first = _first_positional(args)
-    if tool.serves is not None and first not in tool.serves:
-        return []
-    if tool.serves is None and first in tool.other:
-        return []
-    if program == "manage.py" and len([a for a in args if not a.startswith("-")]) > 1:
-        return []  # runserver already has an address
-    return [f.format(port=port, host=host) for f in tool.flags]
-
-
-def _script(cwd: Path, name: str) -> str | None:
-    data = read_json(cwd / "package.json")
-    scripts = data.get("scripts") if isinstance(data, dict) else None
-    value = scripts.get(name) if isinstance(scripts, dict) else None
-    return value if isinstance(value, str) else None
-
-
-def tool_flags(
-    argv: Sequence[str], port: int, host: str = HOST, cwd: Path | None = None
-) -> list[str]:
-    """Flags to append to `argv` so a recognised dev server listens on `port` and `host`;
-    [] when the tool is not recognised or a port is already given. `npm run dev` and its
-    pnpm, yarn and bun equivalents are looked up in ./package.json."""
-    flags = _tool_flags_direct(argv, port, host)
-    if flags or not argv:
-        return flags
-    manager = os.path.basename(argv[0])
-    if manager not in _PACKAGE_MANAGERS or _has_port_flag(argv[1:]):
-        return []
-    rest = list(argv[1:])
-    if rest and rest[0] in ("run", "run-script"):
-        rest = rest[1:]
-    elif manager == "npm" and rest[:1] != ["start"]:
-        return []
-    script_name = _first_positional(rest)
-    if script_name is None:
-        return []
-    script = _script(cwd or Path.cwd(), script_name)
-    if script is None or _SHELL_OPERATORS.search(script):
-        return []
-    try:
-        words = shlex.split(script)
-    except ValueError:
-        return []
-    flags = _tool_flags_direct(words, port, host)
-    if flags and manager == "npm" and "--" not in argv:
-        return ["--", *flags]
-    return flags
-
-
-def substitute(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """Replace `$PORT`, `${PORT}`, `$HOST` and `$DEVROUTER_URL` in arguments, so that
-    `--port '$PORT'` (quoted against the shell) works."""
-    return [_VAR_RE.sub(lambda m: env[m.group(1) or m.group(2)], a) for a in argv]
-
-
-def shell_command(text: str, port: int, host: str = HOST, cwd: Path | None = None) -> list[str]:
-    """A `run:` string from a stack file as argv: through /bin/sh, with `exec` and the
-    recognised tool's flags when it is a single command."""
-    if _SHELL_OPERATORS.search(text):
-        return ["/bin/sh", "-c", text]
-    try:
-        words = shlex.split(text)
-    except ValueError:
-        return ["/bin/sh", "-c", text]
-    flags = tool_flags(words, port, host, cwd)
-    extra = " " + shlex.join(flags) if flags else ""
-    return ["/bin/sh", "-c", f"exec {text}{extra}"]
+def internal_url(port: int) -> str:
+    """The service's own address: works from any process on this machine, including server
+    code whose resolver does not know *.localhost (glibc without nss-myhostname, Node's
+    fetch, macOS getaddrinfo in some set-ups). Not through the router, so no path routes."""
+    return f"http://{HOST}:{port}"
 
 
 def service_env(name: str, port: int, router_port: int, base: Mapping[str, str]) -> dict[str, str]:
+    """`base` plus PORT, HOST, DEVROUTER_URL (the browser's URL) and DEVROUTER_INTERNAL_URL
+    (the service's own address, for server-side code)."""
     env = dict(base)
     env.update(
         {
             "PORT": str(port),
             "HOST": HOST,
-            "DEVROUTER_URL": f"http://{name}.localhost:{router_port}",
+            "DEVROUTER_URL": browser_url(name, router_port),
+            "DEVROUTER_INTERNAL_URL": internal_url(port),
         }
     )
     return env
@@ -546,6 +404,36 @@ async def watch_ready(port: int, on_ready: Callable[[], None], stop: asyncio.Eve
         await sleep_or_stop(stop, READY_POLL_S)
 
 
+@contextlib.asynccontextmanager
+async def watching_start(
+    reg: Registration, route: str, label: str, port: int, pgid: int
+) -> AsyncIterator[None]:
+    """While the body runs (the command is alive): tell the router when the command listens
+    on `port`, and until then, when its processes listen on other ports instead, say so
+    once per change in the terminal and send them as `listens_on`."""
+    exited, settled = asyncio.Event(), asyncio.Event()  # settled: ready or exited
+
+    def on_ready() -> None:
+        reg.update(route, ready=True)
+        settled.set()
+
+    def on_ports(ports: tuple[int, ...]) -> None:
+        reg.update(route, listens_on=list(ports))
+        if ports:
+            say(wrong_port_message(label, ports, port))
+
+    tasks = [
+        asyncio.create_task(watch_ready(port, on_ready, exited)),
+        asyncio.create_task(watch_listens(pgid, port, on_ports, settled)),
+    ]
+    try:
+        yield
+    finally:
+        exited.set()
+        settled.set()
+        await asyncio.gather(*tasks)
+
+
 async def drain(pumps: Sequence[Pump], timeout_s: float = 1.0) -> None:
     """Wait up to `timeout_s` for the pumps to reach end of file, then close them."""
     pending = [p.done for p in pumps if not p.done.done()]
@@ -586,20 +474,66 @@ async def start_process(
 # --- devrouter run ------------------------------------------------------------------------
 
 
-def _split_command(args: argparse.Namespace, options: argparse.ArgumentParser) -> list[str]:
-    """argparse hands everything after NAME to `cmd`, options included; options between
-    NAME and `--` are parsed here."""
-    cmd = list(args.cmd)
-    if "--" in cmd:
-        i = cmd.index("--")
-        before, cmd = cmd[:i], cmd[i + 1 :]
-        if before:
-            options.parse_args(before, namespace=args)
-    elif cmd and cmd[0].startswith("-"):
-        raise Failure(f"put the command after `--`: devrouter run {args.name} -- CMD", EXIT_USAGE)
-    if not cmd:
-        raise Failure(f"no command to run: devrouter run {args.name} -- CMD...", EXIT_USAGE)
-    return cmd
+def split_run_words(words: Sequence[str]) -> tuple[str | None, list[str], list[str]]:
+    """(NAME or None, options, CMD) from what follows `devrouter run` (after the options
+    argparse took before NAME): `NAME [options] -- CMD...`, `NAME CMD...` (CMD not starting
+    with `-`) or `-- CMD...` (NAME left out: inferred). Raises Failure (usage)."""
+    words = list(words)
+    name: str | None = None
+    if words and words[0] != "--":
+        name, words = words[0], words[1:]
+    if "--" in words:
+        i = words.index("--")
+        options, cmd = words[:i], words[i + 1 :]
+    elif words and words[0].startswith("-"):
+        raise Failure(f"put the command after `--`: devrouter run {name} -- CMD", EXIT_USAGE)
+    else:
+        options, cmd = [], words
+    if cmd:
+        return name, options, cmd
+    if name is None:
+        raise Failure("no command to run: devrouter run [NAME] -- CMD...", EXIT_USAGE)
+    raise Failure(
+        f"no command to run after the name '{name}': devrouter run {name} -- CMD... "
+        f"(or `devrouter run -- {name}` to run {name} under this project's name)",
+        EXIT_USAGE,
+    )
+
+
+def dns_label(text: str) -> str:
+    """`My_App` -> `my-app`: one DNS label ("" when nothing is left)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
+
+
+def infer_name(package_json: object, directory: str) -> tuple[str, str]:
+    """(name, where it came from) for `devrouter run -- CMD`: the `name` of package.json
+    without its npm scope (`@shop/web` -> web), else the directory's name, as a DNS label;
+    `app` when neither gives one."""
+    raw = package_json.get("name") if isinstance(package_json, dict) else None
+    if isinstance(raw, str) and (label := dns_label(raw.rpartition("/")[2])):
+        return label, "package.json"
+    if label := dns_label(directory):
+        return label, "the directory's name"
+    return "app", "a default"
+
+
+def _run_name(given: str | None, cwd: Path) -> str:
+    """NAME, checked; or the inferred one, said in one line."""
+    if given is not None:
+        try:
+            return check_name(given)
+        except ControlError as exc:
+            raise Failure(str(exc), EXIT_USAGE) from None
+    inferred, source = infer_name(read_json(cwd / "package.json"), cwd.name)
+    try:
+        name = check_name(inferred)
+    except ControlError as exc:
+        raise Failure(
+            f"{exc} (the name came from {source}); give one: devrouter run NAME -- CMD",
+            EXIT_USAGE,
+        ) from None
+    say(f"no NAME given: using '{name}' (from {source}); to pick one: devrouter run NAME -- CMD")
+    return name
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -620,11 +554,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cmd = _split_command(args, args.run_options)
-    try:
-        name = check_name(args.name)
-    except ControlError as exc:
-        raise Failure(str(exc), EXIT_USAGE) from None
+    given, options, cmd = split_run_words(args.words)
+    if options:
+        args.run_options.parse_args(options, namespace=args)
+    name = _run_name(given, Path.cwd())
     if args.port is not None and not 1 <= args.port <= 65535:
         raise Failure(f"--port {args.port}: not a port number", EXIT_USAGE)
     listen = listen_args(args.listen)
@@ -751,8 +684,8 @@ async def _wait_for_command(
     terminal: int | None,
     received: list[int],
 ) -> int:
-    """CMD has started: give it the terminal, tell the router its group, watch for it to
-    listen, and wait for it to exit."""
+    """CMD has started: give it the terminal, tell the router its group, watch where it
+    listens, and wait for it to exit."""
     pgid = proc.pid
     give_terminal(terminal, pgid)
     signal_group(pgid, signal.SIGCONT)  # in case it touched the terminal before it was its
@@ -761,13 +694,8 @@ async def _wait_for_command(
     reg.update(name, pgid=pgid)
     with contextlib.suppress(ControlError):
         await reg.flush()  # now: the router stops this group if we are SIGKILLed
-    exited = asyncio.Event()
-    ready = asyncio.create_task(watch_ready(port, lambda: reg.update(name, ready=True), exited))
-    try:
+    async with watching_start(reg, name, name, port, pgid):
         return await proc.wait()
-    finally:
-        exited.set()
-        await ready
 
 
 # --- ls, url, port, alias, stop -----------------------------------------------------------
@@ -943,16 +871,25 @@ def register(
         "run",
         parents=list(parents),
         help="run a command with an assigned port, reachable by name while it runs",
-        description="Run CMD with PORT, HOST=127.0.0.1 and DEVROUTER_URL set, and route "
-        "http://NAME.localhost to it while it runs. A router is started in the background "
-        "if none is running.",
-        epilog="Arguments `$PORT`, `$HOST` and `$DEVROUTER_URL` are replaced (quote them: "
-        "--port '$PORT'). Vite, Astro, Angular CLI, Nuxt, Next.js, webpack-dev-server, "
-        "uvicorn, flask and Django runserver get --port/--host added.",
+        description="Run CMD with PORT, HOST=127.0.0.1, DEVROUTER_URL and "
+        "DEVROUTER_INTERNAL_URL set, and route http://NAME.localhost to it while it runs. "
+        "Without NAME, the name of ./package.json or of the directory is used. A router is "
+        "started in the background if none is running.",
+        epilog="Arguments `$PORT`, `$HOST`, `$DEVROUTER_URL` and `$DEVROUTER_INTERNAL_URL` "
+        "are replaced (quote them: --port '$PORT'). Vite, React Router, Astro, Angular CLI, "
+        "Nuxt, Next.js, Expo, Storybook, webpack-dev-server, uvicorn, flask and Django "
+        "runserver get --port (and --host) added.",
     )
-    run.add_argument("name", metavar="NAME", help="route name: http://NAME.localhost")
     _add_run_options(run)
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command")
+    # One REMAINDER for NAME and CMD: argparse keeps the `--` in it, which is how
+    # `run -- CMD` (no NAME) is told from `run NAME CMD` (split_run_words).
+    run.add_argument(
+        "words",
+        nargs=argparse.REMAINDER,
+        metavar="[NAME] -- CMD",
+        help="route name (http://NAME.localhost; default: package.json's name or the "
+        "directory's), then the command",
+    )
     options = argparse.ArgumentParser(prog="devrouter run", add_help=False)
     _add_run_options(options)
     run.set_defaults(run_options=options)

@@ -47,40 +47,47 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .control import ControlError, Registration, call, process_alive, status
+from .listeners import wrong_port_message
 from .ports import assign
 from .runner import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
-    HOST,
     Failure,
     Handler,
     LineTail,
     Pump,
     _spawn_detached,
+    browser_url,
     drain,
     ensure_router,
     exit_status,
     failing,
+    internal_url,
     listen_args,
     say,
     service_env,
-    shell_command,
     signal_group,
     start_process,
     stop_group,
-    substitute,
     the_state_dir,
-    tool_flags,
-    watch_ready,
+    watching_start,
     write_all,
 )
+from .runner import dns_label as _label
+from .tools import HOST, shell_command, substitute, tool_flags
 
 STACK_FILE = "devrouter.yaml"
 #: After passing Ctrl-C/SIGTERM on, wait this long for services to exit before SIGKILL (s).
 STOP_GRACE_S = 10.0
 #: Longest wait for a detached stack to register, and for `down` to see it gone (s).
 DETACH_TIMEOUT_S = 30.0
+#: After a detached stack has registered, how long `up -d` waits for every service to
+#: listen (or for one to exit, which it reports), in seconds.
+DETACH_SETTLE_S = 3.0
+#: Lines of a service's output quoted when a detached stack fails.
+DETACH_CONTEXT_LINES = 3
+_OWN_PREFIX = "devrouter: "
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _STACK_NAME = re.compile(
     r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
@@ -266,8 +273,7 @@ def load_stack(path: Path) -> StackFile:
 
 
 def dns_label(text: str) -> str:
-    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
-    return label or "stack"
+    return _label(text) or "stack"
 
 
 def linked_worktree_branch(directory: Path) -> str | None:
@@ -307,7 +313,7 @@ def stack_name(declared: str | None, directory: Path) -> str:
 
 
 def env_prefix(service: str) -> str:
-    """`web-app` -> `WEB_APP` (for WEB_APP_URL and WEB_APP_PORT)."""
+    """`web-app` -> `WEB_APP` (for WEB_APP_URL, WEB_APP_INTERNAL_URL and WEB_APP_PORT)."""
     return re.sub(r"[^A-Z0-9]", "_", service.upper())
 
 
@@ -330,11 +336,15 @@ def plan(
     base_env: Mapping[str, str],
     project: Path,
 ) -> list[Planned]:
-    """Everything needed to start each service; pure but for reading package.json."""
+    """Everything needed to start each service; pure but for reading package.json. Every
+    service of the stack is in each one's environment as NAME_URL (through the router, for
+    browsers), NAME_INTERNAL_URL (its own address, for server-side code) and NAME_PORT."""
     siblings: dict[str, str] = {"DEVROUTER_STACK": stack}
     for s in stack_file.services:
-        siblings[f"{env_prefix(s.name)}_URL"] = f"http://{s.name}.{stack}.localhost:{router_port}"
-        siblings[f"{env_prefix(s.name)}_PORT"] = str(ports[s.name])
+        prefix = env_prefix(s.name)
+        siblings[f"{prefix}_URL"] = browser_url(f"{s.name}.{stack}", router_port)
+        siblings[f"{prefix}_INTERNAL_URL"] = internal_url(ports[s.name])
+        siblings[f"{prefix}_PORT"] = str(ports[s.name])
     out: list[Planned] = []
     for s in stack_file.services:
         route = f"{s.name}.{stack}"
@@ -424,16 +434,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     listen = listen_args(args.listen)
     directory = the_state_dir()
     info = ensure_router(directory, listen)
+    _refuse_taken(directory, stack_file, stack)  # before detaching: a second `up -d` fails here
     if args.detach:
         return _up_detached(args, stack_file, stack, directory, listen)
-    for s in stack_file.services:
-        owner = call(directory, "who", name=f"{s.name}.{stack}").get("owner")
-        if owner:
-            raise Failure(
-                f"{s.name}.{stack} is already registered by pid {owner['pid']} "
-                f"(`devrouter {owner['source']}`: {owner['command']}); stop it (`devrouter "
-                f"down {stack}`) or start this one with --stack NAME"
-            )
     ports: dict[str, int] = {}
     for s in stack_file.services:
         if s.port is not None:
@@ -447,6 +450,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     planned = plan(stack_file, stack, ports, router_port, os.environ, project)
     services = [_registration(p, stack, ports) for p in planned]
     return asyncio.run(_up(directory, stack, planned, services))
+
+
+def _refuse_taken(directory: Path, stack_file: StackFile, stack: str) -> None:
+    for s in stack_file.services:
+        owner = call(directory, "who", name=f"{s.name}.{stack}").get("owner")
+        if owner:
+            raise Failure(
+                f"{s.name}.{stack} is already registered by pid {owner['pid']} "
+                f"(`devrouter {owner['source']}`: {owner['command']}); stop it (`devrouter "
+                f"down {stack}`) or start this one with --stack NAME"
+            )
 
 
 async def _up(
@@ -561,21 +575,20 @@ async def _one(
     reg.update(p.route, pgid=proc.pid)
     with contextlib.suppress(ControlError):
         await reg.flush()  # now: the router stops this group if `up` is SIGKILLed
-    exited = asyncio.Event()
-    ready = asyncio.create_task(
-        watch_ready(p.port, lambda: reg.update(p.route, ready=True), exited)
-    )
-    returncode = await proc.wait()
-    exited.set()
-    await ready
+    async with watching_start(reg, p.route, name, p.port, proc.pid):
+        returncode = await proc.wait()
     await stop_group(proc.pid)
     await drain(pumps)
     for pre in prefixers:
         pre.flush()
     code = exit_status(returncode)
     reg.update(p.route, exit_code=code)
-    if not stopping:
+    if stopping:
+        return code
+    if any(other.returncode is None for n, other in procs.items() if n != name):
         say(f"{name} exited with code {code}; the other services keep running (Ctrl-C stops them)")
+    else:
+        say(f"{name} exited with code {code}")
     return code
 
 
@@ -586,6 +599,9 @@ def _up_detached(
     directory: Path,
     listen: Sequence[str],
 ) -> int:
+    """Start `up` in the background and watch it start: success once every service is
+    registered by it and ready (or DETACH_SETTLE_S later, still starting); a Failure with
+    the real reason when it exits (its log), or a service exits, before that."""
     logs = directory / "stacks"
     logs.mkdir(mode=0o700, exist_ok=True)
     log_path = logs / f"{stack}.log"
@@ -598,28 +614,95 @@ def _up_detached(
     pid = _spawn_detached(argv, env, path.parent, log_path)
     expected = {f"{s.name}.{stack}" for s in stack_file.services}
     deadline = time.monotonic() + DETACH_TIMEOUT_S
+    registered_at: float | None = None
     while time.monotonic() < deadline:
-        routes = _stack_routes(directory, stack)
-        if expected <= {r["name"] for r in routes}:
-            say(f"stack {stack} is running in the background (pid {pid}, log {log_path})")
-            for r in sorted(routes, key=lambda r: str(r["name"])):
-                print(f"  {r['url']}  -> {HOST}:{r['port']}", file=sys.stderr, flush=True)
-            say(f"stop it with `devrouter down {stack}`")
-            return EXIT_OK
+        # Only routes this process registered: another stack's must not pass for ours.
+        routes = {
+            str(r["name"]): r for r in _stack_routes(directory, stack) if r.get("owner_pid") == pid
+        }
+        exited = sorted(n for n, r in routes.items() if r.get("exit_code") is not None)
+        if exited:
+            raise Failure(
+                _exited(directory, stack, exited[0], routes[exited[0]], expected, log_path)
+            )
         if not process_alive(pid):
-            raise Failure(f"stack {stack} did not start: {_tail(log_path, size)} (log {log_path})")
+            reason = detached_failure(_read_since(log_path, size))
+            raise Failure(f"stack {stack} did not start: {reason} (log {log_path})")
+        if expected <= set(routes):
+            registered_at = registered_at or time.monotonic()
+            settled = time.monotonic() - registered_at >= DETACH_SETTLE_S
+            if settled or all(routes[n].get("ready") for n in expected):
+                _started(stack, pid, log_path, [routes[n] for n in sorted(expected)])
+                return EXIT_OK
         time.sleep(0.1)
     raise Failure(f"stack {stack} did not register within {DETACH_TIMEOUT_S:g} s (log {log_path})")
 
 
-def _tail(path: Path, offset: int) -> str:
+def _exited(
+    directory: Path,
+    stack: str,
+    name: str,
+    route: Mapping[str, Any],
+    expected: set[str],
+    log_path: Path,
+) -> str:
+    """The one line for a service of a detached stack that exited as it started."""
+    try:
+        lines = [str(x) for x in call(directory, "output", name=name).get("lines", [])]
+    except ControlError:
+        lines = []
+    last = f": {lines[-1].strip()}" if lines and lines[-1].strip() else ""
+    rest = (
+        f"; the other services keep running (`devrouter down {stack}` stops them)"
+        if expected - {name}
+        else ""
+    )
+    service = name.removesuffix(f".{stack}")
+    return (
+        f"stack {stack}: {service} exited with code {route['exit_code']} as it started{last} "
+        f"(log {log_path}){rest}"
+    )
+
+
+def _started(stack: str, pid: int, log_path: Path, routes: Sequence[Mapping[str, Any]]) -> None:
+    say(f"stack {stack} is running in the background (pid {pid}, log {log_path})")
+    for r in routes:
+        note = "" if r.get("ready") else "  (starting)"
+        print(f"  {r['url']}  -> {HOST}:{r['port']}{note}", file=sys.stderr, flush=True)
+        others = r.get("listens_on") or []
+        if others:
+            service = str(r["name"]).removesuffix(f".{stack}")
+            say(wrong_port_message(service, others, int(r["port"])))
+    say(f"stop it with `devrouter down {stack}`")
+
+
+def detached_failure(log_text: str) -> str:
+    """Why a detached `up` stopped, from what it wrote to its log since it started: its
+    last `devrouter:` line (a refusal, a command not found, a service's exit), and the
+    service output just before it (up to DETACH_CONTEXT_LINES lines), which usually says
+    why."""
+    lines = [x for x in (" ".join(LineTail.clean(x).split()) for x in log_text.splitlines()) if x]
+    mine = [i for i, x in enumerate(lines) if x.startswith(_OWN_PREFIX)]
+    if not mine:
+        return lines[-1] if lines else "it exited without a word"
+    reason = lines[mine[-1]][len(_OWN_PREFIX) :]
+    context: list[str] = []
+    for x in reversed(lines[: mine[-1]]):
+        if x.startswith((_OWN_PREFIX, "http://")):  # our own lines, the list of URLs
+            break
+        context.insert(0, x)
+    if context:
+        reason += "; last output: " + " / ".join(context[-DETACH_CONTEXT_LINES:])
+    return reason
+
+
+def _read_since(path: Path, offset: int) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(offset)
-            lines = f.read().decode(errors="replace").strip().splitlines()
+            return f.read().decode(errors="replace")
     except OSError:
-        return "no log"
-    return lines[-1].strip() if lines else "no output"
+        return ""
 
 
 def _stack_routes(directory: Path, stack: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -28,7 +29,8 @@ from typing import Any
 import pytest
 from conftest import cli_env, free_port
 
-from devrouter.runner import LineTail, substitute, tool_flags
+from devrouter.control import call
+from devrouter.runner import Failure, LineTail, infer_name, service_env, split_run_words
 
 #: Upper bound for one CLI command or one wait in these tests, in seconds.
 WAIT_S = 15.0
@@ -36,8 +38,8 @@ WAIT_S = 15.0
 SERVER = r"""
 import http.server, json, os, signal, sys, threading
 label = sys.argv[1] if len(sys.argv) > 1 else "server"
-KEYS = ("PORT", "HOST", "DEVROUTER_URL", "DEVROUTER_STACK", "API_URL", "API_PORT",
-        "WEB_URL", "WEB_PORT", "EXTRA")
+KEYS = ("PORT", "HOST", "DEVROUTER_URL", "DEVROUTER_INTERNAL_URL", "DEVROUTER_STACK",
+        "API_URL", "API_INTERNAL_URL", "API_PORT", "WEB_URL", "WEB_PORT", "EXTRA")
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -228,10 +230,11 @@ def wired() -> bool:
     """Are the commands registered in the CLI (and the stack keys allowed in the config)?"""
     import argparse
 
-    from devrouter import cli
-    from devrouter.config import ConfigError, parse_config
+    from devrouter.cli.main import build_parser
+    from devrouter.config.schema import parse_config
+    from devrouter.core.errors import ConfigError
 
-    parser = cli.build_parser()
+    parser = build_parser()
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     try:
         parse_config("services: {}\nstack: x\n", own_ports=())
@@ -282,6 +285,7 @@ def test_run_routes_name_while_running_and_exits_with_the_commands_code(dev):
     port = int(info["env"]["PORT"])
     assert info["env"]["HOST"] == "127.0.0.1"
     assert info["env"]["DEVROUTER_URL"] == f"http://api.localhost:{dev.port}"
+    assert info["env"]["DEVROUTER_INTERNAL_URL"] == f"http://127.0.0.1:{port}"
     route = dev.route("api")
     assert route is not None
     assert (route["port"], route["source"], route["owner_pid"]) == (port, "run", proc.pid)
@@ -565,6 +569,59 @@ def test_usage_errors_exit_2(dev):
     assert dev.cli("run", "devrouter", "--", "true").returncode == 2
 
 
+def test_name_left_out_comes_from_package_json_else_the_directory(dev):
+    show = [sys.executable, "-c", "import os; print(os.environ['DEVROUTER_URL'])"]
+    project = dev.tmp / "My_Shop"
+    project.mkdir()
+    res = dev.cli("run", "--", *show, cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"http://my-shop.localhost:{dev.port}"
+    assert "using 'my-shop' (from the directory's name)" in res.stderr
+    (project / "package.json").write_text(json.dumps({"name": "@acme/storefront"}))
+    res = dev.cli("run", "--port", str(free_port()), "--", *show, cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"http://storefront.localhost:{dev.port}"
+    assert "using 'storefront' (from package.json)" in res.stderr
+
+
+def test_run_dash_dash_true_runs_true(dev):
+    """`devrouter run -- true` said "no command to run: devrouter run true -- CMD"."""
+    res = dev.cli("run", "--", "true")
+    assert res.returncode == 0, res.stderr
+    assert "no command" not in res.stderr
+    res = dev.cli("run", "true")  # a NAME and no command: say both ways out
+    assert res.returncode == 2
+    assert "devrouter run true -- CMD" in res.stderr and "devrouter run -- true" in res.stderr
+    res = dev.cli("run", "--")
+    assert res.returncode == 2
+    assert "no command to run: devrouter run [NAME] -- CMD" in res.stderr
+
+
+def test_a_command_on_another_port_is_named_in_the_terminal_and_to_the_router(dev):
+    """A command that ignores $PORT: one line in the terminal, and `listens_on` in the
+    router's route list (the 503 page and doctor read it there)."""
+    wrong = free_port()
+    script = (
+        "import socket, time\n"
+        f"s = socket.socket(); s.bind(('127.0.0.1', {wrong})); s.listen()\n"
+        "time.sleep(60)\n"
+    )
+    proc = dev.start("run", "web", "--", sys.executable, "-c", script)
+
+    def reported() -> dict[str, Any] | None:
+        route = dev.route("web")
+        return route if route and route.get("listens_on") == [wrong] else None
+
+    route = wait_for(reported, "listens_on in the route list")
+    assert route["ready"] is False
+    owner = call(dev.home, "who", name="web")["owner"]
+    assert owner["listens_on"] == [wrong]
+    proc.terminate()
+    _, _, err = finish(proc)
+    line = f"devrouter: web listens on {wrong}, not on $PORT={route['port']}; pass --port $PORT"
+    assert err.count(line) == 1, err
+
+
 def test_options_after_the_name(dev):
     port = free_port()
     res = dev.cli(
@@ -612,65 +669,69 @@ def test_on_a_terminal_ctrl_c_reaches_the_command_and_output_stays_a_terminal(de
 # --- pure helpers -------------------------------------------------------------------------
 
 
-VITE = ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]
-PORT_HOST = ["--port", "4100", "--host", "127.0.0.1"]
+def test_service_env():
+    env = service_env("api", 17001, 7355, {"KEEP": "x", "PORT": "1"})
+    assert env == {
+        "KEEP": "x",
+        "PORT": "17001",
+        "HOST": "127.0.0.1",
+        "DEVROUTER_URL": "http://api.localhost:7355",  # for browsers
+        "DEVROUTER_INTERNAL_URL": "http://127.0.0.1:17001",  # for server-side code
+    }
 
 
 @pytest.mark.parametrize(
-    ("argv", "expected"),
+    ("words", "expected"),
     [
-        (["vite"], ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]),
-        (["npx", "vite", "dev"], ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]),
-        (["./node_modules/.bin/vite"], ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]),
-        (["vite", "build"], []),
-        (["vite", "--port", "5"], []),
-        (["astro", "dev"], ["--port", "4100", "--host", "127.0.0.1"]),
-        (["pnpm", "exec", "astro", "preview"], ["--port", "4100", "--host", "127.0.0.1"]),
-        (["ng", "serve"], ["--port", "4100", "--host", "127.0.0.1"]),
-        (["ng", "build"], []),
-        (["nuxi", "dev"], ["--port", "4100", "--host", "127.0.0.1"]),
-        (["next", "dev"], ["--port", "4100", "--hostname", "127.0.0.1"]),
-        (["uvicorn", "app:app"], ["--port", "4100", "--host", "127.0.0.1"]),
-        (["python3", "-m", "uvicorn", "app:app", "--reload"], PORT_HOST),
-        (["uvicorn", "app:app", "--port=9"], []),
-        (["flask", "run"], ["--port", "4100", "--host", "127.0.0.1"]),
-        (["python", "manage.py", "runserver"], ["127.0.0.1:4100"]),
-        (["python", "manage.py", "runserver", "0:8000"], []),
-        (["cross-env", "NODE_ENV=dev", "vite"], VITE),
-        (["node", "server.js"], []),
-        (["uvicorn"], ["--port", "4100", "--host", "127.0.0.1"]),
-        ([], []),
+        (["api", "--", "npm", "run", "dev"], ("api", [], ["npm", "run", "dev"])),
+        (["api", "--port", "3", "--", "x"], ("api", ["--port", "3"], ["x"])),
+        (["api", "python", "-m", "http.server"], ("api", [], ["python", "-m", "http.server"])),
+        (["api", "x", "--", "y"], ("api", ["x"], ["y"])),  # argparse then refuses `x`
+        (["--", "true"], (None, [], ["true"])),
+        (["--", "npm", "run", "dev", "--", "--port", "1"],
+         (None, [], ["npm", "run", "dev", "--", "--port", "1"])),
+        (["api", "--", "cmd", "--", "more"], ("api", [], ["cmd", "--", "more"])),
     ],
 )  # fmt: skip
-def test_tool_flags(argv, expected, tmp_path):
-    assert tool_flags(argv, 4100, cwd=tmp_path) == expected
+def test_split_run_words(words, expected):
+    assert split_run_words(words) == expected
 
 
-def test_tool_flags_through_package_scripts(tmp_path):
-    (tmp_path / "package.json").write_text(
-        json.dumps({"scripts": {"dev": "vite", "both": "vite & tsc -w", "start": "next start"}})
-    )
-    vite = ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]
-    assert tool_flags(["npm", "run", "dev"], 4100, cwd=tmp_path) == ["--", *vite]
-    assert tool_flags(["pnpm", "dev"], 4100, cwd=tmp_path) == vite
-    assert tool_flags(["yarn", "run", "dev"], 4100, cwd=tmp_path) == vite
-    assert tool_flags(["bun", "run", "dev"], 4100, cwd=tmp_path) == vite
-    assert tool_flags(["npm", "start"], 4100, cwd=tmp_path)[-2:] == ["--hostname", "127.0.0.1"]
-    assert tool_flags(["npm", "run", "both"], 4100, cwd=tmp_path) == []  # not one command
-    assert tool_flags(["npm", "run", "nosuch"], 4100, cwd=tmp_path) == []
-    assert tool_flags(["npm", "run", "dev", "--", "--port", "1"], 4100, cwd=tmp_path) == []
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ([], "no command to run: devrouter run [NAME] -- CMD..."),
+        (["--"], "no command to run: devrouter run [NAME] -- CMD..."),
+        (["api"], "no command to run after the name 'api': devrouter run api -- CMD..."),
+        (["api", "--"], "no command to run after the name 'api'"),
+        (["api", "--port", "3"], "put the command after `--`: devrouter run api -- CMD"),
+    ],
+)
+def test_split_run_words_refusals(words, message):
+    with pytest.raises(Failure, match="^" + re.escape(message)) as info:
+        split_run_words(words)
+    assert info.value.code == 2
 
 
-def test_substitute():
-    env = {"PORT": "5", "HOST": "127.0.0.1", "DEVROUTER_URL": "http://a.localhost:7355"}
-    assert substitute(["--port", "$PORT", "${PORT}x", "$PORTS", "$HOST:$PORT"], env) == [
-        "--port",
-        "5",
-        "5x",
-        "$PORTS",
-        "127.0.0.1:5",
-    ]
-    assert substitute(["$DEVROUTER_URL/cb"], env) == ["http://a.localhost:7355/cb"]
+@pytest.mark.parametrize(
+    ("package_json", "directory", "expected"),
+    [
+        ({"name": "storefront"}, "x", ("storefront", "package.json")),
+        ({"name": "@acme/web-app"}, "x", ("web-app", "package.json")),
+        ({"name": "My App!"}, "x", ("my-app", "package.json")),
+        ({"name": ""}, "shop", ("shop", "the directory's name")),
+        ({"name": "@acme/"}, "shop", ("shop", "the directory's name")),
+        ({"name": 7}, "shop", ("shop", "the directory's name")),
+        ({}, "My_Shop", ("my-shop", "the directory's name")),
+        (None, "shop.v2", ("shop-v2", "the directory's name")),  # one label, not two
+        ([1, 2], "api", ("api", "the directory's name")),
+        (None, "", ("app", "a default")),  # the root directory
+        (None, "___", ("app", "a default")),
+        ({"name": "x" * 80}, "y", ("x" * 63, "package.json")),
+    ],
+)
+def test_infer_name(package_json, directory, expected):
+    assert infer_name(package_json, directory) == expected
 
 
 def test_line_tail_strips_escapes_and_progress_redraws():

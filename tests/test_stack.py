@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_run import NOT_WIRED, Dev, finish, listening, make_dev, wait_for, wired
+from test_run import NOT_WIRED, Dev, finish, http_get, listening, make_dev, wait_for, wired
 
-from devrouter.config import parse_config
+from devrouter.config.schema import parse_config
 from devrouter.stack import (
     ServiceSpec,
     StackError,
+    detached_failure,
     env_prefix,
     linked_worktree_branch,
     parse_stack,
@@ -143,10 +144,14 @@ def test_sibling_environment():
         assert p.env["API_PORT"] == "4001"
         assert p.env["WEB_APP_URL"] == "http://web-app.shop.localhost:7355"
         assert p.env["WEB_APP_PORT"] == "4002"
+        # Server-side code's address for each sibling: no *.localhost lookup, no router.
+        assert p.env["API_INTERNAL_URL"] == "http://127.0.0.1:4001"
+        assert p.env["WEB_APP_INTERNAL_URL"] == "http://127.0.0.1:4002"
         assert p.env["DEVROUTER_STACK"] == "shop"
         assert p.env["KEEP"] == "x"
     assert (api.env["PORT"], web.env["PORT"]) == ("4001", "4002")
     assert web.env["DEVROUTER_URL"] == "http://web-app.shop.localhost:7355"
+    assert web.env["DEVROUTER_INTERNAL_URL"] == "http://127.0.0.1:4002"
     assert web.env["EXTRA"] == "1"
     assert "EXTRA" not in api.env
     assert web.argv[-1].endswith("vite --port 4002 --strictPort --host 127.0.0.1")
@@ -229,6 +234,11 @@ def test_services_get_their_siblings_urls_and_ports(dev):
     env = json.loads(dev.get("web.shop")[1])["env"]
     assert env["API_URL"] == f"http://api.shop.localhost:{dev.port}"
     assert env["API_PORT"] == str(routes["api.shop"]["port"])
+    # The internal URL reaches the api itself from any process, without the router.
+    assert env["API_INTERNAL_URL"] == f"http://127.0.0.1:{routes['api.shop']['port']}"
+    port = int(env["API_INTERNAL_URL"].rsplit(":", 1)[1])
+    status, body = http_get(port, f"127.0.0.1:{port}", "/x")
+    assert (status, json.loads(body)["label"]) == (200, "shop-api")
     assert env["WEB_PORT"] == env["PORT"] == str(routes["web.shop"]["port"])
     assert env["DEVROUTER_URL"] == f"http://web.shop.localhost:{dev.port}"
     assert env["DEVROUTER_STACK"] == "shop"
@@ -295,6 +305,98 @@ def test_up_detach_and_down(dev):
     for r in routes.values():
         wait_for(lambda r=r: not listening(r["port"]), "the services to stop", 5)
     assert dev.cli("down", "shop").returncode == 1  # nothing left to stop
+
+
+def test_up_detach_twice_fails_with_the_reason(dev):
+    """The second `up -d` of a running stack used to print success and exit 0."""
+    project = write_project(dev, "shop")
+    first = dev.cli("up", "--detach", cwd=project)
+    assert first.returncode == 0, first.stderr
+    routes = wait_for_stack(dev, "shop")
+    second = dev.cli("up", "--detach", cwd=project)
+    assert second.returncode == 3, second.stderr
+    assert "already registered by pid" in second.stderr
+    assert "devrouter down shop" in second.stderr
+    assert "running in the background" not in second.stderr
+    # The first one is untouched.
+    assert {n: r["port"] for n, r in wait_for_stack(dev, "shop").items()} == {
+        n: r["port"] for n, r in routes.items()
+    }
+    assert dev.cli("down", cwd=project).returncode == 0
+
+
+def _one_service_project(d: Dev, name: str, service: str) -> Path:
+    project = d.tmp / name
+    project.mkdir()
+    (project / "devrouter.yaml").write_text(f"stack: {name}\nservices:\n  {service}\n")
+    return project
+
+
+def test_up_detach_of_a_command_that_exits_at_once_fails_with_its_output(dev):
+    project = _one_service_project(dev, "p", 'bad: {run: "echo why it failed >&2; exit 4"}')
+    res = dev.cli("up", "--detach", cwd=project)
+    assert res.returncode == 3, res.stderr
+    assert "stack p" in res.stderr and "bad exited with code 4" in res.stderr
+    assert "why it failed" in res.stderr
+    assert "p.log" in res.stderr
+    assert not any(r.get("stack") == "p" for r in dev.routes())
+
+
+def test_up_detach_reports_a_failure_while_the_others_run(dev):
+    project = dev.tmp / "q"
+    project.mkdir()
+    (project / "devrouter.yaml").write_text(
+        "stack: q\nservices:\n"
+        f"  api: {{run: [{sys.executable}, {dev.server()}, q-api]}}\n"
+        '  bad: {run: "sleep 0.5; echo no database >&2; exit 2"}\n'
+    )
+    res = dev.cli("up", "--detach", cwd=project)
+    assert res.returncode == 3, res.stderr
+    assert "bad exited with code 2 as it started: no database" in res.stderr, res.stderr
+    assert "devrouter down q" in res.stderr
+    assert dev.cli("down", "q").returncode == 0
+
+
+def test_up_detach_reports_a_refusal_by_the_router(dev):
+    project = _one_service_project(dev, "r", f"api: {{run: 'sleep 30', port: {dev.port}}}")
+    res = dev.cli("up", "--detach", cwd=project)
+    assert res.returncode == 3, res.stderr
+    assert "stack r did not start" in res.stderr and "own port" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [
+        ("", "it exited without a word"),
+        (
+            "devrouter: the name 'api.s' is already registered by pid 7; stop that first\n",
+            "the name 'api.s' is already registered by pid 7; stop that first",
+        ),
+        (
+            "devrouter: stack s: 1 service(s)\n"
+            "  http://bad.s.localhost:7355  -> 127.0.0.1:17001\n"
+            "bad | Traceback (most recent call last):\n"
+            "bad |   File 'app.py', line 1\n"
+            "bad | ImportError: no module named flask\n"
+            "devrouter: bad exited with code 1\n",
+            "bad exited with code 1; last output: bad | Traceback (most recent call last): / "
+            "bad | File 'app.py', line 1 / bad | ImportError: no module named flask",
+        ),
+        (
+            "devrouter: stack s: 1 service(s)\n"
+            "  http://bad.s.localhost:7355  -> 127.0.0.1:17001\n"
+            "devrouter: bad: cannot run 'nosuch': command not found\n",
+            "bad: cannot run 'nosuch': command not found",
+        ),
+        (
+            "\x1b[36mbad\x1b[0m | boom\ndevrouter: bad exited with code 3\n",
+            "bad exited with code 3; last output: bad | boom",
+        ),
+        ("Traceback (most recent call last):\nKeyError: 'x'\n", "KeyError: 'x'"),
+    ],
+)
+def test_detached_failure_reads_the_reason_from_the_log(log, reason):
+    assert detached_failure(log) == reason
 
 
 def test_sigkill_of_up_stops_every_service(dev):
