@@ -10,19 +10,27 @@ from .policy import HOPS_HEADER, NEVER_NAMED_B
 _HOPS_FIELD = HOPS_HEADER.encode() + b": "
 
 
-def connection_tokens(value: bytes, keep: bool, minor: bytes, named: list[bytes]) -> bool:
-    """Read one lowercased Connection value of a request or a response in HTTP/1.`minor`:
-    whether the connection stays open after it (`keep`: before it), with every other token
-    appended to `named` (RFC 9112 §9.3, RFC 9110 §7.6.1)."""
+def connection_options(value: bytes, named: list[bytes]) -> tuple[bool, bool]:
+    """Read one lowercased Connection value: whether it holds `close`, and `keep-alive`;
+    every other token is appended to `named`, the fields it removes (RFC 9110 §7.6.1)."""
+    close = keep_alive = False
     for token in value.split(b","):
         token = token.strip()
         if token == b"close":
-            keep = False
+            close = True
         elif token == b"keep-alive":
-            keep = keep or minor == b"0"
+            keep_alive = True
         elif token:
             named.append(token)
-    return keep
+    return close, keep_alive
+
+
+def keeps_alive(minor: bytes, close: bool, keep_alive: bool) -> bool:
+    """Whether a connection stays open after a message in HTTP/1.`minor` whose Connection
+    fields held `close` / `keep-alive` (RFC 9112 §9.3): close wins wherever it stood, in
+    any field; HTTP/1.1 persists by default, HTTP/1.0 only with keep-alive. (llhttp lets a
+    1.0 keep-alive beside close win; closing is what the RFC asks, and the safe choice.)"""
+    return not close and (minor == b"1" or keep_alive)
 
 
 def line_span(block: bytes, pos: int) -> tuple[int, int]:

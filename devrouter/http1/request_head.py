@@ -25,7 +25,14 @@ from collections.abc import Callable
 from ..core.access import Verdict, verdict
 from ..core.model import Route
 from ..core.state import Snapshot
-from .fields import connection_tokens, forwarding_fields, line_span, named_spans, without_spans
+from .fields import (
+    connection_options,
+    forwarding_fields,
+    keeps_alive,
+    line_span,
+    named_spans,
+    without_spans,
+)
 from .grammar import HEAD_RE, REQUEST_LINE_RE, field_scanner, has_long_line
 from .policy import (
     FAST_METHODS,
@@ -117,10 +124,11 @@ class _Scan:
 
     __slots__ = (
         "authorization",
+        "close",
         "cut",
         "hops",
         "host",
-        "keep_alive",
+        "keep",
         "length",
         "named",
         "token",
@@ -129,11 +137,12 @@ class _Scan:
         "xff",
     )
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self) -> None:
         self.host: bytes | None = None
         self.length = -1
         self.hops = 0
-        self.keep_alive = keep_alive
+        self.close = False  # Connection: close was among the options
+        self.keep = False  # and keep-alive
         self.xff: list[bytes] = []
         self.authorization: tuple[int, int] | None = None  # the field's span in the block
         self.token: bytes | None = None
@@ -166,7 +175,9 @@ def _content_length(s: _Scan, lines: bytes, f: re.Match[bytes], minor: bytes) ->
 
 def _connection(s: _Scan, lines: bytes, f: re.Match[bytes], minor: bytes) -> str | None:
     s.cut.append(f.span())
-    s.keep_alive = connection_tokens(f.group(2), s.keep_alive, minor, s.named)
+    close, keep = connection_options(f.group(2), s.named)
+    s.close |= close
+    s.keep |= keep
     return None
 
 
@@ -259,7 +270,7 @@ def plan_request(
         raise HandOff(f"the method {method.decode()}")
     if lines.count(b"\n") > max_headers or (len(head) > max_line and has_long_line(head, max_line)):
         raise HandOff("an oversize head")
-    s = _Scan(minor == b"1")
+    s = _Scan()
     low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
     for f in _FIELD_RE.finditer(low):
         reason = _RULES[f.group(1)](s, lines, f, minor)
@@ -317,7 +328,7 @@ def plan_request(
         route,
         host,
         tail,
-        s.keep_alive,
+        keeps_alive(minor, s.close, s.keep),
         max(s.length, 0),
         s.ws_key if upgrade is not None else None,
     )

@@ -14,7 +14,7 @@ import base64
 import hashlib
 from typing import NamedTuple
 
-from .fields import connection_tokens, named_spans, without_named, without_spans
+from .fields import connection_options, keeps_alive, named_spans, without_named, without_spans
 from .grammar import HEADER_RE, RESPONSE_HEAD_RE, field_scanner
 from .policy import NEVER_NAMED_B, NO_BODY_STATUS, RESPONSE_DROP_B
 from .request_head import WS_UPGRADE
@@ -58,7 +58,7 @@ def plan_response(data: bytes, end: int, ws_handshake: bool) -> ResponsePlan | U
     # The fields the router acts on, in one scan; all of them are cut (the router writes the
     # framing the client gets), every other field is relayed as it came.
     length = -1
-    reusable = minor == b"1"
+    close = keep = False  # Connection options
     cut: list[tuple[int, int]] = []
     named: list[bytes] = []
     low = b"\n" + lines.lower()  # offsets in `low` are one more than in `lines`
@@ -73,13 +73,15 @@ def plan_response(data: bytes, end: int, ws_handshake: bool) -> ResponsePlan | U
         elif name == b"transfer-encoding":
             return None  # chunked (or worse): the parser frames it
         elif name == b"connection":
-            reusable = connection_tokens(f.group(2), reusable, minor, named)
+            c, k = connection_options(f.group(2), named)
+            close |= c
+            keep |= k
     if length < 0 and status not in NO_BODY_STATUS:
         return None  # close-delimited
     if named:
         cut = sorted(set(cut + named_spans(low, named)))
     out = b"".join((b"HTTP/1.1 ", code, b" ", reason, b"\r\n", without_spans(lines, cut)))
-    return ResponsePlan(data[: end + 4], status, out, length, reusable)
+    return ResponsePlan(data[: end + 4], status, out, length, keeps_alive(minor, close, keep))
 
 
 def response_fields(

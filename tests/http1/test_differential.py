@@ -333,9 +333,9 @@ def known_keep_alive_difference(plan: RequestPlan, parsed: Parsed) -> bool:
     """The two known disagreements, both about keep-alive only (each pinned by an xfail test
     below, test_known_disagreement_*):
 
-    - an HTTP/1.0 head with both close and keep-alive among its Connection tokens: llhttp
-      keeps the connection whatever their order; the plan closes it when close comes last
-      (RFC 9112 §9.3: close wins);
+    - an HTTP/1.0 head with both close and keep-alive among its Connection options: llhttp
+      keeps the connection, the plan closes it whatever their order (RFC 9112 §9.3: close
+      wins);
     - a Proxy-Connection field: llhttp reads it as Connection (http_parser's legacy), the
       plan drops it as hop-by-hop and reads only Connection (RFC 9112 §9.3)."""
     tokens: set[bytes] = set()
@@ -488,16 +488,26 @@ def test_the_generator_reaches_every_kind() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="HTTP/1.0 with Connection: keep-alive, close: the fast path closes the connection "
-    "after the response (RFC 9112 §9.3: close wins), llhttp keeps it (for HTTP/1.0 it reads "
-    "close only when keep-alive is absent)",
+    reason="HTTP/1.0 with close and keep-alive among its Connection options: the fast path "
+    "closes the connection after the response (RFC 9112 §9.3: close wins), llhttp keeps it "
+    "(for HTTP/1.0 it reads close only when keep-alive is absent)",
 )
-def test_known_disagreement_keep_alive_then_close_in_http_1_0() -> None:
-    head = b"GET / HTTP/1.0\r\nHost: app.localhost\r\nConnection: keep-alive, close\r\n\r\n"
+@pytest.mark.parametrize(
+    "connection",
+    [
+        b"Connection: keep-alive, close\r\n",
+        b"Connection: close, keep-alive\r\n",
+        b"Connection: close\r\nConnection: keep-alive\r\n",
+    ],
+    ids=["keep-alive-then-close", "close-then-keep-alive", "two-fields"],
+)
+def test_known_disagreement_close_and_keep_alive_in_http_1_0(connection: bytes) -> None:
+    head = b"GET / HTTP/1.0\r\nHost: app.localhost\r\n" + connection + b"\r\n"
     planned = plan_of(head)
     parsed = Parsed()
     parsed.parser.feed_data(head)
-    assert planned is not None and planned[0].keep_alive is parsed.keep_alive
+    assert planned is not None and not planned[0].keep_alive  # close wins, in any order
+    assert planned[0].keep_alive is parsed.keep_alive
 
 
 @pytest.mark.xfail(
@@ -514,13 +524,3 @@ def test_known_disagreement_proxy_connection(version: bytes) -> None:
     parsed = Parsed()
     parsed.parser.feed_data(head)
     assert planned is not None and planned[0].keep_alive is parsed.keep_alive
-
-
-def test_close_then_keep_alive_in_http_1_0_agrees_for_the_wrong_reason() -> None:
-    """The other order: both keep the connection, though close should win (the fast path's
-    order-dependence is pinned in test_fields.test_connection_tokens)."""
-    head = b"GET / HTTP/1.0\r\nHost: app.localhost\r\nConnection: close, keep-alive\r\n\r\n"
-    planned = plan_of(head)
-    parsed = Parsed()
-    parsed.parser.feed_data(head)
-    assert planned is not None and planned[0].keep_alive and parsed.keep_alive

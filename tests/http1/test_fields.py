@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from devrouter.http1.fields import (
-    connection_tokens,
+    connection_options,
     forwarding_fields,
     forwarding_pairs,
+    keeps_alive,
     line_span,
     named_spans,
     peer_token,
@@ -19,40 +20,41 @@ from devrouter.http1.fields import (
 
 
 @pytest.mark.parametrize(
-    ("value", "keep", "minor", "expected", "named"),
+    ("value", "close", "keep_alive", "named"),
     [
-        (b"close", True, b"1", False, []),
-        (b"close", False, b"0", False, []),
-        (b"keep-alive", True, b"1", True, []),
-        (b"keep-alive", False, b"0", True, []),  # HTTP/1.0's opt-in
-        (b"keep-alive", False, b"1", False, []),  # an earlier close stands in HTTP/1.1
-        (b"keep-alive, close", False, b"0", False, []),
-        (b" x-a , ,upgrade ", True, b"1", True, [b"x-a", b"upgrade"]),
-        (b"te, close, x-b", True, b"1", False, [b"te", b"x-b"]),
-        (b"", True, b"1", True, []),
-        (b",", False, b"0", False, []),
-        pytest.param(
-            b"close, keep-alive",
-            False,
-            b"0",
-            False,
-            [],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="close, keep-alive in HTTP/1.0: the keep-alive after the close reopens "
-                "the connection, so the answer depends on the order; RFC 9112 §9.3: close wins "
-                "(llhttp keeps both orders open: test_differential)",
-            ),
-            id="close then keep-alive in HTTP/1.0",
-        ),
+        (b"close", True, False, []),
+        (b"keep-alive", False, True, []),
+        (b"keep-alive, close", True, True, []),
+        (b"close, keep-alive", True, True, []),
+        (b" x-a , ,upgrade ", False, False, [b"x-a", b"upgrade"]),
+        (b"te, close, x-b", True, False, [b"te", b"x-b"]),
+        (b"", False, False, []),
+        (b",", False, False, []),
     ],
 )
-def test_connection_tokens(
-    value: bytes, keep: bool, minor: bytes, expected: bool, named: list[bytes]
+def test_connection_options(
+    value: bytes, close: bool, keep_alive: bool, named: list[bytes]
 ) -> None:
     got: list[bytes] = []
-    assert connection_tokens(value, keep, minor, got) is expected
+    assert connection_options(value, got) == (close, keep_alive)
     assert got == named
+
+
+@pytest.mark.parametrize(
+    ("minor", "close", "keep_alive", "expected"),
+    [
+        (b"1", False, False, True),  # HTTP/1.1 persists by default
+        (b"1", True, False, False),
+        (b"1", False, True, True),
+        (b"1", True, True, False),  # close wins (RFC 9112 §9.3), wherever it stood
+        (b"0", False, False, False),  # HTTP/1.0 closes by default
+        (b"0", False, True, True),  # its keep-alive opt-in
+        (b"0", True, True, False),  # close wins in either order (llhttp: keep-alive does)
+        (b"0", True, False, False),
+    ],
+)
+def test_keeps_alive(minor: bytes, close: bool, keep_alive: bool, expected: bool) -> None:
+    assert keeps_alive(minor, close, keep_alive) is expected
 
 
 BLOCK = b"A: 1\r\nB: 22\r\nC:\r\n"
