@@ -140,7 +140,7 @@ class _Scan:
     def __init__(self) -> None:
         self.host: bytes | None = None
         self.length = -1
-        self.hops = 0
+        self.hops = -1  # none yet
         self.close = False  # Connection: close was among the options
         self.keep = False  # and keep-alive
         self.xff: list[bytes] = []
@@ -189,6 +189,8 @@ def _forwarded_for(s: _Scan, lines: bytes, f: re.Match[bytes], minor: bytes) -> 
 
 def _hops(s: _Scan, lines: bytes, f: re.Match[bytes], minor: bytes) -> str | None:
     value = f.group(2).rstrip(b" \t")
+    if s.hops >= 0:
+        return "two hop counts"  # the aiohttp engine answers 400
     if not value.isdigit() or len(value) > 3 or int(value) >= MAX_HOPS:
         return "an odd hop count, or a loop"
     s.hops = int(value)
@@ -316,7 +318,7 @@ def plan_request(
         (
             without_spans(lines, cut) if cut else lines,
             WS_UPGRADE if upgrade is not None else b"",
-            forwarder.fields(host, s.xff, s.hops),
+            forwarder.fields(host, s.xff, max(s.hops, 0)),
             b"\r\n",
         )
     )

@@ -177,7 +177,7 @@ class Proxy:
                     self._local_port(request),
                 )
             admitted = _admit(route.access, request, host)
-            hops = _hops(request.headers.get(HOPS_HEADER))
+            hops = _hops(request.headers.getall(HOPS_HEADER, ()))
             if hops >= MAX_HOPS:
                 raise LoopDetected(
                     f"the request passed through devrouter {hops} times",
@@ -463,9 +463,12 @@ def _admit(rule: AccessRule | None, request: web.BaseRequest, host: str) -> Verd
     return found
 
 
-def _hops(value: str | None) -> int:
-    if value is None:
+def _hops(values: list[str]) -> int:
+    if not values:
         return 0
+    if len(values) > 1:  # which one counts would be a guess: the engines must not differ
+        raise BadRequest(f"{len(values)} {HOPS_HEADER} headers; one at most")
+    value = values[0]
     if not value.isdigit() or len(value) > 3:
         raise BadRequest(f"invalid {HOPS_HEADER} header {value!r}")
     return int(value)

@@ -196,6 +196,11 @@ def basic(user: str, password: str) -> bytes:
             get(HOST, b"X-Devrouter-Hops: -1"), "an odd hop count, or a loop", id="negative"
         ),
         pytest.param(
+            get(HOST, b"X-Devrouter-Hops: 1", b"X-Devrouter-Hops: 4"),
+            "two hop counts",
+            id="two hop counts",
+        ),
+        pytest.param(
             get(ADMIN, bearer(TOKEN), b"Authorization: Bearer x"),
             "two Authorization fields",
             id="two Authorization",

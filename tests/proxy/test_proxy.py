@@ -1717,6 +1717,15 @@ async def test_invalid_hop_header_is_400(raw_backend, router, value):
     assert rb.connections == 0
 
 
+async def test_two_hop_headers_are_400_on_both_engines(raw_backend, router):
+    rb = await capture_backend(raw_backend)
+    r = await router(make_config({"app": rb.port}))
+    hops = ("X-Devrouter-Hops: 1", "X-Devrouter-Hops: 4")
+    resp = await one(r.port, req(headers=hops))
+    assert resp.status == 400 and b"one at most" in resp.body
+    assert rb.connections == 0
+
+
 async def test_hop_header_is_incremented_towards_the_backend(raw_backend, router):
     rb = await capture_backend(raw_backend)
     r = await router(make_config({"app": rb.port}))
