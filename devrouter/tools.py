@@ -227,4 +227,6 @@ def shell_command(text: str, port: int, host: str = HOST, cwd: Path | None = Non
         return ["/bin/sh", "-c", text]
     flags = tool_flags(words, port, host, cwd)
     extra = " " + shlex.join(flags) if flags else ""
-    return ["/bin/sh", "-c", f"exec {text}{extra}"]
+    # `exec VAR=x cmd` would look for a program named `VAR=x`; `env` takes the assignments.
+    run = "exec env" if words and _ASSIGNMENT.match(words[0]) else "exec"
+    return ["/bin/sh", "-c", f"{run} {text}{extra}"]

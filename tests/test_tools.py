@@ -7,10 +7,13 @@ words plus the flags `tool_flags` adds); "already has a port" rows come out unch
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
-from devrouter.tools import substitute, tool_flags
+from devrouter.tools import shell_command, substitute, tool_flags
 
 VITE = ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]
 PORT_HOST = ["--port", "4100", "--host", "127.0.0.1"]
@@ -157,3 +160,26 @@ def test_substitute():
     assert substitute(["--api=${DEVROUTER_INTERNAL_URL}/v1"], env) == [
         "--api=http://127.0.0.1:5/v1"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "argv"),
+    [
+        ("vite", ["/bin/sh", "-c", "exec vite " + " ".join(VITE)]),
+        ("next dev --turbopack", ["/bin/sh", "-c", "exec next dev --turbopack " + " ".join(NEXT)]),
+        ("NEXT_PUBLIC_API=$API_URL next dev",
+         ["/bin/sh", "-c", "exec env NEXT_PUBLIC_API=$API_URL next dev " + " ".join(NEXT)]),
+        ("npm run build && node server.js", ["/bin/sh", "-c", "npm run build && node server.js"]),
+        ("echo 'unclosed", ["/bin/sh", "-c", "echo 'unclosed"]),
+    ],
+)  # fmt: skip
+def test_shell_command(text, argv, tmp_path):
+    assert shell_command(text, 4100, cwd=tmp_path) == argv
+
+
+def test_a_stack_run_string_that_starts_with_an_assignment_runs(tmp_path):
+    show = f"{sys.executable} -c 'import os; print(os.environ[\"GREETING\"])'"
+    argv = shell_command(f"GREETING=$WHO {show}", 4100, cwd=tmp_path)
+    env = {"WHO": "hello", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=10)
+    assert (out.returncode, out.stdout.strip()) == (0, "hello"), out.stderr
