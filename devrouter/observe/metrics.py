@@ -63,11 +63,16 @@ MAX_BATCH = 256
 
 #: What `finish_later` takes: RequestRecord's fields up to `event_stream`, in order, with
 #: method, host and path still bytes (decoded when counted, off the request path), then the
-#: route's timeout in seconds (what makes an exchange a stream; see `is_stream`).
+#: route's timeout in seconds (what makes an exchange a stream; see `is_stream`). A plain
+#: tuple, not a NamedTuple: the fast path makes one per exchange, and a NamedTuple of 17
+#: fields costs 318 ns to make against 43 ns (timeit). `flush` unpacks it by name; the
+#: fields read one by one are named below.
 Finished = tuple[
     float, bytes, bytes, bytes, str, int, int, float | None, float, int, int, str | None,
     bool, bytes, bytes, bool, float,
 ]  # fmt: skip
+#: Positions in a Finished row of the fields `finish_later` reads.
+ROW_ROUTE, ROW_WEBSOCKET, ROW_EVENT_STREAM = 4, 12, 15
 
 _EVENT_STREAM = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*text/event-stream")
 
@@ -270,7 +275,7 @@ class Metrics:
     def finish_later(self, row: Finished) -> None:
         """Take one finished exchange (call `opened` first): it leaves the in-flight count
         now and is counted with the next batch."""
-        self._closed(self.route(row[4]), row[12], row[15])
+        self._closed(self.route(row[ROW_ROUTE]), row[ROW_WEBSOCKET], row[ROW_EVENT_STREAM])
         pending = self._pending
         pending.append(row)
         if len(pending) >= MAX_BATCH:
