@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from ..core.errors import UsageError
 from ..core.model import DEFAULT_PORT
+from ..core.names import LABEL
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_NAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+_NAME_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*\.?$")  # a host name, a trailing dot allowed
 
 
 @dataclass(frozen=True, slots=True)
