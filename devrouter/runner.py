@@ -1,17 +1,21 @@
-"""`devrouter run NAME -- CMD...`, and the small commands around it: `ls`, `url`, `port`,
+"""`devrouter run [NAME] -- CMD...`, and the small commands around it: `ls`, `url`, `port`,
 `alias` and `stop`.
 
 Theory of operation for `run`: make sure a router is running (start one in the background if
 not), pick NAME's stable port (`devrouter.ports`), register NAME with the router over the
-control socket (`devrouter.control`), then start CMD with PORT, HOST and DEVROUTER_URL in its
-environment. CMD runs in its own process group, so that when it exits, or `devrouter run` is
-told to stop, the whole group can be stopped and nothing is left listening. When the terminal
-is ours, CMD's group is made the terminal's foreground group (as a shell does for a job), so
-Ctrl-C and keyboard input reach it directly and an interactive dev server (Vite's shortcuts)
-works. CMD's output is copied through unchanged (through a pseudo-terminal when our output is
-a terminal, so colours and line buffering stay as if devrouter were not there); its last lines
-go to the router for error pages. If the router is killed, SIGKILLing `devrouter run`
-included, the router notices the dead process, drops the route and stops CMD's group.
+control socket (`devrouter.control`), then start CMD with PORT, HOST, DEVROUTER_URL (for
+browsers) and DEVROUTER_INTERNAL_URL (for server-side code) in its environment. Without
+NAME, the name of ./package.json or of the directory is used. CMD runs in its own process
+group, so that when it exits, or `devrouter run` is told to stop, the whole group can be
+stopped and nothing is left listening. When the terminal is ours, CMD's group is made the
+terminal's foreground group (as a shell does for a job), so Ctrl-C and keyboard input reach
+it directly and an interactive dev server (Vite's shortcuts) works. CMD's output is copied
+through unchanged (through a pseudo-terminal when our output is a terminal, so colours and
+line buffering stay as if devrouter were not there); its last lines go to the router for
+error pages. Until CMD listens on its port, the ports it listens on instead are said in the
+terminal and sent to the router (`devrouter.listeners`). If the router is killed, SIGKILLing
+`devrouter run` included, the router notices the dead process, drops the route and stops
+CMD's group.
 
 Exit codes of `run`: CMD's own (128+N when a signal N ended it), 127 when CMD is not found,
 126 when it cannot be executed, 2 for usage errors, 3 when the router cannot be started or the

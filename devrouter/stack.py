@@ -15,12 +15,15 @@ directory's name; in a linked git worktree it is the branch name (`BRANCH.STACK`
 all of this.
 
 `up` gives each service its stable port, registers all routes at once (all or none), starts
-every command in its own process group with PORT, HOST, DEVROUTER_URL and each sibling's
-NAME_URL and NAME_PORT in its environment, and interleaves their output line by line behind a
-coloured name prefix. Ctrl-C (or SIGTERM) is passed on to every service; what is still
-running after STOP_GRACE_S is killed. A service that exits on its own leaves its route in place
-(its last lines explain the 502) while the others keep running. `up --detach` runs the same
-thing in the background with its output in the state directory; `down` stops it.
+every command in its own process group with PORT, HOST, DEVROUTER_URL,
+DEVROUTER_INTERNAL_URL and each sibling's NAME_URL, NAME_INTERNAL_URL and NAME_PORT in its
+environment, and interleaves their output line by line behind a coloured name prefix. Ctrl-C
+(or SIGTERM) is passed on to every service; what is still running after STOP_GRACE_S is
+killed. A service that exits on its own leaves its route in place (its last lines explain
+the 502) while the others keep running. `up --detach` runs the same thing in the background
+with its output in the state directory, and waits for it to start: a stack already running,
+a refusal, or a service that exits at once is reported with its reason and exit code 3.
+`down` stops it.
 
 Parsing is pure (`parse_stack`): text in, a frozen `StackFile` out, errors naming file:line.
 """
