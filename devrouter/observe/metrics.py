@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from .histogram import Histogram
 
@@ -72,7 +73,9 @@ Finished = tuple[
     bool, bytes, bytes, bool, float,
 ]  # fmt: skip
 #: Positions in a Finished row of the fields `finish_later` reads.
-ROW_ROUTE, ROW_WEBSOCKET, ROW_EVENT_STREAM = 4, 12, 15
+ROW_ROUTE: Final = 4
+ROW_WEBSOCKET: Final = 12
+ROW_EVENT_STREAM: Final = 15
 
 _EVENT_STREAM = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*text/event-stream")
 

@@ -177,7 +177,7 @@ class Proxy:
                     self._local_port(request),
                 )
             admitted = _admit(route.access, request, host)
-            hops = _hops(request.headers.getall(HOPS_HEADER, ()))
+            hops = _hops(request.headers.getall(HOPS_HEADER, []))
             if hops >= MAX_HOPS:
                 raise LoopDetected(
                     f"the request passed through devrouter {hops} times",
