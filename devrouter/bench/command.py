@@ -29,7 +29,7 @@ from .target import Target, is_route_name, parse_target
 from .workers import execute
 
 if TYPE_CHECKING:  # for annotations only; router.find_router imports it when it runs
-    from ..locate import Located
+    from ..services.locate import Located
 
 
 #: Defaults a wrk user expects.

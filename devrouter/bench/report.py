@@ -10,7 +10,7 @@ from .result import Result
 from .target import Target
 
 if TYPE_CHECKING:  # for annotations only; router.find_router imports it when it runs
-    from ..locate import Located
+    from ..services.locate import Located
 
 _COLUMNS = ("p50", "p75", "p90", "p99", "p999", "max", "mean", "stdev")
 _TITLES = ("p50", "p75", "p90", "p99", "p99.9", "max", "mean", "stdev")

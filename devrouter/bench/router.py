@@ -15,13 +15,13 @@ from ..core.model import Route
 from .target import Target, is_route_name, loopback_address
 
 if TYPE_CHECKING:  # for annotations only; find_router imports it when it runs
-    from ..locate import Located
+    from ..services.locate import Located
 
 
 def find_router(args: argparse.Namespace, target: Target) -> Located | None:
     """The router a route target goes through (devrouter.locate); None for a target that is
     not a route. A URL's port is the router's; `--router-port` is for a NAME."""
-    from ..locate import locate
+    from ..services.locate import locate
 
     if is_route_name(args.target):
         return locate(port=args.router_port, flag="--router-port", config=args.config)

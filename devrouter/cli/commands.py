@@ -9,9 +9,9 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
-from .. import runner, stack
 from ..bench import command as bench
 from ..doctor import command as doctor
+from ..services import runner, stack
 from . import serve
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from .. import __version__, ports
+from .. import __version__
 from ..config.reload import find_config, read_config
 from ..core.addresses import listen_addrs
 from ..core.errors import EXIT_OK, CommandError, ConfigError, StartupError, UsageError
@@ -18,6 +18,7 @@ from ..core.model import DEFAULT_PORT, Config, ListenAddr
 from ..core.state import State
 from ..observe.accesslog import AccessLog
 from ..server.app import Router, tune_malloc
+from ..services import ports
 from ..web.pages import route_url
 
 log = logging.getLogger("devrouter")

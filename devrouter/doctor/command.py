@@ -24,8 +24,8 @@ from ..config.reload import find_config, read_config
 from ..core.access import TOKEN_HEADER, load_secrets
 from ..core.errors import ConfigError
 from ..core.model import DEFAULT_PORT, Config
-from ..locate import locate
-from ..ports import state_dir
+from ..services.locate import locate
+from ..services.ports import state_dir
 from .facts import (
     NSSWITCH_PATH,
     RESOLV_CONF_PATH,

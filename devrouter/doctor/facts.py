@@ -19,8 +19,8 @@ from typing import Any, Literal
 import aiohttp
 
 from ..core.model import DEFAULT_LOOPBACKS, is_loopback_host
-from ..locate import is_devrouter_answer, is_devrouter_status
-from ..ports import RANGE_ENV, PortError, port_range
+from ..services.locate import is_devrouter_answer, is_devrouter_status
+from ..services.ports import RANGE_ENV, PortError, port_range
 from .listeners import hostport
 
 #: A TCP connect to a loopback port, in seconds. Loopback connects complete at once or are

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.errors import ConfigError
 from ..core.model import Config
-from ..locate import Located
+from ..services.locate import Located
 from .facts import CONNECT_TIMEOUT_S, HTTP_TIMEOUT_S, PORT_RANGE_ENV, Reach, RouterProbe
 from .listeners import Listener, hostport
 from .report import Check, Status

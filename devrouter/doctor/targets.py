@@ -11,7 +11,7 @@ from typing import Any
 
 from ..core.addresses import parse_target
 from ..core.model import DEFAULT_LOOPBACKS, Config, Upstream, is_loopback_host
-from ..locate import LiveRoute
+from ..services.locate import LiveRoute
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..aio import sleep_or_stop
 from ..config.reload import Reloader
-from ..control import ControlError, ControlServer
 from ..core.errors import StartupError
 from ..core.model import ListenAddr
 from ..core.state import State
@@ -38,6 +37,7 @@ from ..observe.accesslog import AccessLog
 from ..observe.health import Health
 from ..observe.metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
 from ..proxy.handler import Proxy
+from ..services.control import ControlError, ControlServer
 from ..web import dashboard
 from .limits import HttpLimits, LimitedServer, connection_budget, raise_fd_limit
 from .strictgate import EarlyGatedServer, GatedServer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devrouter import ports
+from devrouter.services import ports
 from devrouter.doctor import facts
 
 
@@ -21,5 +21,5 @@ def test_assignment_range(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_assignment_range_is_the_one_devrouter_run_uses() -> None:
-    """No $DEVROUTER_PORTS: devrouter.ports' own default, not a copy of it."""
+    """No $DEVROUTER_PORTS: devrouter.services.ports' own default, not a copy of it."""
     assert facts.assignment_range({}) == ports.port_range({}) == ports.DEFAULT_RANGE

@@ -11,7 +11,7 @@ from devrouter.doctor import judges
 from devrouter.doctor.facts import RouterProbe
 from devrouter.doctor.listeners import Listener
 from devrouter.doctor.targets import RouteTarget
-from devrouter.locate import Located
+from devrouter.services.locate import Located
 
 
 def _l(host: str, port: int = 4001, pid: int | None = 7) -> Listener:

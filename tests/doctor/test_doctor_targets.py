@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from devrouter.doctor import targets
 from devrouter.doctor.targets import RouteTarget
-from devrouter.locate import live_routes
+from devrouter.services.locate import live_routes
 
 
 def test_listens_on_is_read_from_the_routers_table() -> None:

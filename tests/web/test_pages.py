@@ -133,7 +133,7 @@ def test_a_421_never_names_the_port() -> None:
 
 @dataclass
 class FakeService:
-    """What devrouter.control.Service tells a page (the ServiceInfo protocol)."""
+    """What devrouter.services.control.Service tells a page (the ServiceInfo protocol)."""
 
     name: str = "web"
     port: int = 4123

@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .aio import sleep_or_stop
-from .core.model import DEFAULT_PORT, DEFAULT_TIMEOUT_S, ListenAddr, PathRoute, Route, Upstream
-from .core.names import RESERVED_NAMES, normalize_name
-from .core.state import State
+from .. import __version__
+from ..aio import sleep_or_stop
+from ..core.model import DEFAULT_PORT, DEFAULT_TIMEOUT_S, ListenAddr, PathRoute, Route, Upstream
+from ..core.names import RESERVED_NAMES, normalize_name
+from ..core.state import State
 from .ports import StateDirError, ensure_state_dir, read_json, write_private
 
 log = logging.getLogger("devrouter.control")

@@ -1,4 +1,4 @@
-"""devrouter.control: the registration channel.
+"""devrouter.services.control: the registration channel.
 
 In-process tests run a real ControlServer on a real unix socket over a real State; the
 end-to-end ones go through the CLI (`dev` fixture from test_run) to show that the socket is
@@ -23,10 +23,10 @@ import pytest
 from conftest import make_config
 from test_run import Dev, http_get, make_dev
 
-from devrouter import control
-from devrouter.control import Channel, ControlError, ControlServer, call
+from devrouter.services import control
 from devrouter.core.model import Config, ListenAddr
 from devrouter.core.state import State
+from devrouter.services.control import Channel, ControlError, ControlServer, call
 
 #: A Python interpreter that another user can execute (the venv's may sit under /root).
 SYSTEM_PYTHON = next(
@@ -259,7 +259,7 @@ async def test_sigkilled_registrant_loses_its_route_and_its_process_group(server
     code = (
         "import asyncio, os, subprocess, sys\n"
         "from pathlib import Path\n"
-        "from devrouter.control import Registration\n"
+        "from devrouter.services.control import Registration\n"
         "async def main():\n"
         "    reg = Registration(Path(sys.argv[1]), [{'name': 'api', 'port': 4001}])\n"
         "    await reg.open()\n"

@@ -1,4 +1,4 @@
-"""devrouter.stack: the stack file, stack names, and `devrouter up` / `down` end to end."""
+"""devrouter.services.stack: the stack file, stack names, and `devrouter up` / `down` end to end."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 from test_run import NOT_WIRED, Dev, finish, http_get, listening, make_dev, wait_for, wired
 
 from devrouter.config.schema import parse_config
-from devrouter.stack import (
+from devrouter.services.stack import (
     ServiceSpec,
     StackError,
     detached_failure,
@@ -283,7 +283,7 @@ def test_a_service_that_exits_keeps_its_route_and_the_others_run(dev):
         return route if route and route["exit_code"] == 4 else None
 
     wait_for(exited, "bad to have exited")
-    from devrouter.control import call
+    from devrouter.services.control import call
 
     assert call(dev.home, "output", name="bad.p")["lines"] == ["why it failed"]
     assert json.loads(dev.get("api.p")[1])["label"] == "p-api"

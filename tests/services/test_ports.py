@@ -1,4 +1,4 @@
-"""devrouter.ports: the state directory and stable, never-busy port assignment."""
+"""devrouter.services.ports: the state directory and stable, never-busy port assignment."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devrouter import ports
-from devrouter.ports import (
+from devrouter.services import ports
+from devrouter.services.ports import (
     BROWSER_UNSAFE_PORTS,
     DEFAULT_RANGE,
     DEV_TOOL_PORTS,
@@ -192,7 +192,7 @@ def test_corrupt_state_file_is_replaced(tmp_path, env):
 
 def test_concurrent_processes_get_distinct_ports(tmp_path, env):
     code = (
-        "import sys; from pathlib import Path; from devrouter.ports import assign; "
+        "import sys; from pathlib import Path; from devrouter.services.ports import assign; "
         f"print(assign(Path(sys.argv[1]), sys.argv[2], {env!r}).port)"
     )
     procs = [

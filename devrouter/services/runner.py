@@ -44,7 +44,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .aio import sleep_or_stop
+from ..aio import sleep_or_stop
+from ..core.addresses import parse_listen
+from ..core.model import DEFAULT_PORT
 from .control import (
     ControlError,
     Registration,
@@ -54,8 +56,6 @@ from .control import (
     process_alive,
     status,
 )
-from .core.addresses import parse_listen
-from .core.model import DEFAULT_PORT
 from .listeners import watch_listens, wrong_port_message
 from .ports import (
     PortError,

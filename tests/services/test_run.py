@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 from conftest import cli_env, free_port
 
-from devrouter.control import call
-from devrouter.runner import Failure, LineTail, infer_name, service_env, split_run_words
+from devrouter.services.control import call
+from devrouter.services.runner import Failure, LineTail, infer_name, service_env, split_run_words
 
 #: Upper bound for one CLI command or one wait in these tests, in seconds.
 WAIT_S = 15.0
@@ -538,7 +538,7 @@ def test_output_passes_through_unchanged_and_the_router_keeps_the_last_lines(dev
     # While it runs, the router has its lines without the colour codes.
     loop = "import time\nfor i in range(100):\n    print('line', i, flush=True)\ntime.sleep(30)"
     proc = dev.start("run", "chatty", "--", sys.executable, "-c", loop)
-    from devrouter.control import call
+    from devrouter.services.control import call
 
     def lines() -> list[str] | None:
         try:

@@ -1,4 +1,4 @@
-"""devrouter.listeners: which ports a command listens on instead of its $PORT.
+"""devrouter.services.listeners: which ports a command listens on instead of its $PORT.
 
 The decisions (`family`, `wrong_ports`, the message) are tables; the /proc readers run
 against a real child process that listens on a real loopback port (Linux only).
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from devrouter.listeners import (
+from devrouter.services.listeners import (
     AUXILIARY_PORTS,
     MAX_REPORTED,
     family,

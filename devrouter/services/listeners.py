@@ -24,8 +24,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from .aio import sleep_or_stop
-from .doctor.listeners import read_listeners
+from ..aio import sleep_or_stop
+from ..doctor.listeners import read_listeners
 
 #: How often to look, in seconds, while the command is not ready.
 LISTENS_POLL_S = 1.0

@@ -1,4 +1,4 @@
-"""devrouter.tools: which dev servers get port flags, and the argv that comes out.
+"""devrouter.services.tools: which dev servers get port flags, and the argv that comes out.
 
 Each row is a command as typed (argv in) and the command devrouter runs (argv out: the same
 words plus the flags `tool_flags` adds); "already has a port" rows come out unchanged.
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from devrouter.tools import shell_command, substitute, tool_flags
+from devrouter.services.tools import shell_command, substitute, tool_flags
 
 VITE = ["--port", "4100", "--strictPort", "--host", "127.0.0.1"]
 PORT_HOST = ["--port", "4100", "--host", "127.0.0.1"]

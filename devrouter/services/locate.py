@@ -34,10 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .control import ControlError, call, socket_path, status
-from .core.addresses import listen_addrs
-from .core.errors import ConfigError
-from .core.model import (
+from ..core.addresses import listen_addrs
+from ..core.errors import ConfigError
+from ..core.model import (
     DEFAULT_LOOPBACKS,
     DEFAULT_PORT,
     ListenAddr,
@@ -46,6 +45,7 @@ from .core.model import (
     Upstream,
     is_loopback_host,
 )
+from .control import ControlError, call, socket_path, status
 from .ports import state_dir
 
 #: Where `devrouter run` starts a background router (runner.LISTEN_ENV; the same variable).
@@ -345,7 +345,7 @@ def judge_answer(choice: Choice, answer: HttpAnswer | None, socket: str = "") ->
 def _read_listen(path: Path | None) -> tuple[ListenAddr, ...] | None:
     if path is None:
         return None
-    from .config.reload import read_config
+    from ..config.reload import read_config
 
     try:
         return read_config(path, own_ports=(), secrets=False).listen
@@ -375,7 +375,7 @@ def locate(
     user named (else the usual lookup); `directory` the state directory (else the usual
     one). With `probe`, a router not found through the control socket is asked GET
     /api/status, so the record says whether it answered and is a devrouter."""
-    from .config.reload import find_config
+    from ..config.reload import find_config
 
     env = os.environ if env is None else env
     directory = state_dir(env) if directory is None else directory

@@ -1,4 +1,4 @@
-"""`devrouter.locate`: the pure rules in tables (where the router is, what its route table
+"""`devrouter.services.locate`: the pure rules in tables (where the router is, what its route table
 says, what counts as devrouter), then `locate` against nothing, a stand-in router and a real
 one started through the CLI with its own state directory."""
 
@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 from conftest import BackendFactory, CliProcess, cli_env, free_port
 
-from devrouter.control import call
 from devrouter.core.model import DEFAULT_LOOPBACKS, ListenAddr, PathRoute, Upstream
-from devrouter.locate import (
+from devrouter.services.control import call
+from devrouter.services.locate import (
     Choice,
     Clues,
     HttpAnswer,
