@@ -19,14 +19,14 @@ AddParser: TypeAlias = Callable[[Subparsers, Sequence[argparse.ArgumentParser]],
 
 
 def _services(sub: Subparsers, parents: Sequence[argparse.ArgumentParser]) -> None:
-    handlers = {**runner.register(sub, list(parents)), **stack.register(sub, list(parents))}
-    for name, handler in handlers.items():
+    for name, handler in runner.register(sub, list(parents)).items():
         sub.choices[name].set_defaults(handler=handler)
 
 
 COMMANDS: tuple[AddParser, ...] = (
     serve.add_parser,  # serve, check, demo
-    _services,  # run, ls, url, port, alias, stop, up, down
+    _services,  # run, ls, url, port, alias, stop
+    stack.add_parser,  # up, down
     bench.add_parser,
     doctor.add_parser,
 )

@@ -51,6 +51,11 @@ class Walker:
         line = node.start_mark.line + 1 if node is not None else None
         return ConfigError(self.source, line, message, route)
 
+    def check_tag(self, node: Node, what: str, route: str | None = None) -> None:
+        """Only plain YAML types: a `!!python/...` tag is refused before anything is built."""
+        if node.tag not in SAFE_TAGS:
+            raise self.error(node, f"{what}: the YAML tag {node.tag!r} is not allowed", route)
+
     def scalar(self, node: Node, what: str, route: str | None = None) -> object:
         if not isinstance(node, ScalarNode):
             raise self.error(node, f"{what} must be a single value, not a list or mapping", route)

@@ -9,8 +9,17 @@ import re
 LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 #: A route name: one or more labels, optionally a wildcard "*." in front.
 NAME_RE = re.compile(rf"^(?:\*\.)?{LABEL}(?:\.{LABEL})*$")
+#: Exactly one label (a stack's service name).
+LABEL_RE = re.compile(rf"^{LABEL}$")
+#: One or more labels, no wildcard (a stack's name).
+DOTTED_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*$")
 #: Names that are the router's own pages.
 RESERVED_NAMES = frozenset({"devrouter"})
+
+
+def to_label(text: str) -> str:
+    """`My_App` -> `my-app`: one DNS label made of any text ("" when nothing is left)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
 
 
 def normalize_name(raw: str) -> str:

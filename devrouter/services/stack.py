@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import difflib
 import os
-import re
 import shlex
 import signal
 import subprocess
@@ -46,18 +44,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
+from ..core.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    ConfigError,
+    StartupError,
+    UsageError,
+)
+from ..core.names import DOTTED_RE
 from .control import ControlError, Registration, call, process_alive, status
 from .listeners import wrong_port_message
 from .ports import assign
 from .runner import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Failure,
-    Handler,
     LineTail,
     Pump,
     _spawn_detached,
@@ -65,7 +64,6 @@ from .runner import (
     drain,
     ensure_router,
     exit_status,
-    failing,
     internal_url,
     listen_args,
     say,
@@ -77,10 +75,9 @@ from .runner import (
     watching_start,
     write_all,
 )
-from .runner import dns_label as _label
+from .stackfile import STACK_FILE, ServiceSpec, StackFile, env_prefix, load_stack, stack_name
 from .tools import HOST, shell_command, substitute, tool_flags
 
-STACK_FILE = "devrouter.yaml"
 #: After passing Ctrl-C/SIGTERM on, wait this long for services to exit before SIGKILL (s).
 STOP_GRACE_S = 10.0
 #: Longest wait for a detached stack to register, and for `down` to see it gone (s).
@@ -91,233 +88,7 @@ DETACH_SETTLE_S = 3.0
 #: Lines of a service's output quoted when a detached stack fails.
 DETACH_CONTEXT_LINES = 3
 _OWN_PREFIX = "devrouter: "
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_STACK_NAME = re.compile(
-    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
-)
-_SAFE_TAGS = frozenset(
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")
-)
-_SERVICE_KEYS = ("run", "port", "paths", "env", "cwd")
 _COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
-
-
-class StackError(Exception):
-    """A stack file that cannot be used; `str()` names file:line."""
-
-    def __init__(self, source: str, node: Node | None, message: str) -> None:
-        where = f"{source}:{node.start_mark.line + 1}" if node is not None else source
-        super().__init__(f"{where}: {message}")
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    name: str
-    run: str | tuple[str, ...]  # a shell string, or argv
-    port: int | None = None  # fixed; None: the stable assigned port
-    paths: tuple[tuple[str, str | int], ...] = ()  # prefix -> sibling name or port
-    env: tuple[tuple[str, str], ...] = ()
-    cwd: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StackFile:
-    source: str
-    stack: str | None
-    services: tuple[ServiceSpec, ...]
-
-
-# --- parsing ------------------------------------------------------------------------------
-
-
-def _check_tag(source: str, node: Node, what: str) -> None:
-    """Only plain YAML types: a `!!python/...` tag is refused before anything is built."""
-    if node.tag not in _SAFE_TAGS:
-        raise StackError(source, node, f"{what}: the YAML tag {node.tag!r} is not allowed")
-
-
-def _scalar(source: str, node: Node, what: str) -> object:
-    _check_tag(source, node, what)
-    if not isinstance(node, ScalarNode):
-        raise StackError(source, node, f"{what} must be a single value")
-    return yaml.constructor.SafeConstructor().construct_object(node)
-
-
-def _pairs(source: str, node: Node, what: str) -> list[tuple[str, Node, Node]]:
-    _check_tag(source, node, what)
-    if not isinstance(node, MappingNode):
-        raise StackError(source, node, f"{what} must be a mapping (key: value lines)")
-    out: list[tuple[str, Node, Node]] = []
-    seen: set[str] = set()
-    for knode, vnode in node.value:
-        key = str(_scalar(source, knode, f"a key in {what}"))
-        if key in seen:
-            raise StackError(source, knode, f"'{key}' appears twice in {what}")
-        seen.add(key)
-        out.append((key, knode, vnode))
-    return out
-
-
-def _text(source: str, node: Node, what: str) -> str:
-    value = _scalar(source, node, what)
-    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
-        raise StackError(source, node, f"{what} must be text")
-    return str(value)
-
-
-def _port(source: str, node: Node, what: str) -> int:
-    value = _scalar(source, node, what)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise StackError(source, node, f"{what} must be a port number (1-65535), got {value!r}")
-    return value
-
-
-def _service(source: str, name: str, node: Node) -> ServiceSpec:
-    _check_tag(source, node, f"service '{name}'")
-    if isinstance(node, ScalarNode):
-        return ServiceSpec(name, _text(source, node, f"service '{name}'"))
-    run: str | tuple[str, ...] | None = None
-    port: int | None = None
-    paths: list[tuple[str, str | int]] = []
-    env: list[tuple[str, str]] = []
-    cwd: str | None = None
-    for key, knode, vnode in _pairs(source, node, f"service '{name}'"):
-        if key == "run":
-            _check_tag(source, vnode, f"service '{name}': run")
-            if isinstance(vnode, SequenceNode):
-                run = tuple(_text(source, n, f"service '{name}': run") for n in vnode.value)
-                if not run:
-                    raise StackError(source, vnode, f"service '{name}': run is empty")
-            else:
-                run = _text(source, vnode, f"service '{name}': run")
-        elif key == "port":
-            port = _port(source, vnode, f"service '{name}': port")
-        elif key == "paths":
-            for prefix, pk, pv in _pairs(source, vnode, f"the paths of '{name}'"):
-                if not re.match(r"^/[^\s?#]*$", prefix):
-                    raise StackError(source, pk, f"path prefix {prefix!r} must start with '/'")
-                value = _scalar(source, pv, f"path {prefix}")
-                if isinstance(value, int) and not isinstance(value, bool):
-                    paths.append((prefix, _port(source, pv, f"path {prefix}")))
-                elif isinstance(value, str):
-                    paths.append((prefix, value.strip().lower()))
-                else:
-                    raise StackError(source, pv, f"path {prefix} needs a service name or a port")
-        elif key == "env":
-            for var, vk, vv in _pairs(source, vnode, f"the env of '{name}'"):
-                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
-                    raise StackError(source, vk, f"{var!r} is not an environment variable name")
-                env.append((var, _text(source, vv, f"env {var}")))
-        elif key == "cwd":
-            cwd = _text(source, vnode, f"service '{name}': cwd")
-        else:
-            hint = difflib.get_close_matches(key, _SERVICE_KEYS, n=1)
-            more = (
-                f"; did you mean '{hint[0]}'?" if hint else f"; expected {', '.join(_SERVICE_KEYS)}"
-            )
-            raise StackError(source, knode, f"unknown key '{key}' in service '{name}'{more}")
-    if run is None:
-        raise StackError(source, node, f"service '{name}' needs a `run:` command")
-    return ServiceSpec(name, run, port, tuple(paths), tuple(env), cwd)
-
-
-def parse_stack(text: str, source: str = STACK_FILE) -> StackFile:
-    """The `stack:` and `services:` keys of a devrouter.yaml; other keys are `serve`'s."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise StackError(source, None, f"invalid YAML: {exc}") from None
-    if root is None:
-        raise StackError(source, None, "the file is empty; expected `services:`")
-    stack: str | None = None
-    services_node: Node | None = None
-    for key, _knode, vnode in _pairs(source, root, "the top level"):
-        if key == "stack":
-            stack = _text(source, vnode, "stack").strip().lower()
-            if not _STACK_NAME.match(stack):
-                raise StackError(source, vnode, f"stack name {stack!r} must be a DNS name")
-        elif key == "services":
-            services_node = vnode
-    if services_node is None:
-        raise StackError(source, root, "no `services:` section")
-    services: list[ServiceSpec] = []
-    for name, knode, vnode in _pairs(source, services_node, "services"):
-        if not _LABEL.match(name):
-            raise StackError(
-                source, knode, f"service name '{name}' must be one DNS label (a-z, 0-9, -)"
-            )
-        services.append(_service(source, name, vnode))
-    if not services:
-        raise StackError(source, services_node, "`services:` is empty")
-    names = {s.name for s in services}
-    for s in services:
-        for prefix, target in s.paths:
-            if isinstance(target, str) and target not in names:
-                raise StackError(
-                    source,
-                    services_node,
-                    f"service '{s.name}': path {prefix} -> unknown "
-                    f"service '{target}' (services: {', '.join(sorted(names))})",
-                )
-    return StackFile(source, stack, tuple(services))
-
-
-def load_stack(path: Path) -> StackFile:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StackError(str(path), None, "no such file (create one with `services:`)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StackError(str(path), None, f"cannot read the file: {exc}") from None
-    return parse_stack(text, str(path))
-
-
-# --- naming -------------------------------------------------------------------------------
-
-
-def dns_label(text: str) -> str:
-    return _label(text) or "stack"
-
-
-def linked_worktree_branch(directory: Path) -> str | None:
-    """The branch checked out in a linked git worktree containing `directory` (its
-    directory name when detached), or None when this is not a linked worktree."""
-    for d in (directory, *directory.parents):
-        dot_git = d / ".git"
-        if dot_git.is_dir():
-            return None  # the main checkout
-        if not dot_git.is_file():
-            continue
-        try:
-            first = dot_git.read_text().strip().splitlines()[0]
-        except (OSError, IndexError):
-            return None
-        if not first.startswith("gitdir:"):
-            return None
-        gitdir = Path(first[len("gitdir:") :].strip())
-        if not gitdir.is_absolute():
-            gitdir = (d / gitdir).resolve()
-        if gitdir.parent.name != "worktrees":
-            return None  # a submodule
-        try:
-            head = (gitdir / "HEAD").read_text().strip()
-        except OSError:
-            return d.name
-        prefix = "ref: refs/heads/"
-        return head[len(prefix) :] if head.startswith(prefix) else d.name
-    return None
-
-
-def stack_name(declared: str | None, directory: Path) -> str:
-    branch = linked_worktree_branch(directory)
-    if declared:
-        return f"{dns_label(branch)}.{declared}" if branch else declared
-    return dns_label(branch or directory.resolve().name)
-
-
-def env_prefix(service: str) -> str:
-    """`web-app` -> `WEB_APP` (for WEB_APP_URL, WEB_APP_INTERNAL_URL and WEB_APP_PORT)."""
-    return re.sub(r"[^A-Z0-9]", "_", service.upper())
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,13 +191,13 @@ def _resolve(args: argparse.Namespace) -> tuple[StackFile, str, Path]:
     path = Path(args.file) if args.file else Path.cwd() / STACK_FILE
     try:
         stack_file = load_stack(path)
-    except StackError as exc:
-        raise Failure(str(exc), EXIT_USAGE) from None
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     project = path.resolve().parent
     if args.stack:
         stack = args.stack.strip().lower()
-        if not _STACK_NAME.match(stack):
-            raise Failure(f"--stack {args.stack!r}: not a DNS name", EXIT_USAGE)
+        if not DOTTED_RE.match(stack):
+            raise UsageError(f"--stack {args.stack!r}: not a DNS name")
     else:
         stack = stack_name(stack_file.stack, project)
     return stack_file, stack, project
@@ -459,7 +230,7 @@ def _refuse_taken(directory: Path, stack_file: StackFile, stack: str) -> None:
     for s in stack_file.services:
         owner = call(directory, "who", name=f"{s.name}.{stack}").get("owner")
         if owner:
-            raise Failure(
+            raise StartupError(
                 f"{s.name}.{stack} is already registered by pid {owner['pid']} "
                 f"(`devrouter {owner['source']}`: {owner['command']}); stop it (`devrouter "
                 f"down {stack}`) or start this one with --stack NAME"
@@ -473,7 +244,7 @@ async def _up(
     try:
         warnings = await reg.open()
     except ControlError as exc:
-        raise Failure(str(exc)) from None
+        raise StartupError(str(exc)) from None
     for w in warnings:
         say(f"warning: {w}")
     width = max(len(p.url) for p in planned)
@@ -565,12 +336,12 @@ async def _one(
             stderr=child_ends[1],
             cwd=p.cwd,
         )
-    except Failure as exc:
+    except CommandError as exc:
         for pump in pumps:
             pump.close()
         say(f"{name}: {exc}")
-        reg.update(p.route, exit_code=exc.code, lines=[str(exc)])
-        return exc.code
+        reg.update(p.route, exit_code=exc.exit_code, lines=[str(exc)])
+        return exc.exit_code
     finally:
         for fd in child_ends:
             os.close(fd)
@@ -625,12 +396,12 @@ def _up_detached(
         }
         exited = sorted(n for n, r in routes.items() if r.get("exit_code") is not None)
         if exited:
-            raise Failure(
+            raise StartupError(
                 _exited(directory, stack, exited[0], routes[exited[0]], expected, log_path)
             )
         if not process_alive(pid):
             reason = detached_failure(_read_since(log_path, size))
-            raise Failure(f"stack {stack} did not start: {reason} (log {log_path})")
+            raise StartupError(f"stack {stack} did not start: {reason} (log {log_path})")
         if expected <= set(routes):
             registered_at = registered_at or time.monotonic()
             settled = time.monotonic() - registered_at >= DETACH_SETTLE_S
@@ -638,7 +409,9 @@ def _up_detached(
                 _started(stack, pid, log_path, [routes[n] for n in sorted(expected)])
                 return EXIT_OK
         time.sleep(0.1)
-    raise Failure(f"stack {stack} did not register within {DETACH_TIMEOUT_S:g} s (log {log_path})")
+    raise StartupError(
+        f"stack {stack} did not register within {DETACH_TIMEOUT_S:g} s (log {log_path})"
+    )
 
 
 def _exited(
@@ -742,17 +515,17 @@ def cmd_down(args: argparse.Namespace) -> int:
             say(f"stopped stack {stack} ({len(routes)} service(s))")
             return EXIT_OK
         time.sleep(0.1)
-    raise Failure(f"stack {stack} (pid {', '.join(map(str, owners))}) is still running")
+    raise StartupError(f"stack {stack} (pid {', '.join(map(str, owners))}) is still running")
 
 
 # --- wiring into the CLI ------------------------------------------------------------------
 
 
-def register(
+def add_parser(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    parents: Sequence[argparse.ArgumentParser],
-) -> dict[str, Handler]:
-    """Add up and down; returns command name -> handler."""
+    parents: Sequence[argparse.ArgumentParser] = (),
+) -> None:
+    """Add `up` and `down` (`parents`: the CLI's common options)."""
     up = sub.add_parser(
         "up",
         parents=list(parents),
@@ -782,4 +555,5 @@ def register(
     )
     down.add_argument("stack", metavar="STACK", nargs="?", help="stack name")
     down.add_argument("-f", "--file", metavar="PATH", help=f"stack file (default: ./{STACK_FILE})")
-    return {"up": failing(cmd_up), "down": failing(cmd_down)}
+    up.set_defaults(handler=cmd_up)
+    down.set_defaults(handler=cmd_down)
