@@ -8,7 +8,6 @@ CORS headers or anything a web page on another origin could use.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Protocol
@@ -27,7 +26,6 @@ STARTING_REFRESH_S = 1
 #: 0 to 1; 0.6 lets one typo through in a three-letter name).
 SUGGEST_CUTOFF = 0.6
 # The name in a 404's detail, for a NotFound made without `name=`.
-_NO_ROUTE = re.compile(r"no route is named '([^']+)'")
 
 _STYLE = (
     "body{font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:3em auto;padding:0 1em;"
@@ -102,14 +100,6 @@ def _url(name: str, port: int) -> str:
     return f"http://{name}.localhost:{port}/" if port else f"http://{name}.localhost/"
 
 
-def _asked_for(err: NotFound) -> str:
-    """The name a 404 is about (its `name`, or the one its detail quotes)."""
-    if err.name:
-        return err.name
-    m = _NO_ROUTE.search(err.detail)
-    return m.group(1) if m else ""
-
-
 def _how_to_add(name: str, config_source: str) -> list[tuple[str, str]]:
     """(command or config line, what it does): the ways to make `name` a route."""
     where = config_source if config_source and not config_source.startswith("<") else ""
@@ -131,9 +121,9 @@ def render_error(
     could not already reach. `port` is the router's port the request came to (0: unknown);
     404 and 5xx pages then link the dashboard, which no other page names (a 421 names no
     port)."""
-    name = _asked_for(err) if isinstance(err, NotFound) else ""
+    name, source = (err.name, err.config_source) if isinstance(err, NotFound) else ("", "")
     suggestion = closest_name(name, (r.name for r in routes)) if name and routes else None
-    add = _how_to_add(name, getattr(err, "config_source", "")) if name else []
+    add = _how_to_add(name, source) if name else []
     hint = "" if add else err.hint  # the ways to add it replace "Add it to the config file."
     dashboard = dashboard_url(port) if port and (name or err.status >= 500) else ""
     output_of = f"output of `{err.details_from}`" if err.details_from else "output"
@@ -213,8 +203,7 @@ def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) ->
     tail = tuple(output[-OUTPUT_TAIL_LINES:])
     if err.kind == "refused" and not svc.ready and svc.exit_code is None:
         detail = f"`{svc.command}` is starting and is not listening yet"
-        # getattr: a devrouter.control.Service without the field (yet) listens nowhere else
-        listens_on: tuple[int, ...] = getattr(svc, "listens_on", ())
+        listens_on = svc.listens_on
         if listens_on:  # it is up, on a port of its own choosing
             ports = ", ".join(map(str, listens_on))
             detail = (

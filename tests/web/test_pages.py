@@ -91,15 +91,6 @@ def test_404_without_a_close_name_suggests_nothing() -> None:
     assert "devrouter run zzz -- CMD" in text
 
 
-def test_404_made_without_name_finds_it_in_the_detail() -> None:
-    """proxy.py's NotFound names the route in its detail only."""
-    err = NotFound("no route is named 'exq'", "Add it to the config file.")
-    _, text = render_error(err, "*/*", routes("exp"), PORT)
-    assert f"did you mean http://exp.localhost:{PORT}/ ?" in text
-    assert "devrouter alias exq PORT" in text
-    assert "Add it to the config file." not in text  # the ways to add it say more
-
-
 def test_a_router_without_a_config_file_names_none() -> None:
     _, text = render_error(not_found("x", "<no config file>"), "*/*", routes(), PORT)
     assert "<no config file>" not in text and "in the config file (devrouter.yaml)" in text
