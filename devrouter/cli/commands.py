@@ -11,21 +11,17 @@ from typing import TypeAlias
 
 from ..bench import command as bench
 from ..doctor import command as doctor
-from ..services import runner, stack
+from ..services import commands as services
+from ..services import stack
 from . import serve
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 AddParser: TypeAlias = Callable[[Subparsers, Sequence[argparse.ArgumentParser]], None]
 
 
-def _services(sub: Subparsers, parents: Sequence[argparse.ArgumentParser]) -> None:
-    for name, handler in runner.register(sub, list(parents)).items():
-        sub.choices[name].set_defaults(handler=handler)
-
-
 COMMANDS: tuple[AddParser, ...] = (
     serve.add_parser,  # serve, check, demo
-    _services,  # run, ls, url, port, alias, stop
+    services.add_parser,  # run, ls, url, port, alias, stop
     stack.add_parser,  # up, down
     bench.add_parser,
     doctor.add_parser,

@@ -37,7 +37,8 @@ from ..observe.accesslog import AccessLog
 from ..observe.health import Health
 from ..observe.metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
 from ..proxy.handler import Proxy
-from ..services.control import ControlError, ControlServer
+from ..services.client import ControlError
+from ..services.control import ControlServer
 from ..web import dashboard
 from .limits import HttpLimits, LimitedServer, connection_budget, raise_fd_limit
 from .strictgate import EarlyGatedServer, GatedServer

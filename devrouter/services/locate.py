@@ -45,10 +45,10 @@ from ..core.model import (
     Upstream,
     is_loopback_host,
 )
-from .control import ControlError, call, socket_path, status
+from .client import ControlError, call, socket_path, status
 from .ports import state_dir
 
-#: Where `devrouter run` starts a background router (runner.LISTEN_ENV; the same variable).
+#: Where `devrouter run` starts a background router (devrouter.services.autostart).
 LISTEN_ENV = "DEVROUTER_LISTEN"
 #: The whole GET /api/status exchange with a router found by address, in seconds.
 HTTP_TIMEOUT_S = 2.0

@@ -53,28 +53,14 @@ from ..core.errors import (
     UsageError,
 )
 from ..core.names import DOTTED_RE
-from .control import ControlError, Registration, call, process_alive, status
+from .autostart import ensure_router, listen_args, the_state_dir
+from .client import ControlError, Registration, call, status
 from .listeners import wrong_port_message
+from .output import LineTail, Pump, drain, read_since, say, write_all
 from .ports import assign
-from .runner import (
-    LineTail,
-    Pump,
-    _spawn_detached,
-    browser_url,
-    drain,
-    ensure_router,
-    exit_status,
-    internal_url,
-    listen_args,
-    say,
-    service_env,
-    signal_group,
-    start_process,
-    stop_group,
-    the_state_dir,
-    watching_start,
-    write_all,
-)
+from .procs import exit_status, process_alive, signal_group, start_process, stop_group
+from .procs import spawn_detached as _spawn_detached
+from .run import browser_url, internal_url, service_env, watching_start
 from .stackfile import STACK_FILE, ServiceSpec, StackFile, env_prefix, load_stack, stack_name
 from .tools import HOST, shell_command, substitute, tool_flags
 
@@ -400,7 +386,7 @@ def _up_detached(
                 _exited(directory, stack, exited[0], routes[exited[0]], expected, log_path)
             )
         if not process_alive(pid):
-            reason = detached_failure(_read_since(log_path, size))
+            reason = detached_failure(read_since(log_path, size) or "")
             raise StartupError(f"stack {stack} did not start: {reason} (log {log_path})")
         if expected <= set(routes):
             registered_at = registered_at or time.monotonic()

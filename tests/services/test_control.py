@@ -23,10 +23,11 @@ import pytest
 from conftest import make_config
 from test_run import Dev, http_get, make_dev
 
-from devrouter.services import control
 from devrouter.core.model import Config, ListenAddr
 from devrouter.core.state import State
-from devrouter.services.control import Channel, ControlError, ControlServer, call
+from devrouter.services import client, control, procs, registry
+from devrouter.services.client import Channel, ControlError
+from devrouter.services.control import ControlServer
 
 #: A Python interpreter that another user can execute (the venv's may sit under /root).
 SYSTEM_PYTHON = next(
@@ -193,7 +194,7 @@ async def test_unregister_and_updates(server):
     assert (service.ready, service.exit_code) == (False, 1)
     assert (await ch.call("output", name="api"))["lines"] == ["a", "b", "boom"]
     await ch.call("update", name="api", lines=[f"l{i}" for i in range(100)])
-    assert len(srv.output("api")) == control.OUTPUT_LINES
+    assert len(srv.output("api")) == client.OUTPUT_LINES
     await ch.call("unregister")
     assert srv.state.snapshot.table.lookup("api") is None
     assert (await ch.call("ping")) == {"ok": True}  # the connection stays usable
@@ -224,7 +225,7 @@ async def test_listens_on_is_kept_served_and_cleared(server):
 
 @pytest.mark.parametrize(
     "value",
-    [8000, [0], [65536], ["8000"], [True], list(range(8000, 8000 + control.MAX_LISTENS_ON + 1))],
+    [8000, [0], [65536], ["8000"], [True], list(range(8000, 8000 + registry.MAX_LISTENS_ON + 1))],
 )
 async def test_a_malformed_listens_on_is_refused_and_changes_nothing(server, value):
     srv = await server()
@@ -259,7 +260,7 @@ async def test_sigkilled_registrant_loses_its_route_and_its_process_group(server
     code = (
         "import asyncio, os, subprocess, sys\n"
         "from pathlib import Path\n"
-        "from devrouter.services.control import Registration\n"
+        "from devrouter.services.client import Registration\n"
         "async def main():\n"
         "    reg = Registration(Path(sys.argv[1]), [{'name': 'api', 'port': 4001}])\n"
         "    await reg.open()\n"
@@ -287,7 +288,7 @@ async def test_sigkilled_registrant_loses_its_route_and_its_process_group(server
             return True
         return False
 
-    await eventually(group_gone, "the orphaned group to be stopped", control.KILL_GRACE_S + 5)
+    await eventually(group_gone, "the orphaned group to be stopped", procs.STOP_GRACE_S + 5)
 
 
 async def test_config_clash_is_reported_and_the_config_wins(server):
@@ -334,7 +335,7 @@ async def test_garbage_and_http_on_the_socket_change_nothing(server):
     for data in (
         b"POST / HTTP/1.1\r\nHost: localhost\r\n\r\n",
         b"[1, 2]\n",
-        b"x" * (control.MAX_MESSAGE_BYTES + 10) + b"\n",
+        b"x" * (client.MAX_MESSAGE_BYTES + 10) + b"\n",
     ):
         reader, writer = await asyncio.open_unix_connection(str(srv.state_dir / "control.sock"))
         writer.write(data)
@@ -388,12 +389,6 @@ async def test_a_long_state_dir_path_works(server, tmp_path):
     ch = await Channel.open(deep)
     await ch.call("register", routes=[svc()])
     await ch.close()
-
-
-def test_no_router_means_router_not_running(tmp_path):
-    with pytest.raises(control.RouterNotRunning):
-        call(tmp_path, "status")
-    assert control.status(tmp_path) is None
 
 
 # --- the HTTP side cannot change routes ---------------------------------------------------

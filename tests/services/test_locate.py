@@ -15,7 +15,7 @@ from aiohttp import web
 from conftest import BackendFactory, CliProcess, cli_env, free_port
 
 from devrouter.core.model import DEFAULT_LOOPBACKS, ListenAddr, PathRoute, Upstream
-from devrouter.services.control import call
+from devrouter.services.client import call
 from devrouter.services.locate import (
     Choice,
     Clues,

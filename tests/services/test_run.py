@@ -29,8 +29,9 @@ from typing import Any
 import pytest
 from conftest import cli_env, free_port
 
-from devrouter.services.control import call
-from devrouter.services.runner import Failure, LineTail, infer_name, service_env, split_run_words
+from devrouter.core.errors import UsageError
+from devrouter.services.client import call
+from devrouter.services.run import infer_name, service_env, split_run_words
 
 #: Upper bound for one CLI command or one wait in these tests, in seconds.
 WAIT_S = 15.0
@@ -538,7 +539,7 @@ def test_output_passes_through_unchanged_and_the_router_keeps_the_last_lines(dev
     # While it runs, the router has its lines without the colour codes.
     loop = "import time\nfor i in range(100):\n    print('line', i, flush=True)\ntime.sleep(30)"
     proc = dev.start("run", "chatty", "--", sys.executable, "-c", loop)
-    from devrouter.services.control import call
+    from devrouter.services.client import call
 
     def lines() -> list[str] | None:
         try:
@@ -708,9 +709,9 @@ def test_split_run_words(words, expected):
     ],
 )
 def test_split_run_words_refusals(words, message):
-    with pytest.raises(Failure, match="^" + re.escape(message)) as info:
+    with pytest.raises(UsageError, match="^" + re.escape(message)) as info:
         split_run_words(words)
-    assert info.value.code == 2
+    assert info.value.exit_code == 2
 
 
 @pytest.mark.parametrize(
@@ -732,15 +733,6 @@ def test_split_run_words_refusals(words, message):
 )
 def test_infer_name(package_json, directory, expected):
     assert infer_name(package_json, directory) == expected
-
-
-def test_line_tail_strips_escapes_and_progress_redraws():
-    tail = LineTail()
-    assert tail.feed(b"\x1b[1;32mready\x1b[0m in 20ms\r\npartial") == ["ready in 20ms"]
-    assert tail.feed(b" 10%\r 50%\r100%\n") == ["100%"]
-    assert tail.flush() == []
-    assert tail.feed(b"end") == []
-    assert tail.flush() == ["end"]
 
 
 def _get_html(port: int, host: str) -> tuple[int, dict[str, str], str]:

@@ -164,7 +164,7 @@ def test_a_service_that_exits_keeps_its_route_and_the_others_run(dev):
         return route if route and route["exit_code"] == 4 else None
 
     wait_for(exited, "bad to have exited")
-    from devrouter.services.control import call
+    from devrouter.services.client import call
 
     assert call(dev.home, "output", name="bad.p")["lines"] == ["why it failed"]
     assert json.loads(dev.get("api.p")[1])["label"] == "p-api"
