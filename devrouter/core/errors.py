@@ -22,6 +22,11 @@ Every way a command can fail, as a type that carries the exit code it ends with:
       ConfigError         1  a config file that cannot be used (file:line: route: message)
       UsageError          2  a bad option or argument
       StartupError        3  the router cannot start (bad config, port in use)
+        ControlError      3  the control socket refused or failed (services.client)
+        StateDirError     3  the state directory is not safe to use (services.ports)
+        PortError         3  no port can be assigned (services.ports)
+      CannotExecute     126  `run`'s command is not executable (services.procs)
+      CommandNotFound   127  `run`'s command is not found (services.procs)
 
 They are translated at one boundary, `devrouter.cli.main`: the line on stderr, the code as
 the exit status, never a traceback.

@@ -21,7 +21,7 @@ from ..core.errors import StartupError, UsageError
 from .client import status
 from .locate import LISTEN_ENV
 from .output import read_since, say
-from .ports import StateDirError, ensure_state_dir, locked, state_dir
+from .ports import ensure_state_dir, locked, state_dir
 from .procs import process_alive, spawn_detached
 
 ROUTER_LOG = "router.log"
@@ -30,10 +30,7 @@ ROUTER_START_TIMEOUT_S = 15.0
 
 
 def the_state_dir() -> Path:
-    try:
-        return ensure_state_dir(state_dir())
-    except StateDirError as exc:
-        raise StartupError(str(exc)) from None
+    return ensure_state_dir(state_dir())  # a StateDirError is a StartupError: exit 3
 
 
 def listen_args(values: Sequence[str] | None) -> list[str]:

@@ -19,13 +19,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import EXIT_OK, CommandError, StartupError, UsageError
+from ..core.errors import EXIT_OK, CommandError, UsageError
 from .autostart import ensure_router, listen_args, the_state_dir
 from .client import ControlError, RouterNotRunning, call, check_name, status
 from .control import ALIASES_NAME
 from .locate import locate
 from .output import say
-from .ports import PortError, assign, locked, read_json, write_private
+from .ports import assign, locked, read_json, write_private
 from .procs import process_alive
 from .run import add_run_options, cmd_run
 from .tools import HOST
@@ -122,10 +122,7 @@ def cmd_port(args: argparse.Namespace) -> int:
             if r["name"] == name:
                 print(r["port"])
                 return EXIT_OK
-    try:
-        print(assign(directory, name).port)
-    except PortError as exc:
-        raise StartupError(str(exc)) from None
+    print(assign(directory, name).port)  # a PortError is a StartupError: exit 3
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ from ..doctor.listeners import read_listeners
 
 #: How often to look, in seconds, while the command is not ready.
 LISTENS_POLL_S = 1.0
-#: At most this many ports are reported (the router accepts no more, control.MAX_LISTENS_ON).
+#: At most this many ports are reported (the router accepts no more, registry.MAX_LISTENS_ON).
 MAX_REPORTED = 8
 #: Ports a dev tool opens beside its server, never instead of it: Node's inspector, Vite's
 #: HMR websocket, debugpy. On their own they say nothing about where the app listens.

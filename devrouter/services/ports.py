@@ -41,6 +41,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import StartupError
+
 DEFAULT_RANGE = (17000, 17999)
 RANGE_ENV = "DEVROUTER_PORTS"
 HOME_ENV = "DEVROUTER_HOME"
@@ -71,11 +73,11 @@ DEV_TOOL_PORTS = frozenset(
 )  # fmt: skip
 
 
-class StateDirError(Exception):
+class StateDirError(StartupError):
     """The state directory cannot be used safely; `str()` is the message for the user."""
 
 
-class PortError(Exception):
+class PortError(StartupError):
     """No port can be assigned; `str()` is the message for the user."""
 
 

@@ -44,7 +44,7 @@ from .client import ControlError, Registration, call, check_name
 from .listeners import watch_listens, wrong_port_message
 from .locate import LISTEN_ENV
 from .output import LineTail, Pump, drain, output_pair, say, write_all
-from .ports import PortError, assign, in_use, read_json
+from .ports import assign, in_use, read_json
 from .procs import (
     exit_status,
     foreground_terminal,
@@ -243,10 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if in_use(port):
             say(f"port {port} is already in use; {shlex.join(cmd)} may fail to listen on it")
     else:
-        try:
-            assignment = assign(directory, name)
-        except PortError as exc:
-            raise StartupError(str(exc)) from None
+        assignment = assign(directory, name)  # a PortError is a StartupError: exit 3
         port = assignment.port
         if assignment.moved_from is not None:
             say(f"port {assignment.moved_from} is busy; {name} gets port {port} from now on")

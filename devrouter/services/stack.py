@@ -58,8 +58,14 @@ from .client import ControlError, Registration, call, status
 from .listeners import wrong_port_message
 from .output import LineTail, Pump, drain, read_since, say, write_all
 from .ports import assign
-from .procs import exit_status, process_alive, signal_group, start_process, stop_group
-from .procs import spawn_detached as _spawn_detached
+from .procs import (
+    exit_status,
+    process_alive,
+    signal_group,
+    spawn_detached,
+    start_process,
+    stop_group,
+)
 from .run import browser_url, internal_url, service_env, watching_start
 from .stackfile import STACK_FILE, ServiceSpec, StackFile, env_prefix, load_stack, stack_name
 from .tools import HOST, shell_command, substitute, tool_flags
@@ -360,7 +366,7 @@ def _up_detached(
     listen: Sequence[str],
 ) -> int:
     """Start `up` in the background and watch it start: success once every service is
-    registered by it and ready (or DETACH_SETTLE_S later, still starting); a Failure with
+    registered by it and ready (or DETACH_SETTLE_S later, still starting); a StartupError with
     the real reason when it exits (its log), or a service exits, before that."""
     logs = directory / "stacks"
     logs.mkdir(mode=0o700, exist_ok=True)
@@ -371,7 +377,7 @@ def _up_detached(
         argv += ["--listen", addr]
     env = {**os.environ, "DEVROUTER_HOME": str(directory)}
     size = log_path.stat().st_size if log_path.exists() else 0
-    pid = _spawn_detached(argv, env, path.parent, log_path)
+    pid = spawn_detached(argv, env, path.parent, log_path)
     expected = {f"{s.name}.{stack}" for s in stack_file.services}
     deadline = time.monotonic() + DETACH_TIMEOUT_S
     registered_at: float | None = None
@@ -456,15 +462,6 @@ def detached_failure(log_text: str) -> str:
     if context:
         reason += "; last output: " + " / ".join(context[-DETACH_CONTEXT_LINES:])
     return reason
-
-
-def _read_since(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _stack_routes(directory: Path, stack: str) -> list[dict[str, Any]]:

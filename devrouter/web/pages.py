@@ -175,7 +175,8 @@ def error_headers(err: ProxyError) -> dict[str, str]:
 
 
 class ServiceInfo(Protocol):
-    """What a `devrouter run` registration tells an error page (devrouter.control.Service)."""
+    """What a `devrouter run` registration tells an error page
+    (devrouter.services.registry.Service)."""
 
     name: str
     port: int  # the port it was given ($PORT)
@@ -187,7 +188,7 @@ class ServiceInfo(Protocol):
 
 class ServiceDirectory(Protocol):
     """Where the engines look up a `devrouter run` registration for an error page
-    (devrouter.control.ControlServer), without depending on the control server."""
+    (devrouter.services.control.ControlServer), without depending on the control server."""
 
     def service(self, name: str) -> ServiceInfo | None: ...
 

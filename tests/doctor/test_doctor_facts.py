@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devrouter.services import ports
 from devrouter.doctor import facts
+from devrouter.services import ports
 
 
 async def test_probes_refuse_non_loopback_addresses() -> None:
