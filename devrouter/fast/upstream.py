@@ -175,7 +175,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._parse(data)  # a head split over reads (or not HTTP at all) is llhttp's
             return
         memo = self.memo
-        if memo is None or len(memo.head) != end + 4 or not data.startswith(memo.head):
+        if memo is None or len(seen := memo.head) != end + 4 or not data.startswith(seen):
             plan = plan_response(data, end, ex.ws_key is not None)
             if plan is None:
                 self._parse(data)
