@@ -189,7 +189,7 @@ def parse_config(
             ws_mib = w.count(vnode, "max_websocket_message_mib", None)
         elif key == "routes":
             routes_node = vnode
-        # `stack` and `services` belong to `devrouter up` (devrouter.stack), not the router
+        # `stack` and `services` belong to `devrouter up` (devrouter.services.stack), not the router
     ports = (
         set(own_ports)
         if own_ports is not None

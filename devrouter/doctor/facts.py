@@ -174,8 +174,8 @@ def read_text(path: Path) -> str | None:
 
 
 def assignment_range(env: Mapping[str, str]) -> tuple[int, int]:
-    """The inclusive range `devrouter run` assigns ports from (`devrouter.ports`: its default,
-    or `$DEVROUTER_PORTS`). Raises ValueError for a range that cannot be used."""
+    """The inclusive range `devrouter run` assigns ports from (`devrouter.services.ports`: its
+    default, or `$DEVROUTER_PORTS`). Raises ValueError for a range that cannot be used."""
     try:
         return port_range(env)
     except PortError as exc:

@@ -9,14 +9,14 @@ module reads the request head with one strict regular expression, rewrites the h
 writes them to a pooled upstream connection, and relays the response as bytes: framed by a
 strict pattern and its Content-Length when it is that simple, by llhttp (httptools)
 otherwise. A WebSocket handshake is relayed the same way, and after the backend's 101 the
-bytes both ways (devrouter.wsrelay).
+bytes both ways (devrouter.fast.wsrelay).
 
 Each connection keeps what the last head decided (RequestPlan, ResponsePlan): a field block
 that repeats byte for byte, under the same config snapshot, is not checked again. At one
 connection the router's code runs with caches that the client and the backend have just
 used, where every step costs several times what it costs in a loop; the memos take most of
 the steps away for repeated traffic, and the metrics are counted in batches for the same
-reason (devrouter.metrics).
+reason (devrouter.observe.metrics).
 
 Everything else is handed to the aiohttp handler in `devrouter.proxy`, with the bytes read so
 far, before anything has been answered: heads the strict pattern does not accept (odd

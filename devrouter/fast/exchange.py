@@ -112,7 +112,7 @@ class Exchange:
         # for metrics
         self.target = target
         self.status = 0
-        self.t0 = 0.0  # perf_counter() when the head was read (metrics; see devrouter.metrics)
+        self.t0 = 0.0  # perf_counter() when the head was read (see devrouter.observe.metrics)
         self.ttfb = 0.0
         self.event_stream = False
         self.bytes_out = 0
@@ -230,7 +230,7 @@ class Exchange:
 
     def upgraded(self, conn: UpstreamConnection, upgrade: Upgrade, rest: bytes) -> None:
         """The backend answered the WebSocket handshake with 101: check it, relay it, and
-        from now on relay bytes both ways (devrouter.wsrelay)."""
+        from now on relay bytes both ways (devrouter.fast.wsrelay)."""
         assert self.ws_key is not None
         head = relay_upgrade(upgrade, self.ws_key)
         if isinstance(head, str):

@@ -1,5 +1,5 @@
 """The router's own answers on the fast path, as bytes: an error page's response (the page
-itself is devrouter.pages'; here it is framed)."""
+itself is devrouter.web.pages'; here it is framed)."""
 
 from __future__ import annotations
 

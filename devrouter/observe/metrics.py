@@ -21,7 +21,7 @@ service answered, and one 39 s stream would otherwise be a route's p99.
 Counting a batch in one loop costs a third of counting each exchange as it ends, when the
 code runs with caches another process has just used; at one connection that difference is
 on the latency of the next request. Latencies are kept in fixed-memory HDR-style
-histograms (`devrouter.histogram`, 0.1 % relative error), so percentiles are exact enough at
+histograms (`devrouter.observe.histogram`, 0.1 % relative error), so percentiles are exact enough at
 any rate without storing samples. A per-second series per route (count, summed and maximum
 latency over the last two minutes) feeds request rates and sparklines.
 

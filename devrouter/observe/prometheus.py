@@ -5,7 +5,7 @@ in base units (seconds, bytes), counters end in `_total`, and per-route series c
 `route` label (the route's name, `*.shop` for a wildcard). Every family has HELP and TYPE
 lines; label values are escaped as the format requires (backslash, double quote, newline).
 
-Histograms are read from the HDR histograms in `devrouter.metrics` when scraped, never per
+Histograms are read from the HDR histograms in `devrouter.observe.metrics` when scraped, never per
 request: each `le` bucket counts the values whose HDR sub-bucket starts at or below the
 boundary (`BUCKETS_S`). Below 2.048 ms a sub-bucket is one microsecond wide, above it at
 most 1/1024 of its value, so a bucket can only over-count values within 0.1 % above its

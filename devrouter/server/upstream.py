@@ -1,5 +1,5 @@
 """The client side: one pooled aiohttp session, set up for a proxy, and the one place where
-upstream failures become `devrouter.errors` types.
+upstream failures become `devrouter.core.errors` types.
 
 aiohttp's client defaults are right for an application and wrong for a proxy
 (../shared/security-catalog.md, "aiohttp settings"): it would decompress bodies, follow

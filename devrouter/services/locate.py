@@ -6,7 +6,7 @@ on 7400, and `doctor` vouches for somebody else's router. `locate` asks, in this
 
 1. a port given on the command line (`--port`, `--router-port`, a URL's port): what the
    user asked for. It is still "our" router when the control socket's router listens there;
-2. the control socket in the state directory (`devrouter.control`): the router that `run`,
+2. the control socket in the state directory (`devrouter.services.control`): the router that `run`,
    `alias`, `up` and `ls` talk to. Its `status` names its listen addresses, and its `list` is
    the live route table: config, `run`, `alias` and stack routes alike;
 3. the `listen:` address of the config file;

@@ -5,7 +5,7 @@
                     a client that does not ask for HTML (curl) gets the route list as text
     /api/status     the router, its config and each route's figures
     /api/requests   the most recent requests: ?route=NAME&since=SEQ&limit=N
-    /metrics        Prometheus text exposition (devrouter.prometheus)
+    /metrics        Prometheus text exposition (devrouter.observe.prometheus)
 
 docs/dashboard.md documents both JSON schemas.
 
