@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,23 +24,14 @@ from .client import ControlError, RouterNotRunning, call, check_name, status
 from .control import ALIASES_NAME
 from .locate import locate
 from .output import say
-from .ports import assign, locked, read_json, write_private
+from .ports import accepts, assign, locked, read_json, write_private
 from .procs import process_alive
 from .run import add_run_options, cmd_run
 from .tools import HOST
 
 
 def _probe(port: int, hosts: Sequence[str]) -> bool:
-    for host in hosts:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.settimeout(0.3)
-            try:
-                s.connect((host, port))
-            except OSError:
-                continue
-            return True
-    return False
+    return any(accepts(host, port, timeout_s=0.3) for host in hosts)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

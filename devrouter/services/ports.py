@@ -196,10 +196,11 @@ def _bind_fails(family: socket.AddressFamily, host: str, port: int) -> bool:
     return False
 
 
-def _accepts(host: str, port: int) -> bool:
+def accepts(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    """Whether something accepts a TCP connection on host:port within `timeout_s`."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
+        s.settimeout(timeout_s)
         try:
             s.connect((host, port))
         except OSError:
@@ -222,7 +223,7 @@ def in_use(port: int) -> bool:
             continue
     if sys.platform != "linux":
         # BSD SO_REUSEADDR lets a specific address share a port with a wildcard listener.
-        return _accepts("127.0.0.1", port) or _accepts("::1", port)
+        return accepts("127.0.0.1", port) or accepts("::1", port)
     return False
 
 
