@@ -230,7 +230,7 @@ async def test_python_m_with_two_workers(backend: BackendFactory) -> None:
 def dev(tmp_path: Path) -> Iterator[Any]:
     """An isolated devrouter world (test_run.make_dev): its own state directory, a router on
     a free port, and everything it started stopped at the end."""
-    from test_run import make_dev
+    from dev_harness import make_dev
 
     yield from make_dev(tmp_path)
 
@@ -244,7 +244,7 @@ def socket_only(dev: Any) -> dict[str, str]:
 
 
 def test_bench_a_run_and_an_alias_name_through_a_router_on_another_port(dev: Any) -> None:
-    from test_run import finish
+    from dev_harness import finish
 
     assert dev.port != 7355
     proc = dev.run_server("web")  # starts the background router on dev.port

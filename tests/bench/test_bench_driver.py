@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
+from bench_plans import plan
 
 from devrouter.bench.driver import Driver
 from devrouter.bench.plan import Plan
@@ -91,19 +91,6 @@ class Simulation:
         self.loop.run(lambda: self.finished)
         assert self.finished
         return self.driver.histogram
-
-
-def plan(**kw: Any) -> Plan:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 9,
-        "request": b"",
-        "connections": 1,
-        "duration_s": None,
-        "requests": 1000,
-        "rate": None,
-    }
-    return Plan(**{**base, **kw})
 
 
 FAST_S, STALL_S, STALLED = 0.0001, 0.5, 100

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from bench_plans import plan
 
 from devrouter.bench import plan as plans
-from devrouter.bench.plan import Plan
 from devrouter.bench.target import parse_target
 from devrouter.core.errors import UsageError
 
@@ -21,19 +19,6 @@ def test_request_bytes() -> None:
     assert req == b"GET /x?y=1 HTTP/1.1\r\nHost: other.localhost\r\nUser-Agent: me\r\n\r\n"
     with pytest.raises(UsageError):
         plans.build_request(t, "GE T")
-
-
-def plan(**kw: Any) -> Plan:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 9,
-        "request": b"",
-        "connections": 1,
-        "duration_s": None,
-        "requests": 1000,
-        "rate": None,
-    }
-    return Plan(**{**base, **kw})
 
 
 def test_plan_split_over_workers() -> None:

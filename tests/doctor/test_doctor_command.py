@@ -448,7 +448,7 @@ def test_router_that_requires_a_secret(
 def dev(tmp_path: Path) -> Iterator[Any]:
     """An isolated devrouter world (test_run.make_dev): its own state directory, a router on
     a free port, and everything it started stopped at the end."""
-    from test_run import make_dev
+    from dev_harness import make_dev
 
     yield from make_dev(tmp_path)
 
@@ -457,7 +457,7 @@ def test_doctor_finds_the_router_through_its_control_socket(dev: Any, tmp_path: 
     """A router on a free port with a `run` route and an `alias`: doctor finds it without
     being told the port, checks both routes, and calls a router of another state directory
     what it is."""
-    from test_run import finish
+    from dev_harness import finish
 
     proc = dev.run_server("web")
     web_port = int(dev.wait_up("web")["env"]["PORT"])

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_run import Dev, make_dev
+from dev_harness import Dev, make_dev
 
 from devrouter.core.errors import StartupError, UsageError
 from devrouter.services.autostart import listen_args, the_state_dir

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port
-from test_run import Dev, make_dev
+from dev_harness import Dev, make_dev
 
 from devrouter.services import commands
 from devrouter.services.commands import add_parser, format_routes

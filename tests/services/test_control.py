@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_config
-from test_run import Dev, http_get, make_dev
+from dev_harness import Dev, http_get, make_dev
 
 from devrouter.core.model import Config, ListenAddr
 from devrouter.core.state import State

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_run import Dev, finish, http_get, listening, make_dev, wait_for
+from dev_harness import Dev, finish, http_get, listening, make_dev, wait_for
 
 from devrouter.services.stack import detached_failure, plan
 from devrouter.services.stackfile import env_prefix, parse_stack

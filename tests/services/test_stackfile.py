@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_run import NOT_WIRED, wired
 
 from devrouter.config.schema import parse_config
 from devrouter.core.errors import ConfigError
@@ -54,7 +53,6 @@ def test_every_service_key():
     assert web.paths == (("/api", "db"), ("/raw", 9000))
 
 
-@pytest.mark.skipif(not wired(), reason=NOT_WIRED)
 def test_the_router_accepts_a_file_with_a_stack_section():
     """`devrouter serve` reads the same devrouter.yaml and ignores the stack keys."""
     text = "routes:\n  legacy: 4001\nstack: shop\nservices:\n  api: {run: x}\n"
