@@ -128,6 +128,36 @@ async def read_head(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S)
 
 
+@pytest.fixture
+def listening() -> Iterator[Callable[[str], int]]:
+    """`port = listening("::1")`: a socket in this process listening on one address."""
+    socks: list[socket.socket] = []
+
+    def start(host: str) -> int:
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        socks.append(s)
+        s.bind((host, 0))
+        s.listen()
+        return int(s.getsockname()[1])
+
+    yield start
+    for s in socks:
+        s.close()
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No router, config or state of the machine running the tests: HOME, the config and
+    state directories are the test's own, and a route NAME is looked for in an empty state
+    directory."""
+    for key in ("DEVROUTER_CONFIG", "DEVROUTER_LISTEN", "XDG_STATE_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("DEVROUTER_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+
+
 # --- the router ---------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The router glue: which router a route target goes through (devrouter.locate), and, for
+"""The router glue: which router a route target goes through (devrouter.services.locate), and, for
 --compare-direct, the route's backend."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # for annotations only; find_router imports it when it runs
 
 
 def find_router(args: argparse.Namespace, target: Target) -> Located | None:
-    """The router a route target goes through (devrouter.locate); None for a target that is
+    """The router a route target goes through (devrouter.services.locate); None for a target that is
     not a route. A URL's port is the router's; `--router-port` is for a NAME."""
     from ..services.locate import locate
 

@@ -58,7 +58,7 @@ class AccessRule:
     """Where the secret a route (or the whole router) requires is kept: an environment
     variable or an owner-only file, never the config file itself.
 
-    `secret` is filled in by `devrouter.access.load_secrets` (the I/O); a rule whose secret is
+    `secret` is filled in by `devrouter.core.access.load_secrets` (the I/O); a rule whose secret is
     not loaded admits nobody. A rule with neither `env` nor `file` is `access: false`: the
     route is open even when the whole router requires a secret.
     """

@@ -3,7 +3,7 @@
 Theory of operation. Doctor gathers facts about this machine, judges them, and prints one
 line per check, `ok`, `info`, `warn` or `fail`, with a fix under every problem:
 
-1. router: found as every command finds it (`devrouter.locate`: `--port`, else the control
+1. router: found as every command finds it (`devrouter.services.locate`: `--port`, else the control
    socket in the state directory, else the config's `listen:`, else 7355), then
    GET http://127.0.0.1:PORT/api/status (then [::1]). devrouter's status document means
    devrouter; any other answer on the port is named with the process that holds it. A

@@ -30,7 +30,7 @@ def judge_router(
     my_uid: int | None = None,
 ) -> Check:
     """Is devrouter running on the port, or is something else there? `found` says how the
-    port was chosen (devrouter.locate); a devrouter found otherwise than through this state
+    port was chosen (devrouter.services.locate); a devrouter found otherwise than through this state
     directory's control socket is not called ours. Without `found`, any devrouter is."""
     port = probe.port
     owners = _owners(holders)

@@ -40,7 +40,8 @@ def _target(label: str, name: str, upstream: Upstream) -> RouteTarget:
 
 
 def targets_from_live(routes: Sequence[LiveRoute]) -> list[RouteTarget]:
-    """The running router's live table (devrouter.locate): config, run, alias and stacks."""
+    """The running router's live table (devrouter.services.locate): config, run, alias,
+    stacks."""
     out: list[RouteTarget] = []
     for r in routes:
         host = f"{r.name}.localhost"

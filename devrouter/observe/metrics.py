@@ -278,14 +278,7 @@ class Metrics:
     def finish_later(self, row: Finished) -> None:
         """Take one finished exchange (call `opened` first): it leaves the in-flight count
         now and is counted with the next batch."""
-        # _closed, inline: this runs once per fast-path exchange, on the request path
-        stats = self.route(row[ROW_ROUTE])
-        if row[ROW_WEBSOCKET]:
-            stats.open_websockets -= 1
-        else:
-            stats.in_flight -= 1
-            if row[ROW_EVENT_STREAM]:
-                stats.open_streams -= 1
+        self._closed(self.route(row[ROW_ROUTE]), row[ROW_WEBSOCKET], row[ROW_EVENT_STREAM])
         pending = self._pending
         pending.append(row)
         if len(pending) >= MAX_BATCH:

@@ -1,7 +1,7 @@
 """The request handler: snapshot -> route -> forward -> stream.
 
 One function decides where a request goes (`Proxy.handle`); `forward` moves an HTTP
-exchange and `devrouter.websocket.bridge` a WebSocket. The table is read once per request,
+exchange and `devrouter.proxy.websocket.bridge` a WebSocket. The table is read once per request,
 so a reload never changes a request's route halfway.
 
 What "invisible" means here, and where each rule comes from:

@@ -11,17 +11,8 @@ from devrouter.bench import command, router
 from devrouter.bench.target import parse_target
 from devrouter.core.errors import StartupError
 
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No router, config or state of the machine running the tests: a route NAME is looked
-    for in an empty state directory."""
-    for key in ("DEVROUTER_CONFIG", "DEVROUTER_LISTEN", "XDG_STATE_HOME"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("DEVROUTER_HOME", str(tmp_path / "state"))
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.chdir(tmp_path)
+# No router, config or state of the machine running the tests (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated_home")
 
 
 def test_compare_direct_needs_a_route(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

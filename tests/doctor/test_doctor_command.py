@@ -87,23 +87,6 @@ def ipv6_available() -> bool:
 needs_ipv6 = pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback here")
 
 
-@pytest.fixture
-def listening() -> Iterator[Callable[[str], int]]:
-    """`port = listening("::1")`: a socket in this process listening on one address."""
-    socks: list[socket.socket] = []
-
-    def start(host: str) -> int:
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        socks.append(s)
-        s.bind((host, 0))
-        s.listen()
-        return int(s.getsockname()[1])
-
-    yield start
-    for s in socks:
-        s.close()
-
-
 LISTENER_CODE = (
     "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); "
     "print(s.getsockname()[1], flush=True); time.sleep(120)"

@@ -3,32 +3,13 @@ process found with its pid; process names sanitised."""
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from devrouter.doctor import listeners
-
-
-@pytest.fixture
-def listening() -> Iterator[Callable[[str], int]]:
-    """`port = listening("::1")`: a socket in this process listening on one address."""
-    socks: list[socket.socket] = []
-
-    def start(host: str) -> int:
-        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        socks.append(s)
-        s.bind((host, 0))
-        s.listen()
-        return int(s.getsockname()[1])
-
-    yield start
-    for s in socks:
-        s.close()
-
 
 # --- pure: /proc parsing -------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""devrouter.fastpath: which requests take the protocol-level path, what it hands to aiohttp,
+"""devrouter.fast: which requests take the protocol-level path, what it hands to aiohttp,
 and the connection-level behaviour only it has (pooling, pipelining, hand-off mid-stream).
 
 The behaviour rules themselves are tested in test_proxy.py and test_websocket.py, which run
