@@ -25,6 +25,7 @@ Every way a command can fail, as a type that carries the exit code it ends with:
         ControlError      3  the control socket refused or failed (services.client)
         StateDirError     3  the state directory is not safe to use (services.ports)
         PortError         3  no port can be assigned (services.ports)
+        CAError           3  the local CA's files are unsafe or damaged (tls.ca)
       CannotExecute     126  `run`'s command is not executable (services.procs)
       CommandNotFound   127  `run`'s command is not found (services.procs)
 
@@ -155,6 +156,11 @@ class UsageError(CommandError):
 
 class StartupError(CommandError):
     exit_code = EXIT_STARTUP
+
+
+class CAError(StartupError):
+    """The local CA (devrouter.tls.ca) cannot be used: its directory or key is open to other
+    users or not this user's, or its files are damaged. `str()` says what to do."""
 
 
 class ConfigError(CommandError):
