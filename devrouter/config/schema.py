@@ -21,6 +21,7 @@ from ..core.model import (
     DEFAULT_TIMEOUT_S,
     AccessRule,
     Config,
+    HttpsMode,
     ListenAddr,
     PathRoute,
     Route,
@@ -38,6 +39,7 @@ _TOP_KEYS = (
     "max_connections",
     "max_connections_per_route",
     "max_websocket_message_mib",
+    "https",
     "stack",
     "services",
 )
@@ -157,6 +159,23 @@ class _ConfigWalker(Walker):
         return found
 
 
+def _https_mode(w: Walker, node: Node) -> HttpsMode:
+    """`https: true` (the default: TLS and plain HTTP on one port), `false`, or `redirect`.
+    YAML reads on/off/yes/no as booleans, so those work too."""
+    value = w.scalar(node, "https")
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    if value == "redirect":
+        return "redirect"
+    raise w.error(
+        node,
+        f"https must be true (TLS and plain HTTP on the one port), false (plain HTTP only) or "
+        f"redirect (plain HTTP is sent to https://), got {value!r}",
+    )
+
+
 def parse_config(
     text: str, source: str = "<config>", own_ports: Iterable[int] | None = None
 ) -> Config:
@@ -174,6 +193,7 @@ def parse_config(
     max_connections = DEFAULT_MAX_CONNECTIONS
     per_route = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
     ws_mib = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
+    https: HttpsMode = "on"
     for key, _knode, vnode in w.mapping(root, "the top level", _TOP_KEYS):
         if key == "listen":
             listen = _parse_listen_node(w, vnode)
@@ -187,6 +207,8 @@ def parse_config(
             per_route = w.count(vnode, "max_connections_per_route", None)
         elif key == "max_websocket_message_mib":
             ws_mib = w.count(vnode, "max_websocket_message_mib", None)
+        elif key == "https":
+            https = _https_mode(w, vnode)
         elif key == "routes":
             routes_node = vnode
         # `stack` and `services` belong to `devrouter up` (devrouter.services.stack), not the router
@@ -208,6 +230,7 @@ def parse_config(
         max_connections=max_connections,
         max_connections_per_route=per_route,
         max_websocket_message_mib=ws_mib,
+        https=https,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Literal
 
 DEFAULT_PORT = 7355
 DEFAULT_LOOPBACKS = ("127.0.0.1", "::1")
@@ -115,6 +116,13 @@ class ListenAddr:
         return is_loopback_host(self.host)
 
 
+#: What the router's port does with TLS: "on" answers TLS and plain HTTP on the same port
+#: (the first byte of a connection decides), "off" answers plain HTTP only, "redirect"
+#: answers TLS and sends plain HTTP requests to their https:// URL (308).
+HttpsMode = Literal["on", "off", "redirect"]
+HTTPS_MODES: tuple[HttpsMode, ...] = ("on", "off", "redirect")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str = "<no config file>"
@@ -125,6 +133,7 @@ class Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_route: int = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
     max_websocket_message_mib: int = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
+    https: HttpsMode = "on"
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 

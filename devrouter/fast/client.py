@@ -84,7 +84,9 @@ class ClientConnection(asyncio.Protocol):
             self.peer = str(peer[0]).encode()
         if sock:
             self.local_port = str(sock[1]).encode()
-        self.forwarder = Forwarder(self.peer, self.local_port)
+        # a TLS connection (the listener's, or an HTTP/2 stream's) says so with its context
+        proto = b"http" if transport.get_extra_info("sslcontext") is None else b"https"
+        self.forwarder = Forwarder(self.peer, self.local_port, proto)
         self.server.fast_connections.add(self)
         self._arm_idle_timer()
 

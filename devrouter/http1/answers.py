@@ -3,7 +3,10 @@ itself is devrouter.web.pages'; here it is framed)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+from ..core.routes import HostError, parse_host
 
 REASONS = {
     400: b"Bad Request",
@@ -36,3 +39,38 @@ def accept_of(head: bytes) -> bytes:
         if line[:7].lower() == b"accept:":
             accept = line[7:]
     return accept
+
+
+#: A request target the redirect copies: origin-form, visible ASCII only (RFC 9112, 3.2.1).
+_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*")
+
+
+def https_redirect(head: bytes) -> bytes:
+    """The answer to a plain-HTTP request when the config says `https: redirect`: a 308 to
+    the same URL over https on the same port (the port answers both), or a 400 when the head
+    has no usable request line or Host. 308 keeps the method and body (RFC 9110, 15.4.9).
+    The connection closes after it: the client comes back over TLS."""
+    line, _, rest = head.partition(b"\r\n")
+    parts = line.split(b" ")
+    host = b""
+    for field in rest.split(b"\r\n"):
+        if field[:5].lower() == b"host:":
+            host = field[5:].strip(b" \t")
+    try:
+        parse_host(host.decode("ascii"))
+        valid_host = bool(host)
+    except (HostError, UnicodeDecodeError):
+        valid_host = False
+    if len(parts) != 3 or not _ORIGIN_FORM.fullmatch(parts[1]) or not valid_host:
+        body = (
+            b"devrouter: 400 this port sends http:// to https://, and this request has no "
+            b"usable request line or Host\n"
+        )
+        return error_response(400, {}, "text/plain", body, close=True)
+    location = b"https://" + host + parts[1]
+    body = b"devrouter: this router answers over https: " + location + b"\n"
+    return (
+        b"HTTP/1.1 308 Permanent Redirect\r\nLocation: %b\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+        b"Cache-Control: no-store\r\nConnection: close\r\n\r\n%b" % (location, len(body), body)
+    )

@@ -75,24 +75,25 @@ def peer_token(peer: bytes) -> bytes:
 
 
 def forwarding_fields(
-    peer: bytes, host: bytes, local_port: bytes, xff: list[bytes], hops: int
+    peer: bytes, host: bytes, local_port: bytes, xff: list[bytes], hops: int, proto: bytes = b"http"
 ) -> bytes:
     """The fields the router adds to every request it forwards, CRLF-ended lines: the
     client's address appended to any X-Forwarded-For it sent, X-Forwarded-Proto, -Host and
-    -Port, Forwarded (RFC 7239), and the hop counter one higher than it came."""
+    -Port, Forwarded (RFC 7239), and the hop counter one higher than it came. `proto` is the
+    scheme the client used: b"https" on a TLS connection (HTTP/1.1 or HTTP/2)."""
     return b"".join(
         (
             b"X-Forwarded-For: ", b", ".join([*xff, peer]),
-            b"\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host,
+            b"\r\nX-Forwarded-Proto: ", proto, b"\r\nX-Forwarded-Host: ", host,
             b"\r\nX-Forwarded-Port: ", local_port,
-            b"\r\nForwarded: for=", peer_token(peer), b';host="', host, b'";proto=http\r\n',
+            b"\r\nForwarded: for=", peer_token(peer), b';host="', host, b'";proto=', proto, b"\r\n",
             _HOPS_FIELD, b"%d\r\n" % (hops + 1),
         )
     )  # fmt: skip
 
 
 def forwarding_pairs(
-    peer: str, host: str, local_port: int, xff: list[str], hops: int
+    peer: str, host: str, local_port: int, xff: list[str], hops: int, proto: str = "http"
 ) -> list[tuple[str, str]]:
     """`forwarding_fields` as (name, value) pairs, for an engine that sets fields one by
     one: the same bytes, so both engines forward exactly the same fields."""
@@ -101,7 +102,7 @@ def forwarding_pairs(
         return text.encode("utf-8", "surrogateescape")
 
     block = forwarding_fields(
-        raw(peer), raw(host), str(local_port).encode(), [raw(v) for v in xff], hops
+        raw(peer), raw(host), str(local_port).encode(), [raw(v) for v in xff], hops, proto.encode()
     )
     pairs = []
     for line in block.split(b"\r\n")[:-1]:

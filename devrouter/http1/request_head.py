@@ -102,21 +102,24 @@ class Forwarder:
     hop count, and one Host per connection, so the block is built once (a 16-piece join
     saved per head)."""
 
-    __slots__ = ("_host", "_kept", "local_port", "peer")
+    __slots__ = ("_host", "_kept", "local_port", "peer", "proto")
 
-    def __init__(self, peer: bytes, local_port: bytes) -> None:
+    def __init__(self, peer: bytes, local_port: bytes, proto: bytes = b"http") -> None:
         self.peer = peer
         self.local_port = local_port
+        self.proto = proto  # b"https" on a TLS connection
         self._host: bytes | None = None
         self._kept = b""
 
     def fields(self, host: bytes, xff: list[bytes], hops: int) -> bytes:
         """`hops`: the count the request came with, -1 for none."""
         if xff or hops > 0:
-            return forwarding_fields(self.peer, host, self.local_port, xff, max(hops, 0))
+            return forwarding_fields(
+                self.peer, host, self.local_port, xff, max(hops, 0), self.proto
+            )
         if host != self._host:
             self._host = host
-            self._kept = forwarding_fields(self.peer, host, self.local_port, [], 0)
+            self._kept = forwarding_fields(self.peer, host, self.local_port, [], 0, self.proto)
         return self._kept
 
 

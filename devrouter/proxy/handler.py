@@ -277,7 +277,10 @@ class Proxy:
             out.add(key, value)
         peer = request.remote or "127.0.0.1"
         host = request.headers.get(hdrs.HOST, "")
-        for name, value in forwarding_pairs(peer, host, self._local_port(request), xff, hops):
+        proto = "https" if request.secure else "http"
+        for name, value in forwarding_pairs(
+            peer, host, self._local_port(request), xff, hops, proto
+        ):
             out[name] = value
         return out
 

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,18 +30,23 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from ..aio import sleep_or_stop
 from ..config.reload import Reloader
-from ..core.errors import StartupError
+from ..core.errors import CommandError, StartupError
 from ..core.model import ListenAddr
-from ..core.state import State
+from ..core.state import Snapshot, State
 from ..fast.server import FastServer
+from ..http2.server import Http2Server
 from ..observe.accesslog import AccessLog
 from ..observe.health import Health
 from ..observe.metrics import DEFAULT_RECENT, FLUSH_INTERVAL_S, Metrics
 from ..proxy.handler import Proxy
 from ..services.client import ControlError
 from ..services.control import ControlServer
+from ..services.ports import ensure_state_dir
+from ..tls.ca import LocalCA
+from ..tls.certs import CertStore
 from ..web import dashboard
 from .limits import HttpLimits, LimitedServer, connection_budget, raise_fd_limit
+from .listener import Door, RedirectToHttps, SniffingSite
 from .strictgate import EarlyGatedServer, GatedServer
 from .upstream import make_session
 
@@ -140,6 +146,13 @@ def make_server(
     return (GatedServer if gated else EarlyGatedServer)(proxy.handle, **common)
 
 
+def _full(server: LimitedServer, state: State) -> bool:
+    """The router-wide connection limit is reached (checked for HTTP/2 connections, which
+    the HTTP/1 server's own check does not see)."""
+    limit = min(state.snapshot.config.max_connections, server.fd_budget)
+    return server.open_connections() >= limit
+
+
 class Router:
     def __init__(
         self,
@@ -169,6 +182,14 @@ class Router:
         self.health = Health(state, self.metrics)
         self.site = dashboard.Context(state, self.metrics, self.health)
         self._session: aiohttp.ClientSession | None = None
+        self.state_dir = state_dir
+        self.certs: CertStore | None = None  # the TLS certificates, once a CA is loaded
+        self._tls: ssl.SSLContext | None = None
+        self._server: LimitedServer | None = None
+        self._background: set[asyncio.Future[None]] = set()
+        self._tls_failed = False  # a CA that cannot be used is reported once
+        self._prepared: Snapshot | None = None  # the snapshot whose names have leaves
+        self._h2: Http2Server | None = None
         # The registration channel (devrouter run / up / alias); only with a state directory.
         self.control = ControlServer(state, state_dir) if state_dir is not None else None
 
@@ -196,6 +217,10 @@ class Router:
         engine: Engine = "fast" if self.fast_path else "aiohttp"
         limits = HttpLimits(fd_budget=budget)
         server = make_server(engine, proxy, self.state, self.metrics, limits, gated=gated)
+        self._server = server
+        self._h2 = Http2Server(server.make_protocol, full=lambda: _full(server, self.state))
+        if self.state.snapshot.config.https != "off":
+            self._tls_context()  # create the CA now, so its path can be shown and given out
         self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         try:
@@ -227,11 +252,62 @@ class Router:
             self.metrics.flush()
             if self.access_log is not None:
                 self.access_log.flush()
+            self._prepare_leaves()
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the router's port; the local CA is loaded (or created) on first
+        use. None, with one warning, where there is no state directory or the CA is unusable:
+        the port then answers plain HTTP only."""
+        if self._tls is not None:
+            return self._tls
+        if self._tls_failed or self.state_dir is None:
+            return None
+        try:
+            ca = LocalCA.load_or_create(ensure_state_dir(self.state_dir))
+            self.certs = CertStore(ca)
+            self._tls = self.certs.server_context()
+        except (CommandError, OSError) as exc:
+            self._tls_failed = True
+            log.warning("HTTPS is off: %s", exc)
+            return None
+        self._prepare_leaves()
+        return self._tls
+
+    def _prepare_leaves(self) -> None:
+        """Issue the leaf certificates of the names in the route table ahead of their first
+        handshake, in a worker thread (issuing takes milliseconds; a handshake should not)."""
+        snapshot = self.state.snapshot
+        if self.certs is None or snapshot is self._prepared:
+            return
+        self._prepared = snapshot
+        # a wildcard route's names are issued when first asked for
+        names = [f"{name}.localhost" for name in snapshot.table.exact]
+        task = asyncio.get_running_loop().run_in_executor(None, self.certs.prepare, names)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _door(self) -> Door:
+        server = self._server
+        assert server is not None
+        config = self.state  # read per connection: a reload applies to the next one
+
+        def h2() -> asyncio.BaseProtocol:
+            assert self._h2 is not None
+            return self._h2.make_protocol()
+
+        return Door(
+            plain=server,
+            mode=lambda: config.snapshot.config.https,
+            tls_context=self._tls_context,
+            h2=h2 if self._h2 is not None else None,
+            redirect=RedirectToHttps,
+            full=lambda: _full(server, config),
+        )
 
     async def _bind(self, addr: ListenAddr) -> None:
         assert self._runner is not None
-        site = web.TCPSite(
-            self._runner, addr.host, addr.port, backlog=LISTEN_BACKLOG, reuse_address=True
+        site = SniffingSite(
+            self._runner, addr.host, addr.port, self._door(), backlog=LISTEN_BACKLOG
         )
         try:
             await site.start()
@@ -258,6 +334,13 @@ class Router:
         port = self.bound[0].port if self.bound else 0
         return f"http://localhost:{port}"
 
+    @property
+    def https_url(self) -> str | None:
+        """The https:// URL of the router's own page, when the port answers TLS."""
+        if self.certs is None or self.state.snapshot.config.https == "off":
+            return None
+        return self.url.replace("http://", "https://", 1)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -269,6 +352,8 @@ class Router:
         if self.control is not None:
             await self.control.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._h2 is not None:
+            await self._h2.shutdown(SHUTDOWN_GRACE_S)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

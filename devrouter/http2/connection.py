@@ -1,0 +1,566 @@
+"""One HTTP/2 client connection: python-hyper's h2 state machine, and the streams it relays.
+
+Each stream's request is written into an HTTP/1 engine through a `Lane`
+(devrouter.http2.bridge) and its response read back (devrouter.http2.response), so the
+HTTP/2 engine holds no routing or header rules of its own: it frames, multiplexes and
+applies HTTP/2's own limits. Those limits, each a case of docs/security.md's catalog:
+
+- streams: at most MAX_CONCURRENT_STREAMS open; a client that resets streams faster than
+  RESET_BUDGET / RESETS_PER_S allows (rapid reset, CVE-2023-44487) gets GOAWAY;
+- header blocks: MAX_HEADER_LIST_BYTES decoded (HPACK bombs), and h2's own cap of 64
+  CONTINUATION frames per block (CVE-2024-27316);
+- control frames (PING, SETTINGS, PRIORITY, empty DATA...): a budget per second, past it
+  GOAWAY (the floods of CVE-2019-9512/9515/9518);
+- memory: a stream holds at most bridge.HIGH_WATER_BYTES of response before its engine is
+  paused; a client that does not read gets nothing more written past
+  MAX_OUTBOUND_BUFFER_BYTES of control frames, then GOAWAY;
+- time: a connection with no open stream for IDLE_TIMEOUT_S gets GOAWAY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from .bridge import Lane
+from .request import Http1Request, Malformed, chunk, last_chunk, to_http1
+from .response import BadResponse, ResponseReader
+
+if TYPE_CHECKING:
+    from .server import Http2Server
+
+log = logging.getLogger("devrouter.proxy")
+
+#: Streams a client may have open at once: enough for a module graph's first load (Vite
+#: sends hundreds of module requests at once; portless refused streams past 100).
+MAX_CONCURRENT_STREAMS = 256
+#: Decoded header list size, in bytes (HTTP/1's limits: 100 fields of up to 8 KiB, and a
+#: little over a browser's biggest cookie jar).
+MAX_HEADER_LIST_BYTES = 64 * 1024
+#: The window each stream starts with, and the connection's, in bytes: what a client may
+#: send before the router acknowledges it (so what an upload can hold in memory).
+STREAM_WINDOW_BYTES = 1024 * 1024
+CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
+#: Client resets: a burst of RESET_BUDGET, refilled at RESETS_PER_S per second.
+RESET_BUDGET = 200
+RESETS_PER_S = 100.0
+#: Control frames (PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA): a burst of
+#: CONTROL_BUDGET, refilled at CONTROL_PER_S per second.
+CONTROL_BUDGET = 1000
+CONTROL_PER_S = 500.0
+#: Bytes written but not yet sent to a client that does not read; past it, the connection
+#: is closed.
+MAX_OUTBOUND_BUFFER_BYTES = 4 * 1024 * 1024
+#: Idle lanes (HTTP/1 engine connections) kept per HTTP/2 connection.
+MAX_IDLE_LANES = 32
+#: A connection with no open stream is closed after this many seconds.
+IDLE_TIMEOUT_S = 120.0
+
+
+class Bucket:
+    """A token bucket: `take()` is False once the burst is spent faster than the rate."""
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.burst = self.tokens = burst
+        self.rate = rate
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1
+        return self.tokens >= 0
+
+
+class Stream:
+    """One stream relayed through a lane: its request in, its response out."""
+
+    __slots__ = (
+        "conn",
+        "ended",
+        "held",
+        "id",
+        "key",
+        "lane",
+        "pending",
+        "reader",
+        "request",
+        "request_done",
+        "response_done",
+        "started",
+        "tail",
+        "trailers",
+    )
+
+    def __init__(self, conn: Http2Connection, stream_id: int, request: Http1Request) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.request = request
+        self.key: bytes | None = None  # the gate's key (the authority) while it counts
+        self.lane: Lane | None = None
+        self.reader = ResponseReader(self, request.method == b"HEAD", request.websocket)
+        self.pending = bytearray()  # response body bytes waiting for the client's window
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # set: the response is whole
+        self.request_done = not request.has_body
+        self.response_done = False
+        self.ended = False  # END_STREAM (or a reset) sent
+        self.started = False
+        self.held = 0  # request bytes received and not acknowledged (the engine is paused)
+        self.tail = b"0\r\n\r\n"  # a chunked request's end (with trailers, when sent)
+
+    @property
+    def unsent(self) -> int:
+        return len(self.pending)
+
+    # -- from the lane: the engine's response bytes ------------------------------------
+
+    def response_bytes(self, data: bytes) -> None:
+        try:
+            self.reader.feed(data)
+        except BadResponse as exc:
+            log.warning("HTTP/2 stream %d: the response could not be read: %s", self.id, exc)
+            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    def response_closed(self) -> None:
+        """The engine closed its side: the response ends here, whole or cut short."""
+        if self.ended:
+            return
+        if not self.reader.closed():
+            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+
+    # -- ResponseSink --------------------------------------------------------------------
+
+    def head(self, status: int, fields: list[tuple[bytes, bytes]]) -> None:
+        self.conn.send_headers(self, fields)
+        if status == 101 or (status >= 200 and _is_stream(fields)):
+            self.conn.release_gate(self)  # a long-lived stream: it no longer holds a slot
+
+    def body(self, data: bytes) -> None:
+        self.pending += data
+        self.conn.flush_stream(self)
+
+    def tunnel(self, data: bytes) -> None:
+        self.body(data)
+
+    def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = trailers
+        self.response_done = True
+        self.conn.flush_stream(self)
+
+
+def _is_stream(fields: list[tuple[bytes, bytes]]) -> bool:
+    return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in fields)
+
+
+class Http2Connection(asyncio.Protocol):
+    """The protocol of one TLS connection that chose `h2` by ALPN."""
+
+    def __init__(self, server: Http2Server, refuse: bool = False) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.refuse = refuse  # the router is full: GOAWAY at once
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.transport: asyncio.Transport | None = None
+        self.streams: dict[int, Stream] = {}
+        self.idle_lanes: list[Lane] = []
+        self.lanes: set[Lane] = set()
+        self.resets = Bucket(RESET_BUDGET, RESETS_PER_S)
+        self.control = Bucket(CONTROL_BUDGET, CONTROL_PER_S)
+        self.write_paused = False
+        self.closed = False
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self._extra: dict[str, Any] = {}
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.connections.add(self)
+        conn = self.h2
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+            },
+        )
+        conn.initiate_connection()
+        conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
+        if self.refuse:
+            conn.close_connection(
+                h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=b"too many connections"
+            )
+            self.flush()
+            self.transport.close()
+            return
+        self.flush()
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.info("HTTP/2 connection closed: %s", exc)
+            self.flush()  # h2 has queued the GOAWAY
+            self.close()
+            return
+        try:
+            for event in events:
+                self._event(event)
+        except Exception:  # a bug here must cost one connection, not the router
+            log.exception("internal error on an HTTP/2 connection; closing it")
+            self.close()
+            return
+        self.flush()
+        transport = self.transport
+        if (
+            self.write_paused
+            and transport is not None
+            and transport.get_write_buffer_size() > MAX_OUTBOUND_BUFFER_BYTES
+        ):
+            log.info("HTTP/2 client does not read what it asks for; closing its connection")
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self.server.settled()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        for stream in list(self.streams.values()):
+            self._forget(stream)
+        for lane in list(self.lanes):
+            lane.drop()
+        self.idle_lanes.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in list(self.streams.values()):
+            if stream.pending or stream.response_done:
+                self.flush_stream(stream)
+        self.flush()
+
+    # -- events --------------------------------------------------------------------------
+
+    def _event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            self._request(event)
+        elif isinstance(event, h2.events.DataReceived):
+            self._data(event)
+        elif isinstance(event, h2.events.StreamEnded):
+            self._stream_ended(event.stream_id)
+        elif isinstance(event, h2.events.TrailersReceived):
+            self._trailers(event)
+        elif isinstance(event, h2.events.StreamReset):
+            self._client_reset(event)
+        elif isinstance(event, h2.events.WindowUpdated):
+            self._window(event.stream_id)
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            self._control()
+            self._window(0)
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.close()
+        elif isinstance(
+            event,
+            h2.events.PingReceived
+            | h2.events.PriorityUpdated
+            | h2.events.SettingsAcknowledged
+            | h2.events.UnknownFrameReceived,
+        ):
+            self._control()
+
+    def _control(self) -> None:
+        if not self.control.take():
+            log.info("HTTP/2 client sends control frames faster than allowed; closing it")
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _request(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        headers = event.headers
+        end_stream = event.stream_ended is not None
+        try:
+            request = to_http1(headers, end_stream)
+        except Malformed as exc:
+            log.info("HTTP/2 stream %d refused: %s", stream_id, exc)
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        stream = Stream(self, stream_id, request)
+        self.streams[stream_id] = stream
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        self.server.gate.enter(stream, _authority(headers))
+
+    def start(self, stream: Stream) -> None:
+        """The gate let `stream` through: give it a lane and write its request in."""
+        if stream.ended or self.closed:
+            self.server.gate.leave(stream)
+            return
+        lane = None
+        while self.idle_lanes:
+            candidate = self.idle_lanes.pop()
+            if not candidate.closing:
+                lane = candidate
+                break
+        if lane is None:
+            lane = Lane(self, self.server.engine())
+            self.lanes.add(lane)
+            lane.start()
+        stream.lane = lane
+        stream.started = True
+        lane.stream = stream
+        held, stream.held = stream.held, 0
+        lane.deliver(stream.request.head, held, stream.id)
+        if stream.request_done and not lane.closing:
+            if stream.request.websocket:
+                lane.deliver_eof()
+            elif stream.request.chunked:
+                lane.deliver(stream.tail)
+
+    def _data(self, event: h2.events.DataReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        size = event.flow_controlled_length
+        if stream is None or stream.lane is None:
+            if stream is not None and not stream.started:  # queued at the gate: hold it
+                stream.request = _with_body(stream.request, event.data)
+                stream.held += size
+                return
+            self.h2.acknowledge_received_data(size, event.stream_id)
+            return
+        if not event.data:
+            self._control()
+        data = chunk(event.data) if stream.request.chunked and event.data else event.data
+        stream.lane.deliver(data, size, stream.id)
+
+    def _trailers(self, event: h2.events.TrailersReceived) -> None:
+        stream = self.streams.get(event.stream_id)
+        if stream is None or not stream.request.chunked:
+            return
+        try:
+            end = last_chunk(event.headers)
+        except Malformed as exc:
+            log.info("HTTP/2 stream %d refused: %s", event.stream_id, exc)
+            self.reset(stream, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            return
+        stream.tail = end
+        self._finish_request(stream)
+
+    def _stream_ended(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.request_done:
+            return
+        self._finish_request(stream)
+
+    def _finish_request(self, stream: Stream) -> None:
+        if stream.request_done:
+            return
+        stream.request_done = True
+        if stream.lane is None:
+            return  # still at the gate: its start() writes the whole request
+        if stream.request.websocket:
+            stream.lane.deliver_eof()
+        elif stream.request.chunked:
+            stream.lane.deliver(stream.tail)
+        self._maybe_done(stream)
+
+    def _client_reset(self, event: h2.events.StreamReset) -> None:
+        stream = self.streams.get(event.stream_id)
+        if event.remote_reset and not self.resets.take():
+            log.info("HTTP/2 client resets streams faster than allowed; closing it")
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        if stream is not None:
+            stream.ended = True
+            self._forget(stream)
+
+    def _window(self, stream_id: int) -> None:
+        streams = self.streams.values() if stream_id == 0 else [self.streams.get(stream_id)]
+        for stream in list(streams):
+            if stream is not None and (stream.pending or stream.response_done):
+                self.flush_stream(stream)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]]) -> None:
+        if stream.ended or self.closed:
+            return
+        self.h2.send_headers(stream.id, fields)
+        self.flush()
+
+    def flush_stream(self, stream: Stream) -> None:
+        if stream.ended or self.closed:
+            return
+        conn = self.h2
+        pending = stream.pending
+        if pending and not self.write_paused:
+            window = min(conn.local_flow_control_window(stream.id), len(pending))
+            size = conn.max_outbound_frame_size
+            sent = 0
+            while sent < window:
+                n = min(size, window - sent)
+                conn.send_data(stream.id, bytes(pending[sent : sent + n]))
+                sent += n
+            if sent:
+                del pending[:sent]
+        if stream.lane is not None:
+            stream.lane.backlog(len(pending))
+        if not pending and stream.response_done:
+            if stream.trailers:
+                conn.send_headers(stream.id, stream.trailers, end_stream=True)
+            else:
+                conn.end_stream(stream.id)
+            stream.ended = True
+            self._maybe_done(stream)
+        self.flush()
+
+    def _maybe_done(self, stream: Stream) -> None:
+        """A stream whose response has been sent: its lane goes back to the idle ones when
+        the request was whole too (else the engine is mid-request, and the lane goes)."""
+        if not stream.ended:
+            return
+        lane = stream.lane
+        if lane is not None and not stream.request_done:
+            # answered before the upload ended: tell the client to stop (RFC 9113, 8.1)
+            self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            lane.drop()
+        elif lane is not None and lane.stream is stream and not lane.closing:
+            lane.stream = None
+            if len(self.idle_lanes) < MAX_IDLE_LANES and not stream.request.websocket:
+                self.idle_lanes.append(lane)
+            else:
+                lane.drop()
+        self._forget(stream)
+
+    def reset(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
+        if not stream.ended and not self.closed:
+            stream.ended = True
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.reset_stream(stream.id, code)
+            self.flush()
+        if stream.lane is not None:
+            stream.lane.drop()
+        self._forget(stream)
+
+    def _forget(self, stream: Stream) -> None:
+        if self.streams.pop(stream.id, None) is None:
+            return
+        self.server.gate.leave(stream)
+        lane = stream.lane
+        if lane is not None and lane.stream is stream:
+            lane.drop()  # the stream went before its response ended
+        if stream.held:  # received, never given to the engine: give the window back
+            held, stream.held = stream.held, 0
+            self.acknowledge(held, stream.id)
+        if not self.streams:
+            self._arm_idle()
+            self.server.settled()
+
+    def flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- the lane's calls ----------------------------------------------------------------
+
+    def acknowledge(self, size: int, stream_id: int) -> None:
+        if not self.closed:
+            # a stream already gone: h2 reopens the connection's window alone
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.acknowledge_received_data(size, stream_id)
+            self.flush()
+
+    def hold(self, size: int, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.held += size
+
+    def release_held(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.held:
+            held, stream.held = stream.held, 0
+            self.acknowledge(held, stream_id)
+
+    def lane_gone(self, lane: Lane) -> None:
+        self.lanes.discard(lane)
+        if lane in self.idle_lanes:
+            self.idle_lanes.remove(lane)
+
+    def extra(self, name: str, default: Any) -> Any:
+        transport = self.transport
+        return default if transport is None else transport.get_extra_info(name, default)
+
+    def release_gate(self, stream: Stream) -> None:
+        self.server.gate.leave(stream)
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        if self.idle_timer is None and not self.closed:
+            self.idle_timer = self.loop.call_later(IDLE_TIMEOUT_S, self._idle)
+
+    def _idle(self) -> None:
+        self.idle_timer = None
+        if not self.streams:
+            self.goaway(h2.errors.ErrorCodes.NO_ERROR)
+
+    def goaway(self, code: h2.errors.ErrorCodes) -> None:
+        if self.closed:
+            return
+        self.h2.close_connection(code)
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.closed = True
+
+    def shutdown(self) -> None:
+        """Graceful: GOAWAY with the last stream taken; the open ones may finish."""
+        if not self.closed:
+            self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+            self.flush()
+            if not self.streams:
+                self.close()
+
+
+def _authority(headers: list[tuple[bytes, bytes]]) -> bytes:
+    for name, value in headers:
+        if name == b":authority" or name == b"host":
+            return value.lower()
+    return b""
+
+
+def _with_body(request: Http1Request, data: bytes) -> Http1Request:
+    """A queued stream's request with DATA that came before it had a lane."""
+    body = chunk(data) if request.chunked and data else data
+    return Http1Request(
+        request.head + body,
+        request.chunked,
+        request.websocket,
+        request.ws_key,
+        request.method,
+        request.has_body,
+    )
