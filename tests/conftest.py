@@ -186,10 +186,23 @@ async def router(
     fast_path = request.param == "fastpath"
 
     async def start(
-        config: Config, host: str = "127.0.0.1", config_path: Path | None = None, port: int = 0
+        config: Config,
+        host: str = "127.0.0.1",
+        config_path: Path | None = None,
+        port: int = 0,
+        state_dir: Path | None = None,
     ) -> RouterHandle:
+        """With `state_dir`, the router has a local CA there and its port answers TLS
+        (HTTP/1.1 and HTTP/2) as well as plain HTTP; the CA is `state_dir/ca/ca.pem`."""
         addr = ListenAddr(host, port)
-        r = Router(State(config), [addr], config_path, required=[addr], fast_path=fast_path)
+        r = Router(
+            State(config),
+            [addr],
+            config_path,
+            required=[addr],
+            fast_path=fast_path,
+            state_dir=state_dir,
+        )
         await r.start()
         started.append(r)
         return RouterHandle(r, r.bound[0].port)
