@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import ssl
 import threading
 import time
@@ -253,14 +254,29 @@ def clock() -> list[float]:
     return [time.time()]
 
 
+@dataclass
+class TlsServer:
+    store: CertStore
+    connect: Connect
+    port: int
+
+
 @pytest.fixture
-async def tls_server(ca: LocalCA, clock: list[float]) -> AsyncIterator[tuple[CertStore, Connect]]:
+async def tls_server(ca: LocalCA, clock: list[float]) -> AsyncIterator[TlsServer]:
     """A TLS server on 127.0.0.1 with the store's server context, and `connect(sni)` that
     completes a handshake as a client trusting only the CA."""
     store = CertStore(ca, clock=lambda: clock[0])
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
+        try:  # one HTTP/1.1 answer, for curl; the other clients leave after the handshake
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=store.server_context())
     port = server.sockets[0].getsockname()[1]
@@ -291,15 +307,15 @@ async def tls_server(ca: LocalCA, clock: list[float]) -> AsyncIterator[tuple[Cer
                 await writer.wait_closed()
 
     async with server:
-        yield store, connect
+        yield TlsServer(store, connect, port)
 
 
 def sans(peer: dict[str, Any]) -> set[tuple[str, str]]:
     return set(peer["subjectAltName"])
 
 
-async def test_a_handshake_for_a_route_name(tls_server: tuple[CertStore, Connect]) -> None:
-    _, connect = tls_server
+async def test_a_handshake_for_a_route_name(tls_server: TlsServer) -> None:
+    connect = tls_server.connect
     shake = await connect("api.localhost")
     assert shake.alpn == "h2"
     assert sans(shake.peer) == {("DNS", "api.localhost"), ("DNS", "*.api.localhost")}
@@ -312,9 +328,9 @@ async def test_a_handshake_for_a_route_name(tls_server: tuple[CertStore, Connect
 
 
 async def test_the_default_leaf_answers_loopback_addresses(
-    tls_server: tuple[CertStore, Connect],
+    tls_server: TlsServer,
 ) -> None:
-    _, connect = tls_server
+    connect = tls_server.connect
     for host in ("127.0.0.1", "localhost"):  # Python sends no SNI for an IP address
         shake = await connect(host)
         assert shake.alpn == "h2"
@@ -328,11 +344,11 @@ async def test_the_default_leaf_answers_loopback_addresses(
 
 
 async def test_the_default_leaf_is_renewed_while_serving(
-    ca: LocalCA, tls_server: tuple[CertStore, Connect], clock: list[float]
+    ca: LocalCA, tls_server: TlsServer, clock: list[float]
 ) -> None:
     """The SNI callback runs for a handshake without SNI too, so the server context's own
     (built once) default leaf is never the one that expires."""
-    _, connect = tls_server
+    connect = tls_server.connect
     before = await connect(None, verify=False)
     clock[0] += (LEAF_VALIDITY - RENEW_BEFORE).total_seconds()
     # Not verified: the new leaf starts at the store's clock, weeks after the client's.
@@ -343,9 +359,9 @@ async def test_the_default_leaf_is_renewed_while_serving(
 
 
 async def test_a_foreign_name_fails_verification(
-    tls_server: tuple[CertStore, Connect], caplog: pytest.LogCaptureFixture
+    tls_server: TlsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, connect = tls_server
+    store, connect = tls_server.store, tls_server.connect
     for name in ("evil.example", "localhost.evil.example"):
         with pytest.raises(ssl.SSLCertVerificationError) as info:
             await connect(name)
@@ -356,11 +372,11 @@ async def test_a_foreign_name_fails_verification(
 
 
 async def test_the_sni_callback_never_raises(
-    tls_server: tuple[CertStore, Connect],
+    tls_server: TlsServer,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    store, connect = tls_server
+    store, connect = tls_server.store, tls_server.connect
 
     def broken(name: str) -> ssl.SSLContext:
         raise RuntimeError("disk on fire")
@@ -371,6 +387,37 @@ async def test_the_sni_callback_never_raises(
     assert ("DNS", "localhost") in sans(shake.peer)  # the default leaf, not a failed handshake
     assert shake.alpn == "h2"
     assert any("disk on fire" in (r.exc_text or "") for r in caplog.records)
+
+
+CURL = shutil.which("curl")
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@pytest.mark.parametrize(
+    ("host", "exit_code"),
+    [
+        ("api.localhost", 0),
+        ("deep.api.localhost", 0),  # a leaf of its own, issued during the handshake
+        ("localhost", 0),
+        ("evil.example", 60),  # CURLE_PEER_FAILED_VERIFICATION: the default leaf's names
+    ],
+)
+async def test_curl_trusts_what_it_should(
+    ca: LocalCA, tls_server: TlsServer, host: str, exit_code: int
+) -> None:
+    assert CURL is not None
+    proc = await asyncio.create_subprocess_exec(
+        CURL, "-sS", "--http1.1", "--max-time", "10", "--cacert", str(ca.paths.cert),
+        "--connect-to", f"::127.0.0.1:{tls_server.port}", f"https://{host}:{tls_server.port}/",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(20):
+        out, err = await proc.communicate()
+    assert proc.returncode == exit_code, err.decode()
+    if exit_code == 0:
+        assert out == b"ok"
+    else:
+        assert b"no alternative certificate subject name matches" in err
 
 
 def test_the_module_names_its_alpn_list() -> None:
