@@ -18,6 +18,7 @@ from ..http1.request_head import (
     replan,
 )
 from ..http1.wire import early_refusal
+from ..observe.metrics import HTTP1, protocol_of
 from ..server.strictgate import Refusing
 from ..server.upstream import (
     reset_connection,
@@ -49,6 +50,7 @@ class ClientConnection(asyncio.Protocol):
         "loop",
         "peer",
         "plan",
+        "protocol",
         "reading_paused",
         "relay",
         "server",
@@ -73,6 +75,7 @@ class ClientConnection(asyncio.Protocol):
         self.relay: Relay | None = None  # after a WebSocket upgrade: the relay owns the bytes
         self.plan: RequestPlan | None = None  # the last head's, for the next (replan)
         self.forwarder = Forwarder(self.peer, self.local_port)
+        self.protocol = HTTP1  # how the client speaks, for the request inspector
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -85,7 +88,8 @@ class ClientConnection(asyncio.Protocol):
         if sock:
             self.local_port = str(sock[1]).encode()
         # a TLS connection (the listener's, or an HTTP/2 stream's) says so with its context
-        proto = b"http" if transport.get_extra_info("sslcontext") is None else b"https"
+        self.protocol = protocol_of(transport.get_extra_info)
+        proto = b"http" if self.protocol == HTTP1 else b"https"
         self.forwarder = Forwarder(self.peer, self.local_port, proto)
         self.server.fast_connections.add(self)
         self._arm_idle_timer()

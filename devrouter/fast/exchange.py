@@ -387,6 +387,7 @@ class Exchange:
                 self.resp_head,
                 self.event_stream,
                 self.route.timeout_s,
+                self.client.protocol,
             )
         )
 

@@ -70,12 +70,27 @@ MAX_BATCH = 256
 #: fields read one by one are named below.
 Finished = tuple[
     float, bytes, bytes, bytes, str, int, int, float | None, float, int, int, str | None,
-    bool, bytes, bytes, bool, float,
+    bool, bytes, bytes, bool, float, str,
 ]  # fmt: skip
 #: Positions in a Finished row of the fields `finish_later` reads.
 ROW_ROUTE: Final = 4
 ROW_WEBSOCKET: Final = 12
 ROW_EVENT_STREAM: Final = 15
+
+#: How a client spoke to the router, as the request inspector shows it.
+HTTP1: Final = "HTTP/1.1"
+HTTP1_TLS: Final = "HTTP/1.1 TLS"
+HTTP2: Final = "HTTP/2"
+
+
+def protocol_of(get_extra_info: Callable[[str], object]) -> str:
+    """The protocol of a client connection from its transport's extra info: an HTTP/2
+    stream's lane says "devrouter.protocol" (devrouter.http2.bridge), a TLS one has an
+    "sslcontext"."""
+    if get_extra_info("devrouter.protocol") == "h2":
+        return HTTP2
+    return HTTP1 if get_extra_info("sslcontext") is None else HTTP1_TLS
+
 
 _EVENT_STREAM = re.compile(rb"(?im)^content-type[ \t]*:[ \t]*text/event-stream")
 
@@ -157,6 +172,7 @@ class RequestRecord:
     # the heads as sent upstream and to the client; redacted when shown (see redact_head)
     request_head: bytes = b""
     response_head: bytes = b""
+    protocol: str = HTTP1  # how the client spoke: HTTP1, HTTP1_TLS or HTTP2 (protocol_of)
     seq: int = 0
 
     def as_json(self, headers: bool = True) -> dict[str, object]:
@@ -176,6 +192,7 @@ class RequestRecord:
             "error": self.error,
             "websocket": self.websocket,
             "stream": self.stream,
+            "protocol": self.protocol,
         }
         if headers:
             out["request_headers"] = head_fields(redact_head(self.request_head))
@@ -298,7 +315,7 @@ class Metrics:
         for i, row in enumerate(pending):
             (started, method, host, path, name, port, status, ttfb_s, duration_s, bytes_in,
              bytes_out, error, websocket, request_head, response_head, event_stream,
-             timeout_s) = row  # fmt: skip
+             timeout_s, protocol) = row  # fmt: skip
             stats = self.route(name)
             self._tally(stats, status, error, bytes_in, bytes_out)
             duration_us = int(duration_s * 1e6)
@@ -335,6 +352,7 @@ class Metrics:
                     stream,
                     request_head,
                     response_head,
+                    protocol,
                 )
             )
         for name, (totals, ttfbs) in latencies.items():

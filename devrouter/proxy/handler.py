@@ -56,7 +56,7 @@ from ..core.state import State
 from ..http1.fields import forwarding_pairs
 from ..http1.grammar import BAD_VALUE
 from ..http1.policy import HOPS_HEADER, MAX_HOPS, NEVER_NAMED, REQUEST_DROP, RESPONSE_DROP
-from ..observe.metrics import RequestRecord, is_event_stream
+from ..observe.metrics import HTTP1, RequestRecord, is_event_stream, protocol_of
 from ..server.upstream import (
     HostPreference,
     base_url,
@@ -233,6 +233,9 @@ class Proxy:
             bytes_in=request.content_length or 0,
             websocket=is_ws,
             request_head=_head_bytes(f"{request.method} {target} HTTP/1.1", headers),
+            protocol=protocol_of(request.transport.get_extra_info)
+            if request.transport is not None
+            else HTTP1,
         )
         t0 = perf_counter()  # not loop.time(): uvloop's counts whole milliseconds
         self.metrics.opened(route.name, websocket=is_ws)

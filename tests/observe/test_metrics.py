@@ -9,6 +9,9 @@ import pytest
 from devrouter.observe.metrics import (
     DEFAULT_RECENT,
     ERROR_KINDS,
+    HTTP1,
+    HTTP1_TLS,
+    HTTP2,
     MAX_BATCH,
     REDACTED,
     SERIES_SECONDS,
@@ -18,6 +21,7 @@ from devrouter.observe.metrics import (
     head_fields,
     is_event_stream,
     is_stream,
+    protocol_of,
     redact_head,
     redact_query,
 )
@@ -259,7 +263,7 @@ def row(
     head, resp = b"GET / HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"
     host = f"{route}.localhost".encode()
     return (T0, b"GET", host, b"/caf\xe9?token=x", route, 4001, status, 0.005, duration_s, 3,
-            100, None, websocket, head, resp, event_stream, 60.0)  # fmt: skip
+            100, None, websocket, head, resp, event_stream, 60.0, HTTP2)  # fmt: skip
 
 
 def test_finish_later_times_streams_apart() -> None:
@@ -411,3 +415,23 @@ def test_with_a_sink_every_record_of_a_batch_is_made() -> None:
     m.flush()
     assert [r.seq for r in seen] == [1, 2, 3, 4]
     assert [r.seq for r in m.recent] == [3, 4]
+
+
+def test_the_protocol_a_client_spoke_reaches_the_request_list() -> None:
+    m = Metrics()
+    m.opened("api")
+    m.finish_later(row())
+    (rec,) = m.recent
+    assert rec.protocol == HTTP2 and rec.as_json()["protocol"] == "HTTP/2"
+
+
+@pytest.mark.parametrize(
+    ("extra", "protocol"),
+    [
+        ({}, HTTP1),
+        ({"sslcontext": object()}, HTTP1_TLS),
+        ({"sslcontext": object(), "devrouter.protocol": "h2"}, HTTP2),
+    ],
+)
+def test_protocol_of_a_transport(extra: dict[str, object], protocol: str) -> None:
+    assert protocol_of(extra.get) == protocol

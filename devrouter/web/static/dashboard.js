@@ -338,7 +338,8 @@ function requestDetail(rec) {
     ms(rec.ttfb_ms)) + " \u00b7 done after " + ms(rec.duration_ms) +
     (rec.stream ? " \u00b7 a stream, not in the route's latency" : "");
   timing.append(el("span", null, words));
-  const facts = [rec.host + " \u2192 port " + rec.upstream_port,
+  const facts = [(rec.protocol || "HTTP/1.1") + " " + rec.host + " \u2192 port " +
+    rec.upstream_port,
     new Date(rec.started * 1000).toISOString(),
     bytes(rec.bytes_in) + " in, " + bytes(rec.bytes_out) + " out"];
   if (rec.error) facts.push("backend error: " + rec.error);
