@@ -15,6 +15,7 @@ import re
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -448,5 +449,19 @@ def test_demo_serves_web_and_api(cli, tmp_path):
     status, _, body = http_get(p.port, "api.localhost", "/api/time")
     assert status == 200
     assert json.loads(body)["service"] == "api"
+
+    # the same names over HTTPS on the same port, verified against the demo's local CA
+    assert f"https://web.localhost:{p.port}/" in out and "devrouter trust" in out
+    ca = tmp_path / ".local" / "state" / "devrouter" / "ca" / "ca.pem"
+    context = ssl.create_default_context(cafile=str(ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", p.port, timeout=10, context=context)
+    conn.sock = context.wrap_socket(
+        socket.create_connection(("127.0.0.1", p.port), timeout=10),
+        server_hostname="web.localhost",
+    )
+    conn.request("GET", "/", headers={"Host": f"web.localhost:{p.port}"})
+    answer = conn.getresponse()
+    assert answer.status == 200 and b"Hello from" in answer.read()
+    conn.close()
     rc, _ = stop(p, err)
     assert rc == 0

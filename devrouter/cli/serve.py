@@ -146,6 +146,13 @@ async def _serve(router: Router, after_start: Callable[[], None] | None = None) 
         len(snapshot.table.routes),
         snapshot.config.source,
     )
+    if router.certs is not None and router.https_url is not None:
+        log.info(
+            "https:// on the same port (HTTP/1.1 and HTTP/2): %s; browsers trust it after "
+            "`devrouter trust` (the CA: %s)",
+            router.https_url,
+            router.certs.ca.paths.cert,
+        )
     open_ = [r.name for r in snapshot.table.routes if r.access is None]
     if snapshot.config.access is not None and not snapshot.config.access.is_off:
         log.info(
@@ -226,16 +233,30 @@ async def _demo(listen: tuple[ListenAddr, ...]) -> int:
 
     port = listen[0].port
     runners, config = await start_services(port)
-    router = Router(State(config), listen, None, required=listen[:1], access_log=AccessLog())
+    router = Router(
+        State(config),
+        listen,
+        None,
+        required=listen[:1],
+        access_log=AccessLog(),
+        ca_dir=ports.state_dir(),  # the CA, not the control socket: a `serve` may be running
+    )
 
     def show() -> None:
+        tls = router.https_url is not None
         print("\ndevrouter demo is running. Open in a browser:\n", flush=True)
         for r in config.routes:
             print(f"  {route_url(r, port):<32} -> {r.upstream.describe()}", flush=True)
-        print(
-            f"  {f'http://localhost:{port}/':<32} -> the dashboard\n\nPress Ctrl-C to stop.",
-            flush=True,
-        )
+            if tls:
+                print(f"  {route_url(r, port, 'https'):<32} -> the same, over HTTPS", flush=True)
+        print(f"  {f'http://localhost:{port}/':<32} -> the dashboard", flush=True)
+        if tls and router.certs is not None:
+            print(
+                f"\nHTTPS uses devrouter's local CA ({router.certs.ca.paths.cert}); run "
+                "`devrouter trust` once so browsers trust it.",
+                flush=True,
+            )
+        print("\nPress Ctrl-C to stop.", flush=True)
 
     try:
         return await _serve(router, show)

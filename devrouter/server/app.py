@@ -165,7 +165,10 @@ class Router:
         recent_requests: int = DEFAULT_RECENT,
         access_log: AccessLog | None = None,
         state_dir: Path | None = None,
+        ca_dir: Path | None = None,
     ) -> None:
+        """`state_dir` holds the control socket and the local CA; `ca_dir` is where the CA
+        is when there is no control socket (the demo's)."""
         self.state = state
         self.listen = tuple(listen)
         self.required = tuple(required)  # must bind; the rest may be skipped (no IPv6)
@@ -182,7 +185,7 @@ class Router:
         self.health = Health(state, self.metrics)
         self.site = dashboard.Context(state, self.metrics, self.health)
         self._session: aiohttp.ClientSession | None = None
-        self.state_dir = state_dir
+        self.ca_dir = ca_dir or state_dir
         self.certs: CertStore | None = None  # the TLS certificates, once a CA is loaded
         self._tls: ssl.SSLContext | None = None
         self._server: LimitedServer | None = None
@@ -260,10 +263,10 @@ class Router:
         the port then answers plain HTTP only."""
         if self._tls is not None:
             return self._tls
-        if self._tls_failed or self.state_dir is None:
+        if self._tls_failed or self.ca_dir is None:
             return None
         try:
-            ca = LocalCA.load_or_create(ensure_state_dir(self.state_dir))
+            ca = LocalCA.load_or_create(ensure_state_dir(self.ca_dir))
             self.certs = CertStore(ca)
             self._tls = self.certs.server_context()
         except (CommandError, OSError) as exc:

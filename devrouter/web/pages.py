@@ -39,9 +39,9 @@ def wants_html(accept: str) -> bool:
     return "text/html" in accept
 
 
-def route_url(route: Route, port: int) -> str:
+def route_url(route: Route, port: int, scheme: str = "http") -> str:
     host = route.host.replace("*.", "x.", 1) if route.name.startswith("*.") else route.host
-    return f"http://{host}:{port}/"
+    return f"{scheme}://{host}:{port}/"
 
 
 def _page(title: str, body: str) -> str:
