@@ -783,3 +783,28 @@ def test_bad_timeout(value: str) -> None:
     assert_names(top, 3)
     route = rejected(f"routes:\n  api:\n    port: 4001\n    timeout: {value}\n")
     assert_names(route, 4, "api")
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        (None, "on"),
+        ("true", "on"),
+        ("on", "on"),  # YAML 1.1 reads on/off/yes/no as booleans
+        ("yes", "on"),
+        ("false", "off"),
+        ("off", "off"),
+        ("redirect", "redirect"),
+    ],
+)
+def test_https_modes(value: str | None, mode: str) -> None:
+    text = "routes: {}\n" + (f"https: {value}\n" if value is not None else "")
+    assert parse_config(text).https == mode
+
+
+@pytest.mark.parametrize("value", ["3", "tls", "'redirect '", "[true]"])
+def test_a_bad_https_value_names_its_line_and_the_choices(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"routes: {{}}\nhttps: {value}\n", "devrouter.yaml")
+    message = str(info.value)
+    assert message.startswith("devrouter.yaml:2:") and "https" in message
