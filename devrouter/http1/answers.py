@@ -3,6 +3,7 @@ itself is devrouter.web.pages'; here it is framed)."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 
@@ -45,11 +46,19 @@ def accept_of(head: bytes) -> bytes:
 _ORIGIN_FORM = re.compile(rb"/[\x21-\x7e]*")
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def https_redirect(head: bytes) -> bytes:
     """The answer to a plain-HTTP request when the config says `https: redirect`: a 308 to
     the same URL over https on the same port (the port answers both), or a 400 when the head
-    has no usable request line or Host. 308 keeps the method and body (RFC 9110, 15.4.9).
-    The connection closes after it: the client comes back over TLS."""
+    has no usable request line, bare CRs or LFs, or a Host that is not the router's
+    (localhost, a .localhost name, a loopback address). 308 keeps the method and body
+    (RFC 9110, 15.4.9). The connection closes after it: the client comes back over TLS."""
     line, _, rest = head.partition(b"\r\n")
     parts = line.split(b" ")
     host = b""
@@ -57,11 +66,14 @@ def https_redirect(head: bytes) -> bytes:
         if field[:5].lower() == b"host:":
             host = field[5:].strip(b" \t")
     try:
-        parse_host(host.decode("ascii"))
-        valid_host = bool(host)
+        name = parse_host(host.decode("ascii"))
+        # only the names the router answers: a redirect elsewhere would be an open one
+        valid_host = name == "localhost" or name.endswith(".localhost") or _loopback(name)
     except (HostError, UnicodeDecodeError):
         valid_host = False
-    if len(parts) != 3 or not _ORIGIN_FORM.fullmatch(parts[1]) or not valid_host:
+    crlf = head.count(b"\r\n")
+    bare = head.count(b"\r") != crlf or head.count(b"\n") != crlf  # the engines' 400
+    if len(parts) != 3 or not _ORIGIN_FORM.fullmatch(parts[1]) or not valid_host or bare:
         body = (
             b"devrouter: 400 this port sends http:// to https://, and this request has no "
             b"usable request line or Host\n"
