@@ -26,6 +26,7 @@ Every way a command can fail, as a type that carries the exit code it ends with:
         StateDirError     3  the state directory is not safe to use (services.ports)
         PortError         3  no port can be assigned (services.ports)
         CAError           3  the local CA's files are unsafe or damaged (tls.ca)
+      TrustError          1  a trust store could not be changed or read (tls.trust)
       CannotExecute     126  `run`'s command is not executable (services.procs)
       CommandNotFound   127  `run`'s command is not found (services.procs)
 
@@ -161,6 +162,11 @@ class StartupError(CommandError):
 class CAError(StartupError):
     """The local CA (devrouter.tls.ca) cannot be used: its directory or key is open to other
     users or not this user's, or its files are damaged. `str()` says what to do."""
+
+
+class TrustError(CommandError):
+    """A step of `trust` or `untrust` failed (devrouter.tls.trust): a tool is missing or
+    failed, a file cannot be written. `str()` says what failed and what to do."""
 
 
 class ConfigError(CommandError):
