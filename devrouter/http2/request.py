@@ -44,6 +44,9 @@ CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
 _PSEUDO = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
+#: Methods whose request means something with content: an empty one says Content-Length: 0
+#: (RFC 9110, 8.6), which some servers require before they read a body.
+_CONTENT_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
 class Malformed(ValueError):
@@ -107,8 +110,12 @@ def to_http1(
             length = value
             continue
         if name == b"host":
+            if host_field is not None:
+                raise Malformed("repeated host field")
             host_field = value
             continue
+        if name == b"sec-websocket-key" and b":protocol" in pseudo:
+            continue  # the handshake below is the router's, with its own key
         fields.append(b"%b: %b\r\n" % (name, value))
     method = pseudo.get(b":method", b"")
     if not _METHOD_RE.fullmatch(method):
@@ -116,7 +123,7 @@ def to_http1(
     authority = pseudo.get(b":authority", host_field)
     if authority is None or not _AUTHORITY_RE.fullmatch(authority):
         raise Malformed("no usable :authority or host")
-    if host_field is not None and host_field != authority:
+    if host_field is not None and host_field.lower() != authority.lower():
         raise Malformed(":authority and host differ")  # RFC 9113, 8.3.1
     protocol = pseudo.get(b":protocol")
     websocket = False
@@ -142,10 +149,18 @@ def to_http1(
     out.extend(fields)
     key = b""
     if websocket:
+        # the key is the router's, since it checks the backend's accept against it
         key = ws_key or websocket_key()
         out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: %b\r\n" % key)
         end_stream = True  # the HTTP/1 request has no body; the stream's DATA is the tunnel
         length = None
+    else:
+        if end_stream and length is not None and int(length) != 0:
+            # no DATA can follow to make the length up (RFC 9113, 8.1.1); the HTTP/1
+            # engine would wait for it
+            raise Malformed("content-length on a request without content")
+        if end_stream and length is None and method in _CONTENT_METHODS:
+            length = b"0"
     chunked = False
     if length is not None:
         out.append(b"Content-Length: %b\r\n" % length)
@@ -159,7 +174,10 @@ def to_http1(
 
 
 def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked body (RFC 9112, 7.1)."""
+    """One chunk of a chunked body (RFC 9112, 7.1); nothing for no bytes, since an empty
+    chunk would be the last one."""
+    if not data:
+        return b""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
