@@ -172,8 +172,10 @@ class Http2Connection(asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.refuse = refuse  # the router is full: GOAWAY at once
+        # request.to_http1 checks every field rule (RFC 9113, 8.2 and 8.3) and a malformed
+        # request costs its stream (8.1.1); h2's own check would end the whole connection
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True
+            client_side=False, header_encoding=None, validate_inbound_headers=False
         )
         self.h2 = h2.connection.H2Connection(config=config)
         self.transport: asyncio.Transport | None = None
@@ -406,7 +408,10 @@ class Http2Connection(asyncio.Protocol):
     def send_headers(self, stream: Stream, fields: list[tuple[bytes, bytes]]) -> None:
         if stream.ended or self.closed:
             return
-        self.h2.send_headers(stream.id, fields)
+        try:
+            self.h2.send_headers(stream.id, fields)
+        except h2.exceptions.StreamClosedError:
+            self._closed_under(stream)
         self.flush()
 
     def flush_stream(self, stream: Stream) -> None:
@@ -414,26 +419,35 @@ class Http2Connection(asyncio.Protocol):
             return
         conn = self.h2
         pending = stream.pending
-        if pending and not self.write_paused:
-            window = min(conn.local_flow_control_window(stream.id), len(pending))
-            size = conn.max_outbound_frame_size
-            sent = 0
-            while sent < window:
-                n = min(size, window - sent)
-                conn.send_data(stream.id, bytes(pending[sent : sent + n]))
-                sent += n
-            if sent:
-                del pending[:sent]
-        if stream.lane is not None:
-            stream.lane.backlog(len(pending))
-        if not pending and stream.response_done:
-            if stream.trailers:
-                conn.send_headers(stream.id, stream.trailers, end_stream=True)
-            else:
-                conn.end_stream(stream.id)
-            stream.ended = True
-            self._maybe_done(stream)
+        try:
+            if pending and not self.write_paused:
+                window = min(conn.local_flow_control_window(stream.id), len(pending))
+                size = conn.max_outbound_frame_size
+                sent = 0
+                while sent < window:
+                    n = min(size, window - sent)
+                    conn.send_data(stream.id, bytes(pending[sent : sent + n]))
+                    sent += n
+                if sent:
+                    del pending[:sent]
+            if stream.lane is not None:
+                stream.lane.backlog(len(pending))
+            if not pending and stream.response_done:
+                if stream.trailers:
+                    conn.send_headers(stream.id, stream.trailers, end_stream=True)
+                else:
+                    conn.end_stream(stream.id)
+                stream.ended = True
+                self._maybe_done(stream)
+        except h2.exceptions.StreamClosedError:
+            self._closed_under(stream)
         self.flush()
+
+    def _closed_under(self, stream: Stream) -> None:
+        """h2 has already read the client's RST_STREAM for `stream` while the events of the
+        frames before it (a WINDOW_UPDATE in the same read) are still being handled."""
+        stream.ended = True
+        self._forget(stream)
 
     def _maybe_done(self, stream: Stream) -> None:
         """A stream whose response has been sent: its lane goes back to the idle ones when
