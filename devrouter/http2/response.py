@@ -21,12 +21,23 @@ _DROPPED = CONNECTION_FIELDS | {b"te"}
 _DROPPED_WS = _DROPPED | {b"sec-websocket-accept"}
 
 
+def h2_status(status: int, websocket: bool) -> bytes:
+    """The `:status` of an HTTP/1.1 status. For an extended CONNECT a 2xx means the tunnel is
+    open (RFC 8441, 5), so a backend's 101 is a 200, and its 2xx without a 101 (a page, not
+    a WebSocket) is a 502: the client must not take it for a tunnel."""
+    if websocket and status == 101:
+        return b"200"
+    if websocket and 200 <= status < 300:
+        return b"502"
+    return b"%d" % status
+
+
 def h2_fields(
     status: int, raw: list[tuple[bytes, bytes]], websocket: bool = False
 ) -> list[tuple[bytes, bytes]]:
     """The HTTP/2 field list of an HTTP/1.1 response head (`:status` first)."""
     dropped = _DROPPED_WS if websocket else _DROPPED
-    out = [(b":status", b"200" if websocket and status == 101 else b"%d" % status)]
+    out = [(b":status", h2_status(status, websocket))]
     for name, value in raw:
         lower = name.lower()
         if lower not in dropped:
@@ -108,10 +119,16 @@ class ResponseReader:
 
     # -- httptools callbacks -----------------------------------------------------------
 
+    # llhttp reads on past the end of the response in the same buffer (a next response, for
+    # a keep-alive parser); none of that is this stream's, so `done` ends every callback.
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        (self._trailers if self._head_done else self._fields).append((name, value))
+        if not self.done:
+            (self._trailers if self._head_done else self._fields).append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.done:
+            return
         status = self._parser.get_status_code()
         fields, self._fields = self._fields, []
         if 100 <= status < 200 and status != 101:
