@@ -1,0 +1,393 @@
+"""HTTPS and HTTP/2 end to end, with real clients that verify the router's certificate: headless
+Chromium (the CA imported into an NSS database in a throw-away HOME), curl, Node and Python's
+ssl, all against the real CLI (`devrouter serve`, its CA created in the test's DEVROUTER_HOME)
+in front of real aiohttp backends. Nothing here ignores a certificate error: no
+`--ignore-certificate-errors`, no `-k`, no `rejectUnauthorized: false`, no CERT_NONE.
+
+glibc here does not resolve *.localhost, so the command-line clients are pointed at 127.0.0.1
+(`--resolve`, a `lookup` function, a connection factory) while they still send, verify and
+SNI the real name; Chromium resolves *.localhost to loopback itself.
+
+Each test skips with its reason when a tool is missing, and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from chromium import Chromium, missing_tools, nss_trust
+from conftest import IO_TIMEOUT_S, CliProcess, cli_env
+
+BackendFactory = Callable[..., Awaitable[int]]
+Cli = Callable[..., CliProcess]
+
+#: ES modules the test page imports, as a tree (module i imports 2i+1 and 2i+2).
+MODULES = 300
+#: Server-sent events the SSE endpoint sends before it waits for the client to leave.
+SSE_EVENTS = 3
+#: Upper bound for one client command (curl, node, python) in a test, in seconds.
+COMMAND_S = 30.0
+
+
+# --- the backend ------------------------------------------------------------------------------
+
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>devrouter over h2</title>
+<link rel="icon" href="data:,">
+<script>
+  // Room for every module's timing entry (the default buffer holds 250).
+  performance.setResourceTimingBufferSize(4 * %(modules)d);
+  globalThis.ran = new Set();
+</script>
+<script type="module" src="/m/0.js"></script>
+<script type="module" src="/app.js"></script>
+<pre id="modules"></pre>
+<pre id="ws"></pre>
+<pre id="sse"></pre>
+"""
+
+APP_JS = """
+const show = (id, text) => { document.getElementById(id).textContent = text; };
+const ws = new WebSocket(`wss://${location.host}/ws`);
+ws.onopen = () => ws.send("ping over wss");
+ws.onmessage = (e) => { show("ws", "echo: " + e.data); ws.close(1000, "done"); };
+ws.onerror = () => show("ws", "error");
+const got = [];
+const es = new EventSource("/events");
+es.onmessage = (e) => {
+  got.push(e.data);
+  if (got.length === %(events)d) { es.close(); show("sse", got.join(",")); }
+};
+es.onerror = () => { globalThis.sseErrors = (globalThis.sseErrors || 0) + 1; };
+"""
+
+
+def module_js(i: int) -> str:
+    """Module i imports its two children; the root (0) runs last and writes how many ran."""
+    lines = [f'import "./{c}.js";' for c in (2 * i + 1, 2 * i + 2) if c < MODULES]
+    lines.append(f"globalThis.ran.add({i});")
+    if i == 0:
+        lines.append('document.getElementById("modules").textContent = String(ran.size);')
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Seen:
+    """What the backend saw: the WebSocket handshakes' heads, the SSE streams that ended."""
+
+    ws_heads: list[dict[str, str]] = field(default_factory=list)
+    sse_closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def page_app(seen: Seen) -> web.Application:
+    no_store = {"Cache-Control": "no-store"}
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(
+            text=PAGE % {"modules": MODULES}, content_type="text/html", headers=no_store
+        )
+
+    async def app_js(_: web.Request) -> web.Response:
+        return web.Response(
+            text=APP_JS % {"events": SSE_EVENTS}, content_type="text/javascript", headers=no_store
+        )
+
+    async def module(request: web.Request) -> web.Response:
+        i = int(request.match_info["i"])
+        if not 0 <= i < MODULES:
+            raise web.HTTPNotFound()
+        return web.Response(text=module_js(i), content_type="text/javascript", headers=no_store)
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        seen.ws_heads.append({"version": f"HTTP/{request.version.major}.{request.version.minor}"})
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            if msg.type is WSMsgType.TEXT:
+                await sock.send_str(msg.data)
+        return sock
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **no_store})
+        await resp.prepare(request)
+        try:
+            for n in range(1, SSE_EVENTS + 1):
+                await resp.write(f"id: {n}\ndata: event {n}\n\n".encode())
+            # The stream stays open: the events must reach the page while it does, and the
+            # page's es.close() must reach this handler as a cancellation.
+            await asyncio.sleep(3600)
+        finally:
+            seen.sse_closed.set()
+        return resp
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"hello from {request.host}")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/app.js", app_js)
+    app.router.add_get("/m/{i:\\d+}.js", module)
+    app.router.add_get("/ws", ws)
+    app.router.add_get("/events", events)
+    app.router.add_get("/hello", hello)
+    return app
+
+
+# --- the router: the real CLI with its own state directory ------------------------------------
+
+
+@dataclass
+class Served:
+    """A `devrouter serve` process, the CA its clients trust, and a HOME for them."""
+
+    proc: CliProcess
+    port: int
+    ca: Path
+    home: Path
+
+    def url(self, name: str, path: str = "/") -> str:
+        return f"https://{name}.localhost:{self.port}{path}"
+
+
+ServeFactory = Callable[[dict[str, Any]], Served]
+
+
+@pytest.fixture
+def serve(cli: Cli, tmp_path: Path) -> Iterator[ServeFactory]:
+    """`served = serve(routes)`: `devrouter serve` with these routes, its CA in a fresh
+    DEVROUTER_HOME (`served.ca`)."""
+
+    def start(routes: dict[str, Any]) -> Served:
+        config = tmp_path / "devrouter.yaml"
+        config.write_text(json.dumps({"routes": routes}))  # JSON is YAML
+        state = tmp_path / "state"
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        env = cli_env(
+            DEVROUTER_HOME=str(state), HOME=str(home), XDG_CONFIG_HOME=str(home / ".config")
+        )
+        proc = cli("serve", "--config", str(config), "--no-access-log", env=env)
+        ca = state / "ca" / "ca.pem"
+        assert ca.is_file(), f"no CA at {ca} after the ready line"
+        return Served(proc, proc.port, ca, home)
+
+    yield start
+
+
+async def router_requests(port: int) -> list[dict[str, Any]]:
+    """The router's recent requests (its dashboard API on 127.0.0.1, plain HTTP)."""
+    timeout = aiohttp.ClientTimeout(total=IO_TIMEOUT_S)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(f"http://127.0.0.1:{port}/api/requests") as resp,
+    ):
+        assert resp.status == 200
+        body: dict[str, Any] = await resp.json()
+    requests: list[dict[str, Any]] = body["requests"]
+    return requests
+
+
+async def wait_for_request(
+    port: int, match: Callable[[dict[str, Any]], bool], timeout_s: float = IO_TIMEOUT_S
+) -> dict[str, Any]:
+    """The first of the router's recent requests that `match`es, polled until one does."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            for entry in await router_requests(port):
+                if match(entry):
+                    return entry
+            await asyncio.sleep(0.1)
+
+
+# --- Chromium ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def chromium(tmp_path: Path) -> AsyncIterator[Callable[[Served], Awaitable[Chromium]]]:
+    """`browser = await chromium(served)`: headless Chromium trusting `served.ca` through an
+    NSS database in its own HOME."""
+    if reason := missing_tools():
+        pytest.skip(reason)
+    browsers: list[Chromium] = []
+
+    async def launch(served: Served) -> Chromium:
+        home = tmp_path / "browser-home"
+        await asyncio.to_thread(nss_trust, home, served.ca)
+        b = await Chromium.launch(home, network=True)
+        browsers.append(b)
+        return b
+
+    yield launch
+    for b in browsers:
+        await b.close()
+
+
+@pytest.mark.timeout(180)
+async def test_chromium_loads_300_modules_a_websocket_and_sse_over_h2(
+    serve: ServeFactory, backend: BackendFactory, chromium: Callable[[Served], Awaitable[Chromium]]
+) -> None:
+    seen = Seen()
+    port = await backend(page_app(seen))
+    served = serve({"app": port})
+    browser = await chromium(served)
+
+    await browser.goto(served.url("app"), timeout_s=60)
+    assert await browser.wait_for("document.getElementById('modules').textContent", 60) == str(
+        MODULES
+    )
+    entries = await browser.eval(
+        "performance.getEntriesByType('navigation').concat("
+        "performance.getEntriesByType('resource'))"
+        ".map(e => [new URL(e.name).pathname, e.nextHopProtocol])"
+    )
+    modules = [path for path, _ in entries if path.startswith("/m/")]
+    assert len(modules) == MODULES
+    assert {proto for _, proto in entries} == {"h2"}, entries
+
+    assert await browser.wait_for("document.getElementById('sse').textContent") == (
+        ",".join(f"event {n}" for n in range(1, SSE_EVENTS + 1))
+    )
+    # es.close() resets the stream; the router must cancel the backend's request.
+    async with asyncio.timeout(IO_TIMEOUT_S):
+        await seen.sse_closed.wait()
+
+    assert await browser.wait_for("document.getElementById('ws').textContent") == (
+        "echo: ping over wss"
+    )
+    assert len(seen.ws_heads) == 1
+    entry = await wait_for_request(served.port, lambda e: bool(e.get("websocket")))
+    # Chromium speaks RFC 8441 (a WebSocket as an extended CONNECT stream) when the router's
+    # SETTINGS allow it, else it opens an HTTP/1.1 TLS connection for it. Either works; the
+    # protocol is recorded in the report (-rA shows it).
+    print(f"the page's WebSocket went over {entry['protocol']}")
+    assert entry["protocol"] in ("HTTP/2", "HTTP/1.1 TLS")
+    assert entry["path"] == "/ws" and entry["status"] == 101
+    assert browser.errors() == []
+
+
+@pytest.mark.timeout(120)
+async def test_chromium_without_the_ca_refuses_the_page(
+    serve: ServeFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    """The other half of the proof: the same browser set-up minus the CA's import fails."""
+    if reason := missing_tools():
+        pytest.skip(reason)
+    requests = 0
+
+    async def count(_: web.Request) -> web.Response:
+        nonlocal requests
+        requests += 1
+        return web.Response(text="should not be reached")
+
+    app = web.Application()
+    app.router.add_get("/", count)
+    served = serve({"app": await backend(app)})
+    home = tmp_path / "untrusting-home"
+    home.mkdir()
+    browser = await Chromium.launch(home)
+    try:
+        assert await browser.navigate(served.url("app")) == "net::ERR_CERT_AUTHORITY_INVALID"
+    finally:
+        await browser.close()
+    assert requests == 0
+
+
+# --- curl -------------------------------------------------------------------------------------
+
+CURL = shutil.which("curl")
+
+
+async def run(
+    argv: list[str], env: dict[str, str] | None = None, timeout_s: float = COMMAND_S
+) -> tuple[int, str, str]:
+    """Run a client command to its end (the backend serves on this loop meanwhile)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def client_env(home: Path, **extra: str) -> dict[str, str]:
+    """An environment naming no CA bundle of its own (so a client trusts what its argv or
+    `extra` says, plus the system's), with HOME the test's."""
+    env = cli_env(HOME=str(home), **extra)
+    for key in ("SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+        if key not in extra:
+            env.pop(key, None)
+    if "NODE_EXTRA_CA_CERTS" not in extra:
+        env.pop("NODE_EXTRA_CA_CERTS", None)
+    return env
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    ("scheme", "flags", "version"),
+    [
+        pytest.param("https", ["--http2"], "2", id="https-http2"),
+        pytest.param("https", ["--http1.1"], "1.1", id="https-http1.1"),
+        # curl offers h2 first over TLS, as browsers do
+        pytest.param("https", [], "2", id="https-default"),
+        # plain HTTP on the same port
+        pytest.param("http", ["--http1.1"], "1.1", id="http-http1.1"),
+        pytest.param("http", [], "1.1", id="http-default"),
+    ],
+)
+async def test_curl_on_the_one_port(
+    serve: ServeFactory,
+    backend: BackendFactory,
+    scheme: str,
+    flags: list[str],
+    version: str,
+) -> None:
+    assert CURL is not None
+    served = serve({"app": await backend(page_app(Seen()))})
+    host = f"app.localhost:{served.port}"
+    code, out, err = await run(
+        [CURL, "-q", "-sS", "--max-time", "20", "--cacert", str(served.ca), *flags,
+         "--resolve", f"app.localhost:{served.port}:127.0.0.1",
+         "-w", "\n%{http_version} %{response_code}", f"{scheme}://{host}/hello"],
+        env=client_env(served.home),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out == f"hello from {host}\n{version} 200"
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("flag", ["--http2", "--http1.1"])
+async def test_curl_without_the_ca_fails_verification(
+    serve: ServeFactory, backend: BackendFactory, flag: str
+) -> None:
+    assert CURL is not None
+    served = serve({"app": await backend(page_app(Seen()))})
+    code, out, err = await run(
+        [CURL, "-q", "-sS", "--max-time", "20", flag,
+         "--resolve", f"app.localhost:{served.port}:127.0.0.1", served.url("app", "/hello")],
+        env=client_env(served.home),
+    )  # fmt: skip
+    assert code == 60, err  # CURLE_PEER_FAILED_VERIFICATION
+    assert out == ""
