@@ -14,8 +14,13 @@ Each test skips with its reason when a tool is missing, and every wait is bounde
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import shutil
+import socket
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from chromium import Chromium, missing_tools, nss_trust
 from conftest import IO_TIMEOUT_S, CliProcess, cli_env
 
@@ -391,3 +397,164 @@ async def test_curl_without_the_ca_fails_verification(
     )  # fmt: skip
     assert code == 60, err  # CURLE_PEER_FAILED_VERIFICATION
     assert out == ""
+
+
+# --- Node -------------------------------------------------------------------------------------
+
+NODE = shutil.which("node")
+
+#: Node's https (HTTP/1.1) and http2 clients against NAME on 127.0.0.1:PORT; one JSON line
+#: each. `lookup` points the name at 127.0.0.1 (glibc does not resolve *.localhost here)
+#: while TLS still sends and verifies the name.
+NODE_CLIENTS = r"""
+const https = require("node:https");
+const http2 = require("node:http2");
+const [port, name] = [Number(process.argv[2]), process.argv[3]];
+const lookup = (host, opts, cb) =>
+  opts && opts.all ? cb(null, [{ address: "127.0.0.1", family: 4 }]) : cb(null, "127.0.0.1", 4);
+
+const h1 = () => new Promise((resolve, reject) => {
+  const req = https.request({ host: name, port, path: "/hello", lookup, agent: false }, (res) => {
+    let body = "";
+    res.setEncoding("utf8");
+    res.on("data", (c) => { body += c; });
+    res.on("end", () => resolve({ client: "https", version: res.httpVersion, body }));
+  });
+  req.on("error", reject);
+  req.end();
+});
+
+const h2 = () => new Promise((resolve, reject) => {
+  const session = http2.connect(`https://${name}:${port}`, { lookup });
+  session.on("error", reject);
+  const req = session.request({ ":path": "/hello" });
+  let body = "";
+  req.setEncoding("utf8");
+  req.on("data", (c) => { body += c; });
+  req.on("end", () => { session.close(); resolve({ client: "http2", version: "2.0", body }); });
+  // A session's failure (a handshake refused) cancels the stream: report the cause.
+  req.on("error", (e) => reject(e.cause || e));
+  req.end();
+});
+
+setTimeout(() => { console.error("timed out"); process.exit(2); }, 20000).unref();
+(async () => {
+  for (const [client, run] of [["https", h1], ["http2", h2]]) {
+    try { console.log(JSON.stringify(await run())); }
+    catch (e) { console.log(JSON.stringify({ client, error: e.code || String(e) })); }
+  }
+})();
+"""
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("trusted", [True, False], ids=["extra-ca-certs", "no-extra-ca"])
+async def test_node_verifies_with_node_extra_ca_certs(
+    serve: ServeFactory, backend: BackendFactory, tmp_path: Path, trusted: bool
+) -> None:
+    assert NODE is not None
+    served = serve({"api": await backend(page_app(Seen()))})
+    script = tmp_path / "clients.js"
+    script.write_text(NODE_CLIENTS)
+    extra = {"NODE_EXTRA_CA_CERTS": str(served.ca)} if trusted else {}
+    code, out, err = await run(
+        [NODE, str(script), str(served.port), "api.localhost"],
+        env=client_env(served.home, **extra),
+    )
+    assert code == 0, err
+    results = {r["client"]: r for r in map(json.loads, out.splitlines())}
+    body = f"hello from api.localhost:{served.port}"
+    if trusted:
+        assert results == {
+            "https": {"client": "https", "version": "1.1", "body": body},
+            "http2": {"client": "http2", "version": "2.0", "body": body},
+        }
+    else:  # the leaf is signed by a CA Node does not know
+        assert {r.get("error") for r in results.values()} == {"UNABLE_TO_VERIFY_LEAF_SIGNATURE"}, (
+            results
+        )
+
+
+# --- Python: urllib and aiohttp ---------------------------------------------------------------
+
+
+class LoopbackHTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection to 127.0.0.1 for any name: the name is still sent in SNI and
+    checked against the certificate (glibc does not resolve *.localhost here)."""
+
+    def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(host, *args, **kwargs)
+        self._create_connection = self._loopback  # type: ignore[method-assign]
+
+    @staticmethod
+    def _loopback(address: tuple[str, int], *args: Any) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", address[1]), *args)
+
+
+class LoopbackHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(LoopbackHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined,no-any-return]
+
+
+def urllib_get(url: str, context: ssl.SSLContext) -> tuple[str, str]:
+    """GET `url` with urllib through `context`: the HTTP version and the body."""
+    opener = urllib.request.build_opener(LoopbackHTTPSHandler(context=context))
+    with opener.open(url, timeout=IO_TIMEOUT_S) as resp:
+        version = {10: "1.0", 11: "1.1"}[resp.version]
+        return version, resp.read().decode()
+
+
+class LoopbackResolver(AbstractResolver):
+    """aiohttp's resolver for *.localhost: 127.0.0.1, whatever the name."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host, host="127.0.0.1", port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.timeout(60)
+async def test_python_urllib_verifies_with_the_ca(
+    serve: ServeFactory, backend: BackendFactory
+) -> None:
+    served = serve({"api": await backend(page_app(Seen()))})
+    url = served.url("api", "/hello")
+    trusting = ssl.create_default_context(cafile=str(served.ca))
+    assert await asyncio.to_thread(urllib_get, url, trusting) == (
+        "1.1",
+        f"hello from api.localhost:{served.port}",
+    )
+    # The system's CAs alone (the test never adds devrouter's to them) do not vouch for it.
+    system_only = ssl.create_default_context()
+    with pytest.raises(urllib.error.URLError) as refused:
+        await asyncio.to_thread(urllib_get, url, system_only)
+    assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+
+
+@pytest.mark.timeout(60)
+async def test_a_websocket_over_http11_tls(serve: ServeFactory, backend: BackendFactory) -> None:
+    """The other way a browser may carry a wss:// WebSocket: its own HTTP/1.1 TLS connection
+    (aiohttp's client speaks no HTTP/2)."""
+    seen = Seen()
+    served = serve({"app": await backend(page_app(seen))})
+    context = ssl.create_default_context(cafile=str(served.ca))
+    connector = aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=context)
+    timeout = aiohttp.ClientTimeout(total=IO_TIMEOUT_S)
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.ws_connect(served.url("app", "/ws").replace("https:", "wss:")) as ws,
+    ):
+        await ws.send_str("ping over HTTP/1.1 TLS")
+        msg = await ws.receive(timeout=IO_TIMEOUT_S)
+        assert (msg.type, msg.data) == (WSMsgType.TEXT, "ping over HTTP/1.1 TLS")
+    assert seen.ws_heads == [{"version": "HTTP/1.1"}]
+    entry = await wait_for_request(served.port, lambda e: bool(e.get("websocket")))
+    assert (entry["protocol"], entry["status"]) == ("HTTP/1.1 TLS", 101)
