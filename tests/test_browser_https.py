@@ -485,7 +485,7 @@ class LoopbackHTTPSConnection(http.client.HTTPSConnection):
 
     def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
         super().__init__(host, *args, **kwargs)
-        self._create_connection = self._loopback  # type: ignore[method-assign]
+        self._create_connection = self._loopback
 
     @staticmethod
     def _loopback(address: tuple[str, int], *args: Any) -> socket.socket:
@@ -494,7 +494,7 @@ class LoopbackHTTPSConnection(http.client.HTTPSConnection):
 
 class LoopbackHTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(LoopbackHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined,no-any-return]
+        return self.do_open(LoopbackHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
 
 
 def urllib_get(url: str, context: ssl.SSLContext) -> tuple[str, str]:
