@@ -1,14 +1,16 @@
 """`python -m benchmarks`: start everything, measure in turns, report, stop everything.
 
 Theory of operation:
-1. Find what is installed (wrk, nginx, HAProxy, Caddy, portless); `--without NAME` or
+1. Find what is installed (wrk, h2load, nginx, HAProxy, Caddy, portless); `--without NAME` or
    $DEVROUTER_BENCH_WITHOUT hides a tool, which is how the test suite forces the fallbacks.
-   Nothing is ever installed.
+   Nothing is ever installed. A workload whose load generator is missing is left out.
 2. Start the backends (nginx serving static bytes, or the aiohttp fallback; the aiohttp app),
-   devrouter (`python -m devrouter serve` with a generated config) and every peer found, each
-   on a free 127.0.0.1 port, and check one request through each.
-3. Warm each tool up, then for each round, for each workload, measure each tool in turn (the
-   order of the tools rotates from round to round so none always goes first).
+   devrouter (`python -m devrouter serve` with a generated config; it makes its local CA),
+   every peer found (serving devrouter's certificate for fast.localhost over TLS on a second
+   port), and the baseline devrouter of `--baseline REV`, each on a free 127.0.0.1 port, and
+   check one request through each (and one over TLS).
+3. Warm each tool up, then for each round, for each workload, measure each tool it applies to
+   in turn (the order of the tools rotates from round to round so none always goes first).
 4. Take the median of the rounds, the ratios and the target checks; print tables; write
    JSON (every raw figure), Markdown tables and the SVG chart.
 Every process is stopped in a `finally`, on Ctrl-C (exit 130) and SIGTERM too.
@@ -17,25 +19,22 @@ Every process is stopped in a `finally`, on Ctrl-C (exit 130) and SIGTERM too.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
-from . import chart, loadgen, machine, report, servers, wrk
-from .procs import Proc, StartError, Supervisor, cpu_seconds, rss_bytes
-from .workloads import MIB, PROFILES, WORKLOADS, Profile, Workload, seconds, upload_bytes
+from . import chart, machine, measure, peers, report, servers
+from .procs import StartError, Supervisor
+from .workloads import PROFILES, WORKLOADS, Profile, Workload, needs, seconds, upload_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -43,8 +42,6 @@ DOCS_SVG = ROOT / "docs" / "benchmarks.svg"
 DOCS_MD = ROOT / "docs" / "benchmarks.md"
 DOCS_BEGIN, DOCS_END = "<!-- results:begin -->", "<!-- results:end -->"
 WITHOUT_ENV = "DEVROUTER_BENCH_WITHOUT"
-#: Seconds between two samples of the router's memory during a measurement.
-SAMPLE_INTERVAL_S = 0.1
 #: Rough per-measurement overhead, in seconds, for the time estimate.
 OVERHEAD_S = 0.35
 
@@ -75,10 +72,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="act as if NAME (wrk, nginx, haproxy, caddy, portless) were not "
+        help="act as if NAME (wrk, h2load, nginx, haproxy, caddy, portless) were not "
         f"installed; repeatable or comma-separated; also ${WITHOUT_ENV}",
     )
     p.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1)")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run devrouter as it was at git revision REV (exported with git archive) "
+        "on the workloads that compare the two (small_c1, small_c50 and the plain "
+        "new-connection ones)",
+    )
     p.add_argument(
         "--devrouter-arg",
         action="append",
@@ -192,6 +196,8 @@ def _run(
             "why": f"wrk {found.missing.get('wrk', '')}".strip(),
         }
     )
+    if "h2load" in found.paths:
+        loadgen_desc["h2load"] = f"h2load {versions.get('h2load', '')}, 1 thread".strip()
     _say(
         f"load generator: {loadgen_desc['name']} ({loadgen_desc['version']})"
         + (
@@ -200,7 +206,8 @@ def _run(
             else f"; wrk {found.missing.get('wrk')}, using `devrouter bench` (closed loop, one "
             "worker process)"
         )
-        + "; WebSocket and SSE clients: built-in"
+        + (f"; {loadgen_desc['h2load']}" if "h2load" in loadgen_desc else "")
+        + "; WebSocket, SSE and new-connection clients: built-in"
     )
 
     # backends
@@ -227,33 +234,42 @@ def _run(
         None,
     )
     skipped_workloads = {}
-    if not wrk_path:  # `devrouter bench` sends one fixed request; varying it takes wrk's Lua
-        skipped_workloads = {w.key: "needs wrk" for w in workloads if w.vary}
-        workloads = [w for w in workloads if not w.vary]
-        for key, why in skipped_workloads.items():
-            _say(f"not measured: workload {key} ({why})")
-        if not workloads:
-            raise StartError("no workload left to measure without wrk")
+    for w in workloads:
+        tool = needs(w)
+        if tool is not None and tool not in found.paths:
+            skipped_workloads[w.key] = f"needs {tool}"
+            _say(f"not measured: workload {w.key} (needs {tool})")
+    workloads = [w for w in workloads if w.key not in skipped_workloads]
+    if not workloads:
+        raise StartError("no workload left to measure with the load generators installed")
     stage = servers.Stage(sup, tmp, found, versions, fast_port, app_port)
-    tools, skipped = _start_tools(stage, args.devrouter_arg, profile, wanted)
+    tools, skipped, stage = _start_tools(stage, args, profile, wanted)
     tools.insert(0, direct)
-    servers.check(direct)
-
-    per_round = sum(
-        seconds(w, profile)
-        if w.kind != "http" or not wrk_path
-        else max(1, round(seconds(w, profile)))
-        for w in workloads
+    peers.check(direct)
+    pairs = [(w, t) for w in workloads for t in tools if measure.applies(t, w)]
+    estimate = (
+        sum(
+            (
+                seconds(w, profile)
+                if w.kind != "http" or not wrk_path
+                else max(1, round(seconds(w, profile)))
+            )
+            + OVERHEAD_S
+            for w, _ in pairs
+        )
+        * rounds
     )
-    estimate = (per_round + OVERHEAD_S * len(workloads)) * len(tools) * rounds
     _say(
         f"{profile.name} profile: {rounds} round(s) x {len(workloads)} workload(s) x "
-        f"{len(tools)} tool(s), about {estimate / 60:.1f} min"
+        f"{len(tools)} tool(s) ({len(pairs)} measurements a round), about {estimate / 60:.1f} min"
     )
 
-    ctx = _Context(profile, wrk_path, args.wrk_threads, tmp, backend_procs)
+    cert = stage.cert
+    ctx = measure.Context(
+        profile, found.paths, args.wrk_threads, tmp, backend_procs, cert.ca if cert else None
+    )
     result: dict[str, Any] = {
-        "schema": 1,
+        "schema": 2,
         "started": started.isoformat(timespec="seconds"),
         "profile": profile.name,
         "rounds": rounds,
@@ -264,8 +280,23 @@ def _run(
             "app_info": _backend_info(app_port),
         },
         "machine": machine.describe(versions, ROOT),
+        "tls": {
+            "certificate": "ECDSA P-256 leaf for fast.localhost from devrouter's local CA, "
+            "served by every tool"
+            if cert
+            else None,
+            "client": "h2load (no verification); new connections: Python ssl, full handshake, "
+            "verified against the CA, ALPN http/1.1",
+        },
+        "baseline": args.baseline,
         "tools": {
-            t.name: {"kind": t.kind, "version": t.version, "port": t.fast.port, "notes": t.notes}
+            t.name: {
+                "kind": t.kind,
+                "version": t.version,
+                "port": t.fast.port,
+                "tls_port": t.tls.port if t.tls else None,
+                "notes": t.notes,
+            }
             for t in tools
         },
         "skipped": skipped,
@@ -277,7 +308,10 @@ def _run(
                 "backend": w.backend,
                 "path": w.path,
                 "method": w.method,
+                "scheme": w.scheme,
+                "protocol": w.protocol,
                 "connections": w.connections,
+                "streams": w.streams,
                 "seconds": seconds(w, profile),
                 "upload_bytes": upload_bytes(w, profile),
             }
@@ -289,13 +323,18 @@ def _run(
     interrupted = False
     try:
         if profile.warmup_s > 0:
-            warm = next((w for w in workloads if w.key == "small_c50"), workloads[0])
+            warm = [next((w for w in workloads if w.key == "small_c50"), workloads[0])]
+            warm += [w for w in workloads if w.protocol == "h2"][:1]
             for tool in tools:
-                ctx.measure_or_error(tool, warm, profile.warmup_s)
+                for w in warm:
+                    if measure.applies(tool, w):
+                        ctx.measure_or_error(tool, w, profile.warmup_s)
         for r in range(rounds):
             for w in workloads:
                 k = r % len(tools)
                 for tool in tools[k:] + tools[:k]:
+                    if not measure.applies(tool, w):
+                        continue
                     run = {"round": r + 1, "workload": w.key, "tool": tool.name}
                     run.update(ctx.measure_or_error(tool, w, seconds(w, profile)))
                     result["runs"].append(run)
@@ -306,9 +345,7 @@ def _run(
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
     result["interrupted"] = interrupted
     result["machine"]["load_average_at_end"] = machine.load_average()
-    result["summary"] = report.summarize(result["runs"])
-    result["ratios"] = report.ratios(result["summary"], result["tool_order"])
-    result["targets"] = report.targets(result["summary"])
+    _conclude(result)
     _say("")
     _say(report.text_report(result))
     _write(result, args.output, args.write_docs)
@@ -320,14 +357,27 @@ def _run(
     return 0
 
 
+def _conclude(result: dict[str, Any]) -> None:
+    """The summary, ratios and target checks of a result's runs."""
+    result["summary"] = report.summarize(result["runs"])
+    result["ratios"] = report.ratios(result["summary"], result["tool_order"])
+    result["targets"] = report.targets(result["summary"])
+    result["tls_targets"] = report.tls_targets(result["summary"], result["tool_order"])
+
+
 def _start_tools(
-    stage: servers.Stage, devrouter_args: list[str], profile: Profile, wanted: set[str] | None
-) -> tuple[list[servers.Tool], dict[str, str]]:
-    """devrouter (which must start) and each peer found and wanted (which may fail)."""
-    tools = [servers.start_devrouter(stage, devrouter_args)]
-    servers.check(tools[0])
+    stage: servers.Stage, args: argparse.Namespace, profile: Profile, wanted: set[str] | None
+) -> tuple[list[servers.Tool], dict[str, str], servers.Stage]:
+    """devrouter (which must start), each peer found and wanted (which may fail), and the
+    baseline when asked for (which must start); the stage, with the peers' certificate."""
+    tools = [servers.start_devrouter(stage, args.devrouter_arg)]
+    if tools[0].tls is not None:
+        state_dir = stage.tmp / "devrouter-state"
+        stage = dataclasses.replace(stage, cert=servers.peer_certificate(state_dir, stage.tmp))
+    ca_file = stage.cert.ca if stage.cert else None
+    peers.check(tools[0], ca_file)
     skipped = {n: why for n, why in stage.found.missing.items() if n in servers.PEERS}
-    for name, start in servers.PEER_STARTERS.items():
+    for name, start in peers.PEER_STARTERS.items():
         if name in skipped:
             pass
         elif wanted is not None and name not in wanted:
@@ -337,17 +387,21 @@ def _start_tools(
         else:
             try:
                 tool = start(stage)
-                servers.check(tool)
+                peers.check(tool, ca_file)
             except StartError as exc:
                 skipped[name] = f"did not start: {exc}"
             else:
                 tools.append(tool)
+    if args.baseline:
+        tools.append(servers.start_baseline(stage, ROOT, args.baseline, args.devrouter_arg))
+        peers.check(tools[-1])
     for tool in tools:
         notes = f" ({'; '.join(tool.notes)})" if tool.notes else ""
-        _say(f"{tool.name}: {tool.version} on 127.0.0.1:{tool.fast.port}{notes}")
+        tls = f", TLS on {tool.tls.port}" if tool.tls else ""
+        _say(f"{tool.name}: {tool.version} on 127.0.0.1:{tool.fast.port}{tls}{notes}")
     for name, why in skipped.items():
         _say(f"not measured: {name} ({why})")
-    return tools, skipped
+    return tools, skipped, stage
 
 
 def _backend_info(port: int) -> dict[str, Any]:
@@ -374,144 +428,13 @@ def _progress(r: int, rounds: int, w: Workload, tool: str, run: dict[str, Any]) 
     )
 
 
-class _Context:
-    def __init__(
-        self,
-        profile: Profile,
-        wrk_path: str | None,
-        wrk_threads: int,
-        tmp: Path,
-        backend_procs: dict[str, Proc],
-    ) -> None:
-        self.profile = profile
-        self.wrk_path = wrk_path
-        self.wrk_threads = wrk_threads
-        self.script = wrk.write_script(tmp) if wrk_path else None
-        self.backend_procs = backend_procs
-
-    def measure_or_error(self, tool: servers.Tool, w: Workload, secs: float) -> dict[str, Any]:
-        """`measure`, or {"error": ...} if it failed; the run goes on either way."""
-        try:
-            return self.measure(tool, w, secs)
-        except (
-            OSError,
-            ValueError,
-            RuntimeError,
-            TimeoutError,
-            subprocess.SubprocessError,
-            aiohttp.ClientError,
-        ) as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
-
-    def measure(self, tool: servers.Tool, w: Workload, secs: float) -> dict[str, Any]:
-        target = tool.fast if w.backend == "fast" else tool.app
-        backend = self.backend_procs[w.backend]
-        subject = tool.proc or backend
-        peak = [rss_bytes(subject.pid)]
-
-        def sample() -> None:
-            peak[0] = max(peak[0], rss_bytes(subject.pid))
-
-        cpu0, bcpu0 = cpu_seconds(subject.pid), cpu_seconds(backend.pid)
-        size = upload_bytes(w, self.profile)
-        raw: dict[str, Any] = {}
-        if w.kind == "http" and self.wrk_path and self.script:
-            argv = wrk.command(
-                self.wrk_path,
-                self.script,
-                f"http://127.0.0.1:{target.port}{w.path}",
-                target.host,
-                w.connections,
-                secs,
-                self.wrk_threads,
-            )
-            raw["argv"] = argv
-            out = _run_sampling(
-                argv,
-                {
-                    **os.environ,
-                    "BENCH_UPLOAD_BYTES": str(size),
-                    "BENCH_VARY": "1" if w.vary else "0",
-                },
-                sample,
-                timeout_s=secs + wrk.TIMEOUT_S + 30,
-            )
-            raw["stdout"] = out
-            figures = wrk.parse(out)
-        elif w.kind == "http":
-            figures = loadgen.run(
-                lambda: loadgen.bench_load(
-                    target.port, target.host, w.path, w.connections, secs, w.method, size
-                ),
-                sample,
-            )
-        elif w.kind == "ws":
-            figures = loadgen.run(
-                lambda: loadgen.ws_echo(target.port, target.host, w.path, secs), sample
-            )
-        else:
-            figures = loadgen.run(
-                lambda: loadgen.sse_first_event(target.port, target.host, w.path, secs), sample
-            )
-        sample()
-        cpu1, bcpu1 = cpu_seconds(subject.pid), cpu_seconds(backend.pid)
-        n, d = figures["requests"], figures["duration_s"]
-        figures["req_s"] = n / d if d > 0 else 0.0
-        if w.key == "large_1mib":
-            figures["mb_s"] = n * MIB / d / 1e6 if d > 0 else 0.0
-        elif size:
-            figures["mb_s"] = n * size / d / 1e6 if d > 0 else 0.0
-        if n and w.kind == "http":
-            figures["cpu_us_per_req"] = (cpu1 - cpu0) / n * 1e6
-            figures["backend_cpu_us_per_req"] = (bcpu1 - bcpu0) / n * 1e6
-        figures["rss_peak_mib"] = peak[0] / MIB
-        if n == 0:
-            raise RuntimeError(f"no request completed; {figures.get('errors')}")
-        return {"figures": figures, "raw": raw}
-
-
-def _run_sampling(
-    argv: list[str], env: dict[str, str], sample: Callable[[], None], timeout_s: float
-) -> str:
-    """Run a load generator, calling `sample()` while it runs; always reap it."""
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            sample()
-            try:
-                out, _ = proc.communicate(timeout=SAMPLE_INTERVAL_S)
-                break
-            except subprocess.TimeoutExpired:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{argv[0]} ran over {timeout_s:.0f} s") from None
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{argv[0]} exited {proc.returncode}: {out[-500:]}")
-    return out
-
-
 def _render(path: Path, out_dir: Path, write_docs: bool) -> int:
     try:
         result = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         print(f"benchmarks: cannot read {path}: {exc}", file=sys.stderr)
         return 2
-    result["summary"] = report.summarize(result["runs"])
-    result["ratios"] = report.ratios(result["summary"], result["tool_order"])
-    result["targets"] = report.targets(result["summary"])
+    _conclude(result)
     _say(report.text_report(result))
     _write(result, out_dir, write_docs, save_json=False)
     return 0

@@ -3,14 +3,19 @@
 Pure functions over the JSON-able result dict the runner builds; nothing here measures.
 
 Ratios are "tool ÷ other" of each workload's headline figure: for throughput (req/s, MB/s,
-round trips/s) higher is better, for the SSE time to first event lower is better. The
-added latency is a tool's median latency at 1 connection minus direct access's.
+round trips/s) higher is better, for the SSE time to first event and a new connection's time
+to its response lower is better. The added latency is a tool's median latency at 1 connection
+minus direct access's; what a TLS handshake adds is a tool's median new TLS connection minus
+its median new plain connection.
+
+The workloads that compare proxies with direct access (CLASSIC) have their tables; those of
+HTTPS, HTTP/2 and new connections (NEW: direct access has no TLS) have theirs.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 #: The figure that stands for each workload in ratio tables and charts: (key, unit, higher
@@ -24,6 +29,12 @@ HEADLINE: dict[str, tuple[str, str, bool]] = {
     "slow_backend": ("req_s", "req/s", True),
     "ws_echo": ("req_s", "round trips/s", True),
     "sse_first_event": ("p50_us", "us (p50)", False),
+    "plain_h1_c50": ("req_s", "req/s", True),
+    "tls_h1_c50": ("req_s", "req/s", True),
+    "tls_h2_c50x10": ("req_s", "req/s", True),
+    "new_conn_plain": ("p50_us", "us (p50)", False),
+    "new_conn_tls": ("p50_us", "us (p50)", False),
+    "conn_close_c10": ("req_s", "req/s", True),
 }
 SHORT = {
     "small_c1": "small 1c",
@@ -34,9 +45,27 @@ SHORT = {
     "slow_backend": "slow app",
     "ws_echo": "WS echo",
     "sse_first_event": "SSE 1st",
+    "plain_h1_c50": "h1 50c",
+    "tls_h1_c50": "HTTPS h1 50c",
+    "tls_h2_c50x10": "h2 50x10",
+    "new_conn_plain": "new conn",
+    "new_conn_tls": "new TLS conn",
+    "conn_close_c10": "conn close 10c",
 }
+CLASSIC = (
+    "small_c1",
+    "small_c1_varied",
+    "small_c50",
+    "large_1mib",
+    "upload_64mib",
+    "slow_backend",
+    "ws_echo",
+    "sse_first_event",
+)
+NEW = tuple(w for w in HEADLINE if w not in CLASSIC)
 _SUMMARY_KEYS = ("req_s", "mb_s", "cpu_us_per_req", "backend_cpu_us_per_req", "rss_peak_mib")
 _PCTS = ("p50", "p90", "p99", "p99_9")
+_PHASES = ("connect", "handshake", "response")
 
 
 def summarize(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -56,6 +85,10 @@ def summarize(runs: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
             values = [f["latency_us"][p] for f in figs if p in f.get("latency_us", {})]
             if values:
                 med[f"{p}_us"] = statistics.median(values)
+        for phase in _PHASES:
+            values = [f["phases_us"][phase] for f in figs if phase in f.get("phases_us", {})]
+            if values:
+                med[f"{phase}_p50_us"] = statistics.median(values)
         out.setdefault(workload, {})[tool] = med
     return out
 
@@ -103,12 +136,97 @@ def ratios(summary: dict[str, Any], tools: Sequence[str]) -> dict[str, Any]:
     for t in devrouter_vs:
         devrouter_vs[t]["added_latency_c1"] = _ratio(added.get("devrouter"), added.get(t))
         devrouter_vs[t]["added_latency_c1_varied"] = _ratio(varied.get("devrouter"), varied.get(t))
+
+    def per_tool(a: str, b: str) -> dict[str, float | None]:
+        return {t: _ratio(headline(summary, a, t), headline(summary, b, t)) for t in tools}
+
     return {
         "vs_direct": vs_direct,
         "devrouter_vs": devrouter_vs,
         "added_latency_us_c1": added,
         "added_latency_us_c1_varied": varied,
+        "tls_added_us": {t: tls_added_us(summary, t) for t in tools},
+        "https_vs_plain_h1": per_tool("tls_h1_c50", "plain_h1_c50"),
+        "h2_vs_https_h1": per_tool("tls_h2_c50x10", "tls_h1_c50"),
     }
+
+
+def tls_added_us(summary: dict[str, Any], tool: str) -> float | None:
+    """What a TLS handshake adds to a new connection's time to its response (p50, us)."""
+    tls = summary.get("new_conn_tls", {}).get(tool, {}).get("p50_us")
+    plain = summary.get("new_conn_plain", {}).get(tool, {}).get("p50_us")
+    return None if tls is None or plain is None else tls - plain
+
+
+def baseline_of(tools: Sequence[str]) -> str | None:
+    return next((t for t in tools if t.startswith("devrouter@")), None)
+
+
+def tls_targets(summary: dict[str, Any], tools: Sequence[str]) -> list[dict[str, Any]]:
+    """The goals of the HTTPS and HTTP/2 work, checked against this run; rows whose `goal`
+    is False are comparisons to read, not goals (their `met` is None)."""
+
+    def get(w: str, t: str | None, k: str = "req_s") -> float | None:
+        v = summary.get(w, {}).get(t or "", {}).get(k)
+        return None if v is None else float(v)
+
+    out: list[dict[str, Any]] = []
+
+    def add(
+        name: str, value: float | None, limit: float | None, at_least: bool, goal: bool
+    ) -> None:
+        ok = None
+        if goal and value is not None and limit is not None:
+            ok = value >= limit if at_least else value < limit
+        ratio = _ratio(value, limit) if not goal else None
+        out.append(
+            {"target": name, "value": value, "limit": limit, "met": ok, "goal": goal,
+             "ratio": ratio}
+        )  # fmt: skip
+
+    plain = get("plain_h1_c50", "devrouter")
+    add(
+        "HTTPS/1.1 50c req/s >= 0.7x devrouter's plain (h2load)",
+        get("tls_h1_c50", "devrouter"),
+        0.7 * plain if plain is not None else None,
+        True,
+        True,
+    )
+    caddy = get("tls_h2_c50x10", "caddy")
+    h2 = get("tls_h2_c50x10", "devrouter")
+    add("HTTP/2 50x10 req/s >= 1.5x Caddy", h2, 1.5 * caddy if caddy else None, True, True)
+    add("HTTP/2 50x10 req/s vs nginx", h2, get("tls_h2_c50x10", "nginx"), True, False)
+    add(
+        "TLS handshake added p50 < 2 ms (us)",
+        tls_added_us(summary, "devrouter"),
+        2000.0,
+        False,
+        True,
+    )
+    base = baseline_of(tools)
+    if base is not None:
+        add(
+            f"new plain connection p50 (us) vs {base}",
+            get("new_conn_plain", "devrouter", "p50_us"),
+            get("new_conn_plain", base, "p50_us"),
+            False,
+            False,
+        )
+        add(
+            f"Connection: close 10c req/s vs {base}",
+            get("conn_close_c10", "devrouter"),
+            get("conn_close_c10", base),
+            True,
+            False,
+        )
+        add(
+            f"small 50c req/s (keep-alive) vs {base}",
+            get("small_c50", "devrouter"),
+            get("small_c50", base),
+            True,
+            False,
+        )
+    return out
 
 
 def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -175,6 +293,8 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         v = s.get(w, {}).get(t, {}).get(k)
         return None if v is None else float(v)
 
+    if not any(w in s for w in CLASSIC):  # only HTTPS, HTTP/2 or new connections measured
+        return _new_tables(result, g)
     out = []
     out.append(
         (
@@ -263,7 +383,7 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
             ],
         )
     )
-    workloads = [w for w in HEADLINE if w in s]
+    workloads = [w for w in CLASSIC if w in s]
     vs = result["ratios"]["vs_direct"]
     out.append(
         (
@@ -289,7 +409,91 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
             ],
         )
     )
+    out += _new_tables(result, g)
     return out
+
+
+def _new_tables(
+    result: dict[str, Any], g: Callable[[str, str, str], float | None]
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables of the HTTPS, HTTP/2 and new-connection workloads, when any was measured."""
+    s = result["summary"]
+    if not any(w in s for w in NEW):
+        return []
+    tools = [t for t in result["tool_order"] if any(t in s.get(w, {}) for w in NEW)]
+    r = result["ratios"]
+    https_vs_plain = r.get("https_vs_plain_h1", {})
+    added = r.get("tls_added_us", {})
+    out = [
+        (
+            "HTTPS and HTTP/2: small responses at 50 connections (h2load, 1 thread)",
+            ["tool", "plain h1 req/s", "HTTPS h1 req/s", "HTTPS ÷ plain", "h2 50x10 req/s",
+             "h2 p50 us", "h2 p99 us", "h2 CPU us/req", "HTTPS h1 CPU us/req", "h2 peak RSS MiB"],
+            [
+                [
+                    t,
+                    _fmt(g("plain_h1_c50", t, "req_s")),
+                    _fmt(g("tls_h1_c50", t, "req_s")),
+                    _fmt(https_vs_plain.get(t), "ratio"),
+                    _fmt(g("tls_h2_c50x10", t, "req_s")),
+                    _fmt(g("tls_h2_c50x10", t, "p50_us")),
+                    _fmt(g("tls_h2_c50x10", t, "p99_us")),
+                    _fmt(g("tls_h2_c50x10", t, "cpu_us_per_req")),
+                    _fmt(g("tls_h1_c50", t, "cpu_us_per_req")),
+                    _fmt(g("tls_h2_c50x10", t, "rss_peak_mib")),
+                ]
+                for t in tools
+            ],
+        ),
+        (
+            "New connections, one at a time: connect to the whole response, in us",
+            ["tool", "plain p50", "plain p99", "TLS p50", "TLS p99", "TLS added p50",
+             "handshake p50", "CPU us/TLS conn", "CPU us/plain conn", "conn close 10c req/s"],
+            [
+                [
+                    t,
+                    _fmt(g("new_conn_plain", t, "p50_us")),
+                    _fmt(g("new_conn_plain", t, "p99_us")),
+                    _fmt(g("new_conn_tls", t, "p50_us")),
+                    _fmt(g("new_conn_tls", t, "p99_us")),
+                    _fmt(added.get(t), "signed"),
+                    _fmt(g("new_conn_tls", t, "handshake_p50_us")),
+                    _fmt(g("new_conn_tls", t, "cpu_us_per_req")),
+                    _fmt(g("new_conn_plain", t, "cpu_us_per_req")),
+                    _fmt(g("conn_close_c10", t, "req_s")),
+                ]
+                for t in tools
+            ],
+        ),
+    ]  # fmt: skip
+    workloads = [w for w in NEW if w in s]
+    dv = r["devrouter_vs"]
+    out.append(
+        (
+            "devrouter ÷ each other tool: HTTPS, HTTP/2, new connections (new conn: lower is "
+            "better)",
+            ["devrouter ÷", *(SHORT[w] for w in workloads)],
+            [
+                [t, *(_fmt(dv[t].get(w), "ratio") for w in workloads)]
+                for t in tools
+                if t in dv and any(dv[t].get(w) is not None for w in workloads)
+            ],
+        )
+    )
+    return out
+
+
+def _target_rows(targets: list[dict[str, Any]]) -> list[list[str]]:
+    def result(t: dict[str, Any]) -> str:
+        if not t.get("goal", True):
+            return f"{_fmt(t.get('ratio'), 'ratio')} (no goal)"
+        return {True: "met", False: "missed", None: "not measured"}[t["met"]]
+
+    return [
+        [t["target"].replace(">=", "≥").replace("<=", "≤"), _fmt(t["value"]), _fmt(t["limit"]),
+         result(t)]
+        for t in targets
+    ]  # fmt: skip
 
 
 def render_text(title: str, header: list[str], rows: list[list[str]]) -> str:
@@ -328,7 +532,8 @@ def machine_line(result: dict[str, Any]) -> str:
     peers = ", ".join(
         f"{name} {m[key].removeprefix('nginx/').removeprefix('wrk ')}"
         for name, key in (("nginx", "nginx"), ("HAProxy", "haproxy"), ("Caddy", "caddy"),
-                          ("portless", "portless"), ("Node", "node"), ("wrk", "wrk"))
+                          ("portless", "portless"), ("Node", "node"), ("wrk", "wrk"),
+                          ("h2load", "h2load"))
         if m.get(key)
     )  # fmt: skip
     load = m.get("load_average_at_start"), m.get("load_average_at_end")
@@ -344,26 +549,28 @@ def machine_line(result: dict[str, Any]) -> str:
     )
 
 
+TLS_TARGETS_TITLE = "Goals of the HTTPS and HTTP/2 work (and comparisons, marked no goal)"
+
+
 def text_report(result: dict[str, Any]) -> str:
     parts = [render_text(*t) for t in tables(result)]
-    lines = []
-    for t in result["targets"]:
-        mark = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        lines.append(
-            f"  {t['target']:<42} {_fmt(t['value']):>10}  limit {_fmt(t['limit']):>10}  {mark}"
-        )
-    parts.append("Targets of the performance issue\n" + "\n".join(lines))
+    header = ["target", "devrouter", "limit", "result"]
+    parts.append(
+        render_text("Targets of the performance issue", header, _target_rows(result["targets"]))
+    )
+    if result.get("tls_targets"):
+        rows = _target_rows(result["tls_targets"])
+        parts.append(render_text(TLS_TARGETS_TITLE, header, rows))
     return "\n\n".join(parts)
 
 
 def markdown_report(result: dict[str, Any]) -> str:
     parts = [f"Machine: {machine_line(result)}.", ""]
     parts += [render_markdown(*t) + "\n" for t in tables(result)]
-    rows = [
-        [t["target"].replace(">=", "≥").replace("<=", "≤"), _fmt(t["value"]), _fmt(t["limit"]),
-         {True: "met", False: "missed", None: "not measured"}[t["met"]]]
-        for t in result["targets"]
-    ]  # fmt: skip
     header = ["target", "devrouter", "limit", "result"]
+    rows = _target_rows(result["targets"])
     parts.append(render_markdown("Targets of the performance issue", header, rows) + "\n")
+    if result.get("tls_targets"):
+        rows = _target_rows(result["tls_targets"])
+        parts.append(render_markdown(TLS_TARGETS_TITLE, header, rows) + "\n")
     return "\n".join(parts)

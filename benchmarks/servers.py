@@ -1,14 +1,18 @@
-"""The servers of a run: the two backends, devrouter, and each peer proxy found installed.
+"""The servers of a run: what is installed, the two backends, devrouter, and the baseline.
 
 Each `start_*` writes its config into the run's temporary directory, starts the process
 through the Supervisor, waits for its port, and returns a `Tool`: where to send the "fast"
-and the "app" requests (a loopback port and the Host header), and which process to sample
-for CPU and memory. Every server listens on 127.0.0.1 only.
+and the "app" requests (a loopback port and the Host header), where to send TLS requests when
+it answers TLS, and which process to sample for CPU and memory. Every server listens on
+127.0.0.1 only. The peer proxies are in `benchmarks.peers`.
 
-The configs are the plain, documented way to run each proxy, with only what a fair
-comparison needs: one worker or thread where the proxy has the choice (nginx, HAProxy),
-keep-alive to the backends, bodies streamed rather than buffered to disk (nginx's
-`proxy_request_buffering off`), WebSocket upgrades passed, no access logs.
+devrouter answers TLS on its one port with certificates from its local CA, made in its state
+directory when it starts; `peer_certificate` takes the leaf it serves for fast.localhost (the
+same key, certificate and CA) and writes it where the peers read it.
+
+The baseline (`--baseline REV`) is devrouter as it was at an earlier revision: that
+revision's tree, exported with `git archive` into the run's temporary directory (the working
+tree and the repository are left alone), run with the same Python and config.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend import LARGE_BODY, SMALL_BODY
 from .procs import LOOPBACK, Proc, StartError, Supervisor, free_port, wait_port
 
+#: The checkout these benchmarks belong to: its devrouter is the one measured.
+REPO = Path(__file__).resolve().parent.parent
 FAST_NAME = "fast"
 APP_NAME = "app"
 PEERS = ("nginx", "haproxy", "caddy", "portless")
@@ -45,13 +51,19 @@ class Tool:
     app: Target
     proc: Proc | None  # sampled for CPU and memory; None for direct (the backend is)
     notes: list[str] = field(default_factory=list)
+    tls: Target | None = None  # where to send TLS requests for the fast backend, if anywhere
 
 
-def run_text(argv: list[str], timeout_s: float = 20.0) -> str:
+def run_text(argv: list[str], timeout_s: float = 20.0, env: dict[str, str] | None = None) -> str:
     """stdout+stderr of a short command, or '' if it cannot run."""
     try:
         p = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -107,7 +119,7 @@ class Found:
 
 def discover(without: set[str], cwd: Path) -> Found:
     found = Found()
-    for name in ("wrk", "nginx", "haproxy", "caddy"):
+    for name in ("wrk", "h2load", "nginx", "haproxy", "caddy"):
         if name in without:
             found.missing[name] = "left out (--without)"
             continue
@@ -144,6 +156,9 @@ def versions(found: Found) -> dict[str, str]:
         out["caddy"] = nth_word(run_text([found.paths["caddy"], "version"]), 0)
     if "wrk" in found.paths:
         out["wrk"] = nth_word(run_text([found.paths["wrk"], "-v"]), 1)
+    if "h2load" in found.paths:
+        text = nth_word(run_text([found.paths["h2load"], "--version"]), 1)
+        out["h2load"] = text.removeprefix("nghttp2/")
     if "portless" in found.paths:
         pkg = Path(found.paths["portless"]) / "package.json"
         out["portless"] = str(json.loads(pkg.read_text()).get("version", "unknown"))
@@ -159,13 +174,13 @@ def start_aiohttp_backend(sup: Supervisor, name: str) -> tuple[Proc, int]:
     proc = sup.start(
         name,
         [sys.executable, "-m", "benchmarks.backend", "--port", str(port)],
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPO,
     )
     wait_port(proc, port)
     return proc, port
 
 
-def _nginx_common(tmp: Path, name: str) -> str:
+def nginx_common(tmp: Path, name: str) -> str:
     temp = tmp / f"{name}-temp"
     temp.mkdir(exist_ok=True)
     return f"""
@@ -203,7 +218,7 @@ def start_nginx_backend(sup: Supervisor, tmp: Path, nginx: str) -> tuple[Proc, i
     port = free_port()
     conf = tmp / "nginx-backend.conf"
     conf.write_text(
-        _nginx_common(tmp, "nginx-backend")
+        nginx_common(tmp, "nginx-backend")
         + f"""
   open_file_cache max=64 inactive=600s;
   server {{
@@ -244,9 +259,10 @@ class Stage:
     versions: dict[str, str]
     fast_port: int
     app_port: int
+    cert: CertFiles | None = None  # the TLS certificate the peers serve, when there is one
 
 
-def _targets(port: int) -> tuple[Target, Target]:
+def targets(port: int) -> tuple[Target, Target]:
     return (
         Target(port, f"{FAST_NAME}.localhost:{port}"),
         Target(port, f"{APP_NAME}.localhost:{port}"),
@@ -275,225 +291,105 @@ def start_devrouter(st: Stage, extra_args: list[str]) -> Tool:
         str(tmp / "devrouter-state"),
         *extra_args,
     ]
-    version = first_line(run_text([sys.executable, "-m", "devrouter", "--version"]))
-    proc = sup.start("devrouter", argv, cwd=tmp)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's, whatever is installed
+    version = first_line(run_text([sys.executable, "-m", "devrouter", "--version"], env=env))
+    proc = sup.start("devrouter", argv, env=env, cwd=tmp)
     wait_port(proc, port)
-    fast, app = _targets(port)
+    fast, app = targets(port)
     notes = [" ".join(["devrouter serve --no-access-log", *extra_args])]
-    return Tool("devrouter", "router", version, fast, app, proc, notes)
+    tls = Target(port, fast.host) if ca_file(tmp / "devrouter-state").is_file() else None
+    if tls is not None:
+        notes.append("TLS, HTTP/2 and plain HTTP on the one port")
+    return Tool("devrouter", "router", version, fast, app, proc, notes, tls)
 
 
-def start_nginx_proxy(st: Stage) -> Tool:
-    sup, tmp, fast_port, app_port = st.sup, st.tmp, st.fast_port, st.app_port
-    nginx, version = st.found.paths["nginx"], st.versions["nginx"]
+# --- TLS certificates ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    ca: Path  # devrouter's CA certificate: what clients verify against
+    cert: Path  # the leaf for fast.localhost
+    key: Path
+    combined: Path  # certificate then key (HAProxy's `crt`)
+
+
+def ca_file(state_dir: Path) -> Path:
+    """Where devrouter keeps its CA certificate in `state_dir` (it may not exist)."""
+    from devrouter.tls.ca import ca_paths
+
+    return ca_paths(state_dir).cert
+
+
+def peer_certificate(state_dir: Path, tmp: Path) -> CertFiles | None:
+    """The leaf devrouter serves for fast.localhost (loaded, or issued as it would issue it),
+    written for the peers; None when devrouter made no CA (TLS off)."""
+    from devrouter.tls.ca import LocalCA
+
+    ca = LocalCA.load(state_dir)
+    if ca is None:
+        return None
+    leaf = ca.leaf(f"{FAST_NAME}.localhost")
+    out = tmp / "tls"
+    out.mkdir(mode=0o755, exist_ok=True)
+    files = CertFiles(ca.paths.cert, out / "fast.crt", out / "fast.key", out / "fast.pem")
+    files.cert.write_bytes(leaf.cert_pem)
+    for path, data in ((files.key, leaf.key_pem), (files.combined, leaf.cert_pem + leaf.key_pem)):
+        path.touch(mode=0o600)
+        path.write_bytes(data)
+    return files
+
+
+# --- the baseline ------------------------------------------------------------------------------
+
+
+def export_revision(repo: Path, rev: str, into: Path) -> str:
+    """`rev`'s tree of `repo` in `into` (git archive: no worktree, no change to the repository);
+    returns the revision's short hash."""
+    try:
+        short = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", f"{rev}^{{commit}}"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise StartError(f"baseline: {rev!r} is not a revision of {repo}: {exc}") from None
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.Popen(
+        ["git", "-C", str(repo), "archive", "--format=tar", short, "devrouter"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert archive.stdout is not None
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(into, filter="data")
+    finally:
+        if archive.wait(timeout=60) != 0:
+            raise StartError(f"baseline: git archive {short} failed")
+    return short
+
+
+def start_baseline(st: Stage, repo: Path, rev: str, extra_args: list[str]) -> Tool:
+    """devrouter at revision `rev`, as `start_devrouter` runs the current one (plain only)."""
+    tree = st.tmp / "baseline"
+    short = export_revision(repo, rev, tree)
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import devrouter; print(devrouter.__file__)"],
+        capture_output=True, text=True, timeout=30, env=env, cwd=tree,
+    ).stdout.strip()  # fmt: skip
+    if not where.startswith(str(tree)):
+        raise StartError(f"baseline: Python imports devrouter from {where!r}, not {tree}")
     port = free_port()
-    conf = tmp / "nginx-proxy.conf"
-    conf.write_text(
-        _nginx_common(tmp, "nginx-proxy")
-        + f"""
-  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
-  upstream {FAST_NAME} {{ server {LOOPBACK}:{fast_port}; keepalive 64;
-                          keepalive_requests 100000000; }}
-  upstream {APP_NAME} {{ server {LOOPBACK}:{app_port}; keepalive 64;
-                         keepalive_requests 100000000; }}
-  proxy_http_version 1.1;
-  proxy_set_header Host $http_host;
-  proxy_set_header Upgrade $http_upgrade;
-  proxy_set_header Connection $connection_upgrade;
-  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-  proxy_request_buffering off;
-  proxy_read_timeout 60s;
-  server {{
-    listen {LOOPBACK}:{port} backlog=1024;
-    server_name {FAST_NAME}.localhost;
-    location / {{ proxy_pass http://{FAST_NAME}; }}
-  }}
-  server {{
-    listen {LOOPBACK}:{port};
-    server_name {APP_NAME}.localhost;
-    location / {{ proxy_pass http://{APP_NAME}; }}
-  }}
-}}
-"""
-    )
-    proc = sup.start(
-        "nginx-proxy",
-        [nginx, "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "nginx-proxy-error.log")],
-    )
+    conf = st.tmp / "devrouter.yaml"  # the same routes as the current one's
+    argv = [
+        sys.executable, "-m", "devrouter", "serve", "--config", str(conf),
+        "--listen", f"{LOOPBACK}:{port}", "--log-level", "warning", "--no-access-log",
+        "--state-dir", str(st.tmp / "baseline-state"), *extra_args,
+    ]  # fmt: skip
+    name = f"devrouter@{short}"
+    proc = st.sup.start("devrouter-baseline", argv, env=env, cwd=tree)
     wait_port(proc, port)
-    fast, app = _targets(port)
-    return Tool(
-        "nginx",
-        "peer",
-        version,
-        fast,
-        app,
-        proc,
-        ["1 worker, upstream keepalive 64, proxy_request_buffering off"],
-    )
-
-
-def start_haproxy(st: Stage) -> Tool:
-    sup, tmp, fast_port, app_port = st.sup, st.tmp, st.fast_port, st.app_port
-    haproxy, version = st.found.paths["haproxy"], st.versions["haproxy"]
-    port = free_port()
-    conf = tmp / "haproxy.cfg"
-    conf.write_text(
-        f"""global
-  nbthread 1
-  maxconn 4096
-
-defaults
-  mode http
-  option http-keep-alive
-  option forwardfor
-  http-reuse always
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout tunnel 60s
-  timeout http-keep-alive 60s
-
-frontend routes
-  bind {LOOPBACK}:{port}
-  use_backend {APP_NAME} if {{ req.hdr(host),field(1,:) -m str -i {APP_NAME}.localhost }}
-  default_backend {FAST_NAME}
-
-backend {FAST_NAME}
-  server s1 {LOOPBACK}:{fast_port}
-
-backend {APP_NAME}
-  option http-no-delay
-  server s1 {LOOPBACK}:{app_port}
-"""
-    )
-    proc = sup.start("haproxy", [haproxy, "-db", "-f", str(conf)])
-    wait_port(proc, port)
-    fast, app = _targets(port)
-    return Tool(
-        "haproxy",
-        "peer",
-        version,
-        fast,
-        app,
-        proc,
-        ["nbthread 1, http-reuse always, http-no-delay for the app backend (SSE)"],
-    )
-
-
-def start_caddy(st: Stage) -> Tool:
-    sup, tmp, fast_port, app_port = st.sup, st.tmp, st.fast_port, st.app_port
-    caddy, version = st.found.paths["caddy"], st.versions["caddy"]
-    port = free_port()
-    home = tmp / "caddy-home"
-    home.mkdir(exist_ok=True)
-    conf = tmp / "Caddyfile"
-    conf.write_text(
-        f"""{{
-\tadmin off
-\tauto_https off
-\tdefault_bind {LOOPBACK}
-}}
-
-http://{FAST_NAME}.localhost:{port} {{
-\treverse_proxy {LOOPBACK}:{fast_port}
-}}
-
-http://{APP_NAME}.localhost:{port} {{
-\treverse_proxy {LOOPBACK}:{app_port}
-}}
-"""
-    )
-    env = {
-        **os.environ,
-        "HOME": str(home),
-        "XDG_DATA_HOME": str(home / "data"),
-        "XDG_CONFIG_HOME": str(home / "config"),
-    }
-    argv = [caddy, "run", "--config", str(conf), "--adapter", "caddyfile"]
-    proc = sup.start("caddy", argv, env=env, cwd=tmp)
-    wait_port(proc, port)
-    fast, app = _targets(port)
-    return Tool(
-        "caddy",
-        "peer",
-        version,
-        fast,
-        app,
-        proc,
-        [f"reverse_proxy, GOMAXPROCS default ({os.cpu_count()})"],
-    )
-
-
-_PORTLESS_LAUNCHER = """// portless's own proxy server (createProxyServer of the installed package)
-// with two static routes, listening on 127.0.0.1 only (its CLI listens on every
-// interface).
-import {{ createProxyServer }} from {module};
-const routes = [
-  {{ hostname: "{fast}.localhost", port: {fast_port} }},
-  {{ hostname: "{app}.localhost", port: {app_port} }},
-];
-const server = createProxyServer({{ getRoutes: () => routes, proxyPort: {port} }});
-server.listen({port}, "{loopback}", () => console.log("portless proxy ready on {port}"));
-"""
-
-
-def start_portless(st: Stage) -> Tool:
-    sup, tmp, fast_port, app_port = st.sup, st.tmp, st.fast_port, st.app_port
-    pkg, node, version = st.found.paths["portless"], st.found.paths["node"], st.versions["portless"]
-    port = free_port()
-    module = json.dumps((Path(pkg) / "dist" / "index.js").resolve().as_uri())
-    script = tmp / "portless-proxy.mjs"
-    script.write_text(
-        _PORTLESS_LAUNCHER.format(
-            module=module,
-            fast=FAST_NAME,
-            app=APP_NAME,
-            fast_port=fast_port,
-            app_port=app_port,
-            port=port,
-            loopback=LOOPBACK,
-        )
-    )
-    proc = sup.start("portless", [node, str(script)], cwd=tmp)
-    wait_port(proc, port)
-    fast, app = _targets(port)
-    return Tool(
-        "portless",
-        "peer",
-        version,
-        fast,
-        app,
-        proc,
-        ["createProxyServer() of the installed package, on 127.0.0.1"],
-    )
-
-
-PEER_STARTERS: dict[str, Callable[[Stage], Tool]] = {
-    "nginx": start_nginx_proxy,
-    "haproxy": start_haproxy,
-    "caddy": start_caddy,
-    "portless": start_portless,
-}
-
-
-def check(tool: Tool) -> None:
-    """One request to each backend through the tool; raise StartError if it does not work."""
-    import http.client
-
-    for target, path, size in ((tool.fast, "/small", len(SMALL_BODY)), (tool.app, "/slow", 0)):
-        conn = http.client.HTTPConnection(LOOPBACK, target.port, timeout=10)
-        try:
-            conn.putrequest("GET", path, skip_host=True)
-            conn.putheader("Host", target.host)
-            conn.endheaders()
-            resp = conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise StartError(f"{tool.name}: GET {path} failed: {exc}") from None
-        finally:
-            conn.close()
-        if resp.status != 200 or (size and len(body) != size):
-            raise StartError(
-                f"{tool.name}: GET {path} answered {resp.status} with {len(body)} bytes"
-            )
+    fast, app = targets(port)
+    notes = [f"the same command, from `git archive {short}`"]
+    return Tool(name, "baseline", f"devrouter at {short}", fast, app, proc, notes)

@@ -8,13 +8,15 @@ figures come from the JSON line and fall back to the text when it is missing.
 For uploads the script sets `wrk.method` and `wrk.body` (wrk then sends Content-Length), so
 every request carries the whole body. With BENCH_VARY=1 it alternates two values of one
 header field from request to request (two requests formatted once, so the cost to wrk is a
-Lua call per request, the same for every tool).
+Lua call per request, the same for every tool). Extra header fields go on the command line
+(`Connection: close` makes wrk open a new connection for every request).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,7 @@ def command(
     connections: int,
     seconds: float,
     threads: int,
+    headers: Sequence[str] = (),
 ) -> list[str]:
     # wrk takes whole seconds or a unit suffix; milliseconds are not accepted, so round up
     # to at least one second for tiny smoke runs.
@@ -88,6 +91,7 @@ def command(
         str(script),
         "-H",
         f"Host: {host}",
+        *(arg for field in headers for arg in ("-H", field)),
         url,
     ]
 

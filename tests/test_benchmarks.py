@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end (no timing assertions), on the tools this machine has
-and with the fallbacks forced (no nginx, no wrk), and stops every process it started, also
-when interrupted.
+and with the fallbacks forced (no nginx, no wrk, no h2load), and stops every process it
+started, also when interrupted. Its HTTPS, HTTP/2 and new-connection workloads produce their
+fields, and the baseline (an earlier revision of devrouter) runs beside the current one.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `benchmarks` is not an installed package; it lives in the repo
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import report, wrk  # noqa: E402
+from benchmarks import h2load, report, wrk  # noqa: E402
 from benchmarks.cli import WITHOUT_ENV  # noqa: E402
-from benchmarks.workloads import WORKLOADS  # noqa: E402
+from benchmarks.workloads import WORKLOADS, needs  # noqa: E402
 
 #: Bound of one smoke run of the harness, in seconds (it takes about 5-15).
 RUN_TIMEOUT_S = 150
@@ -46,13 +47,18 @@ def run_harness(out: Path, *extra: str, env: dict[str, str] | None = None) -> di
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result: dict[str, Any] = json.loads((out / "latest.json").read_text())
     assert result["profile"] == "smoke"
+    generators = {"wrk"} if result["load_generator"]["name"] == "wrk" else set()
+    generators |= {"h2load"} if "h2load" in result["load_generator"] else set()
     skipped = result["skipped_workloads"]
-    with_wrk = result["load_generator"]["name"] == "wrk"
-    assert skipped == ({} if with_wrk else {w.key: "needs wrk" for w in WORKLOADS if w.vary})
+    assert skipped == {
+        w.key: f"needs {needs(w)}" for w in WORKLOADS if needs(w) not in (None, *generators)
+    }
+    tls = result["tools"]["devrouter"]["tls_port"] is not None
     for workload in WORKLOADS:
-        if workload.key in skipped:
+        if workload.key in skipped or (workload.scheme == "https" and not tls):
             continue
-        for tool in ("direct", "devrouter"):
+        tools = ("devrouter",) if workload.scheme == "https" else ("direct", "devrouter")
+        for tool in tools:
             figures = result["summary"][workload.key][tool]
             key = report.HEADLINE[workload.key][0]
             assert figures.get(key, 0) > 0, (workload.key, tool, figures)
@@ -61,24 +67,64 @@ def run_harness(out: Path, *extra: str, env: dict[str, str] | None = None) -> di
     assert result["machine"]["cpu_model"] and result["machine"]["cores"]
     assert result["summary"]["small_c50"]["devrouter"]["rss_peak_mib"] > 0
     assert "cpu_us_per_req" in result["summary"]["small_c50"]["devrouter"]
+    assert result["summary"]["new_conn_plain"]["devrouter"]["connect_p50_us"] > 0
+    goals = {t["target"]: t for t in result["tls_targets"]}
+    assert all(t["met"] is None for t in goals.values() if not t["goal"])
+    if tls:
+        assert result["tls"]["certificate"]
+        assert result["summary"]["new_conn_tls"]["devrouter"]["handshake_p50_us"] > 0
+        assert result["ratios"]["tls_added_us"]["devrouter"] is not None
+        assert goals["TLS handshake added p50 < 2 ms (us)"]["value"] is not None
+    if tls and "h2load" in generators:
+        alpn = {
+            r["workload"]: r["figures"]["tls"]["alpn"]
+            for r in runs
+            if r["workload"] in ("tls_h1_c50", "tls_h2_c50x10")
+        }
+        assert alpn == {"tls_h1_c50": "http/1.1", "tls_h2_c50x10": "h2"}
+        assert result["ratios"]["https_vs_plain_h1"]["devrouter"] is not None
+        assert result["summary"]["tls_h2_c50x10"]["devrouter"]["p99_us"] > 0
     ET.fromstring((out / "latest.svg").read_text())  # well-formed SVG
-    assert "| tool |" in (out / "latest.md").read_text()
+    md = (out / "latest.md").read_text()
+    assert "| tool |" in md and "Goals of the HTTPS and HTTP/2 work" in md
     assert "Throughput" in proc.stdout
     return result
 
 
+def _git_revision() -> str | None:
+    if shutil.which("git") is None:
+        return None
+    proc = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30)
 def test_smoke_with_what_is_installed(tmp_path: Path) -> None:
-    result = run_harness(tmp_path)
+    revision = _git_revision()
+    extra = ("--baseline", "HEAD") if revision else ()
+    result = run_harness(tmp_path, *extra)
     assert result["load_generator"]["name"] in ("wrk", "devrouter bench")
+    if revision:  # the baseline runs on its own workloads, beside the current devrouter
+        base = f"devrouter@{revision}"
+        assert result["tools"][base]["kind"] == "baseline"
+        assert result["summary"]["new_conn_plain"][base]["p50_us"] > 0
+        assert base not in result["summary"].get("small_c1_varied", {})
+        assert any(base in t["target"] for t in result["tls_targets"])
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 30)
-def test_smoke_without_nginx_and_wrk(tmp_path: Path) -> None:
-    result = run_harness(tmp_path, env={WITHOUT_ENV: "nginx,wrk"})
+def test_smoke_without_nginx_wrk_and_h2load(tmp_path: Path) -> None:
+    result = run_harness(tmp_path, env={WITHOUT_ENV: "nginx,wrk,h2load"})
     assert result["load_generator"]["name"] == "devrouter bench"
     assert result["backends"]["fast"].startswith("aiohttp")
     assert "nginx" not in result["tools"]
+    assert result["skipped_workloads"]["tls_h2_c50x10"] == "needs h2load"
 
 
 def _marked_pids(marker: str) -> list[int]:
@@ -204,3 +250,57 @@ def test_the_varied_workload_alternates_a_field_and_keeps_the_host(tmp_path: Pat
     values = [h.split(b"X-Bench-Vary: ")[1].split(b"\r\n")[0] for h in seen[:6]]
     assert values in ([b"a", b"bb"] * 3, [b"bb", b"a"] * 3)
     assert all(b"\r\nHost: fast.localhost:1" in h for h in seen)
+
+
+H2LOAD_OUTPUT = """starting benchmark...
+spawning thread #0: 5 total client(s). Timing-based test with 0.3s of warm-up time and 0.5s of main duration for measurements.
+TLS Protocol: TLSv1.3
+Cipher: TLS_AES_256_GCM_SHA384
+Server Temp Key: X25519 253 bits
+Application protocol: h2
+
+finished in 801.08ms, 2844.00 req/s, 374.94KB/s
+requests: 1430 total, 1430 started, 1430 done, 1422 succeeded, 8 failed, 5 errored, 2 timeout
+status codes: 1422 2xx, 0 3xx, 3 4xx, 0 5xx
+traffic: 187.47KB (191970) total, 18.59KB (19040) headers (space savings 95.55%), 227.05KB (232500) data
+                     min         max         mean         sd        +/- sd
+time for request:     3.19ms     41.61ms     17.56ms      6.06ms    73.00%
+"""  # noqa: E501
+
+
+def test_h2load_output_and_log_are_parsed(tmp_path: Path) -> None:
+    log = tmp_path / "h2load.log"
+    rows = [f"1700000000{i:06d}\t200\t{100 * (i + 1)}" for i in range(100)]
+    log.write_text("\n".join([*rows, "1700000000999999\t-1\t5", "1700000001000000\t404\t7"]))
+    figures = h2load.parse(H2LOAD_OUTPUT, 0.5, log)
+    assert figures["requests"] == 1422 and figures["duration_s"] == 0.5
+    assert figures["bytes"] == 191970
+    assert figures["errors"] == {"connect": 0, "read": 3, "write": 0, "status": 3, "timeout": 2}
+    assert figures["latency_us"]["p50"] == 5000.0 and figures["latency_us"]["max"] == 10000.0
+    assert figures["tls"] == {
+        "protocol": "TLSv1.3",
+        "cipher": "TLS_AES_256_GCM_SHA384",
+        "key_exchange": "X25519 253 bits",
+        "alpn": "h2",
+    }
+    with pytest.raises(ValueError):
+        h2load.parse("h2load: connection refused\n", 0.5)
+
+
+def test_the_tls_goals_are_checked_against_the_run() -> None:
+    def figures(req_s: float = 0.0, p50_us: float = 0.0) -> dict[str, float]:
+        return {"req_s": req_s, "p50_us": p50_us}
+
+    summary = {
+        "plain_h1_c50": {"devrouter": figures(10_000)},
+        "tls_h1_c50": {"devrouter": figures(8_000)},
+        "tls_h2_c50x10": {"devrouter": figures(9_000), "caddy": figures(7_000)},
+        "new_conn_plain": {"devrouter": figures(p50_us=200), "devrouter@abc": figures(p50_us=100)},
+        "new_conn_tls": {"devrouter": figures(p50_us=1_700)},
+    }
+    rows = {t["target"]: t for t in report.tls_targets(summary, ["devrouter", "devrouter@abc"])}
+    assert rows["HTTPS/1.1 50c req/s >= 0.7x devrouter's plain (h2load)"]["met"] is True
+    assert rows["HTTP/2 50x10 req/s >= 1.5x Caddy"]["met"] is False
+    assert rows["HTTP/2 50x10 req/s vs nginx"]["met"] is None
+    assert rows["TLS handshake added p50 < 2 ms (us)"]["value"] == 1_500
+    assert rows["new plain connection p50 (us) vs devrouter@abc"]["ratio"] == 2.0
