@@ -13,6 +13,7 @@ from ..bench import command as bench
 from ..doctor import command as doctor
 from ..services import commands as services
 from ..services import stack
+from ..tls import command as tls
 from . import serve
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -25,4 +26,5 @@ COMMANDS: tuple[AddParser, ...] = (
     stack.add_parser,  # up, down
     bench.add_parser,
     doctor.add_parser,
+    tls.add_parser,  # ca, trust, untrust
 )

@@ -17,6 +17,8 @@ line per check, `ok`, `info`, `warn` or `fail`, with a fix under every problem:
    address a route may use, compared with the LISTEN sockets in /proc/net/tcp{,6}, to say
    where the service listens instead and which process holds the port.
 5. ports: ports in `devrouter run`'s assignment range that other processes hold.
+6. trust: the local CA (HTTPS), if there is one, and whether the system store and the
+   user's NSS databases (Chrome/Chromium, Firefox) trust it (`devrouter.tls.trust`).
 
 The `judge_*` functions are pure: observations in, `Check`s out, testable without sockets.
 
@@ -42,6 +44,7 @@ Where things are. Facts (I/O, at the edges), then pure rules, then the command:
 - `targets`: what to check, as `RouteTarget`s from the live table, /api/status or the file.
 - `resolver`: the rules over nsswitch.conf and resolv.conf, and the resolver's verdict.
 - `judges`: the verdicts on the router, the config, each route and the port range.
+- `trust`: the local CA's facts (its files, each trust store's answer) and their verdict.
 - `report`: `Check` and `Report` (the exit status and the JSON document).
 - `render`: the report as text.
 - `command`: `diagnose` (gather, then judge), and the command line (`add_parser`, `run`,

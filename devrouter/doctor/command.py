@@ -48,6 +48,7 @@ from .targets import (
     targets_from_live,
     targets_from_status,
 )
+from .trust import gather_trust, judge_trust
 
 # --- the run -------------------------------------------------------------------------------
 
@@ -156,6 +157,8 @@ async def diagnose(opts: Options) -> Report:
     else:
         ours = route_ports | {port} | listen_ports
         report.checks.append(judge_port_range(span, listeners, ours))
+    trust = await asyncio.to_thread(gather_trust, opts.state_dir or state_dir(opts.env), opts.env)
+    report.checks.append(judge_trust(trust))
     return report
 
 
@@ -250,8 +253,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 _DESCRIPTION = (
     "Check why a NAME.localhost URL does not work: is the router running, do *.localhost "
     "names resolve, is each route's service listening (on 127.0.0.1, ::1 or another "
-    "address) and which process holds its port, is the config valid, and which ports of "
-    "the assignment range other processes hold. One line per check, with a fix for each "
+    "address) and which process holds its port, is the config valid, which ports of "
+    "the assignment range other processes hold, and which trust stores trust the local "
+    "CA (HTTPS). One line per check, with a fix for each "
     "problem. Only this machine's loopback addresses are contacted."
 )
 _EPILOG = "Exit status: 0 when nothing failed (warnings allowed), 1 when a check failed."

@@ -330,6 +330,7 @@ async def test_json_schema(tmp_path: Path, listening: Callable[[str], int]) -> N
         "route",
         "route",
         "ports",
+        "trust",
     ]
     for c in report["checks"]:
         assert set(c) == {"check", "status", "message", "fix", "data"}
