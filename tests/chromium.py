@@ -90,6 +90,7 @@ class Chromium:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next = 0
         self._reader: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()  # set when an event is added to `events`
 
     @classmethod
     async def launch(
@@ -146,6 +147,7 @@ class Chromium:
                     fut.set_result(data)
             elif "method" in data:
                 self.events.append(data)
+                self._arrived.set()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("the DevTools connection closed"))
@@ -184,6 +186,21 @@ class Chromium:
             await asyncio.sleep(0.1)
             value = await self.eval(expression)
         return value
+
+    async def wait_for_console(self, text: str, timeout_s: float = PAGE_WAIT_S) -> None:
+        """Wait until the page has logged a console message containing `text`."""
+        async with asyncio.timeout(timeout_s):
+            while not any(text in message for message in self.console()):
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def console(self) -> list[str]:
+        """The page's console messages so far, each as its arguments joined by spaces."""
+        return [
+            " ".join(str(a.get("value", a.get("description", ""))) for a in e["params"]["args"])
+            for e in self.events
+            if e["method"] == "Runtime.consoleAPICalled"
+        ]
 
     async def navigate(self, url: str) -> str | None:
         """Start loading `url`: None, or Chromium's error text when it failed at once (a

@@ -28,10 +28,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import vitedev
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from chromium import Chromium, missing_tools, nss_trust
-from conftest import IO_TIMEOUT_S, CliProcess, cli_env
+from conftest import IO_TIMEOUT_S, CliProcess, cli_env, free_port
 
 BackendFactory = Callable[..., Awaitable[int]]
 Cli = Callable[..., CliProcess]
@@ -166,15 +167,15 @@ class Served:
         return f"https://{name}.localhost:{self.port}{path}"
 
 
-ServeFactory = Callable[[dict[str, Any]], Served]
+ServeFactory = Callable[..., Served]
 
 
 @pytest.fixture
 def serve(cli: Cli, tmp_path: Path) -> Iterator[ServeFactory]:
-    """`served = serve(routes)`: `devrouter serve` with these routes, its CA in a fresh
-    DEVROUTER_HOME (`served.ca`)."""
+    """`served = serve(routes, port=None)`: `devrouter serve` with these routes, its CA in a
+    fresh DEVROUTER_HOME (`served.ca`)."""
 
-    def start(routes: dict[str, Any]) -> Served:
+    def start(routes: dict[str, Any], port: int | None = None) -> Served:
         config = tmp_path / "devrouter.yaml"
         config.write_text(json.dumps({"routes": routes}))  # JSON is YAML
         state = tmp_path / "state"
@@ -183,7 +184,7 @@ def serve(cli: Cli, tmp_path: Path) -> Iterator[ServeFactory]:
         env = cli_env(
             DEVROUTER_HOME=str(state), HOME=str(home), XDG_CONFIG_HOME=str(home / ".config")
         )
-        proc = cli("serve", "--config", str(config), "--no-access-log", env=env)
+        proc = cli("serve", "--config", str(config), "--no-access-log", env=env, port=port)
         ca = state / "ca" / "ca.pem"
         assert ca.is_file(), f"no CA at {ca} after the ready line"
         return Served(proc, proc.port, ca, home)
@@ -558,3 +559,62 @@ async def test_a_websocket_over_http11_tls(serve: ServeFactory, backend: Backend
     assert seen.ws_heads == [{"version": "HTTP/1.1"}]
     entry = await wait_for_request(served.port, lambda e: bool(e.get("websocket")))
     assert (entry["protocol"], entry["status"]) == ("HTTP/1.1 TLS", 101)
+
+
+# --- Vite: hot module replacement over the router's wss:// ------------------------------------
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "hmr",
+    [
+        # Vite's client takes the page's host, port and scheme (wss: on an https: page) for
+        # its socket when nothing says otherwise: behind the router it needs no setting.
+        pytest.param(None, id="no-hmr-config"),
+        # The setting guides give for a proxy on another port: the same port, said outright.
+        pytest.param("clientPort", id="hmr-clientPort"),
+    ],
+)
+async def test_vite_hot_module_replacement_through_the_router(
+    serve: ServeFactory,
+    chromium: Callable[[Served], Awaitable[Chromium]],
+    tmp_path: Path,
+    hmr: str | None,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    vite_js, why = await asyncio.to_thread(vitedev.install, home)
+    if vite_js is None:
+        pytest.skip(why)
+    vite_port = free_port()
+    router_port = free_port()
+    server: dict[str, object] = {}
+    if hmr == "clientPort":
+        server["hmr"] = {"clientPort": router_port}
+    root = vitedev.scaffold(tmp_path / "project", server)
+    vite = await vitedev.Vite.start(vite_js, root, vite_port, home)
+    try:
+        served = serve({"vite": vite_port}, port=router_port)
+        browser = await chromium(served)
+        page = served.url("vite")
+        await browser.goto(page, timeout_s=60)
+        await browser.wait_for("document.getElementById('out').textContent === 'version 1'")
+        assert await browser.eval("performance.getEntriesByType('navigation')[0]"
+                                  ".nextHopProtocol") == "h2"  # fmt: skip
+        await browser.wait_for_console("[vite] connected", 30)
+        await browser.eval("window.samePage = true")
+
+        (root / "main.js").write_text(vitedev.main_js("version 2"))
+        await browser.wait_for("document.getElementById('out').textContent === 'version 2'", 30)
+        assert await browser.eval("window.samePage") is True  # updated, not reloaded
+        assert any("hmr update" in line for line in vite.lines), vite.lines
+
+        sockets = [
+            e["params"]["url"] for e in browser.events if e["method"] == "Network.webSocketCreated"
+        ]
+        assert sockets and all(
+            u.startswith(f"wss://vite.localhost:{router_port}/") for u in sockets
+        )
+        assert browser.errors() == []
+    finally:
+        await vite.stop()
