@@ -302,6 +302,134 @@ async def test_request_trailers_end_the_body_and_never_become_fields(
     assert body == b"hello world"
 
 
+async def test_one_connection_serves_a_sequence_of_kinds_on_one_backend_connection(
+    raw_backend: Callable[..., Awaitable[RawBackend]], router: RouterFactory, tmp_path: Path
+) -> None:
+    """Requests one after the other on one HTTP/2 connection reuse its lane (and so the
+    engine's backend connection), whatever the one before was: a chunked upload (which the
+    fast path hands to aiohttp's handler), a HEAD, a body with a length. (The backend is
+    asked for first so that it stops last, after the router has let its connection go.)"""
+    seen: list[bytes] = []
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, rb: RawBackend) -> None:
+        while True:
+            head = await read_head(r)
+            method, target = head.split(b" ", 2)[:2]
+            lower = head.lower()
+            body = b""
+            if b"transfer-encoding: chunked" in lower:
+                while size := int((await r.readuntil(b"\r\n")).split(b";")[0], 16):
+                    body += (await r.readexactly(size + 2))[:-2]
+                await r.readuntil(b"\r\n")
+            elif b"content-length: " in lower:
+                length = int(lower.split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await r.readexactly(length)
+            seen.append(method + b" " + target + b" " + body)
+            answer = b"%b %b %d" % (method, target, len(body))
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer))
+            if method != b"HEAD":
+                w.write(answer)
+            await w.drain()
+
+    rb = await raw_backend(handler)
+    tls = await tls_router(router, tmp_path, {"api": rb.port})
+    async with await tls.h2() as c:
+        for method, path, body, length in [
+            ("GET", "/1", b"", False),
+            ("POST", "/2", b"chunked", False),
+            ("GET", "/3", b"", False),
+            ("HEAD", "/4", b"", False),
+            ("PUT", "/5", b"sized", True),
+            ("GET", "/6", b"", False),
+            ("POST", "/7", b"again", False),
+            ("GET", "/8", b"", False),
+        ]:
+            extra = {"content_length": str(len(body))} if length else {}
+            sid = c.request(request_headers(path, method, **extra), end_stream=not body)
+            if body:
+                await c.send_body(sid, body)
+            stream = await c.response(sid)
+            answer = b"%b %b %d" % (method.encode(), path.encode(), len(body))
+            assert stream.status == 200 and stream.reset is None
+            assert bytes(stream.data) == (b"" if method == "HEAD" else answer)
+    assert [line.split(b" ", 1)[1] for line in seen] == [
+        b"/1 ", b"/2 chunked", b"/3 ", b"/4 ", b"/5 sized", b"/6 ", b"/7 again", b"/8 ",
+    ]  # fmt: skip
+    # one backend connection per engine the lane went through: the fast path's pool, then
+    # (from the chunked upload on) aiohttp's
+    assert rb.connections == (2 if tls.handle.router.fast_path else 1)
+
+
+async def test_an_answer_before_the_upload_ends_stops_the_upload(
+    router: RouterFactory, raw_backend: Callable[..., Awaitable[RawBackend]], tmp_path: Path
+) -> None:
+    """A backend that answers without reading the body: the client gets the whole answer,
+    then (RFC 9113, 8.1) a reset with NO_ERROR at most, and its connection serves on."""
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, rb: RawBackend) -> None:
+        head = await read_head(r)
+        if head.startswith(b"GET /after "):
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nafter")
+        else:
+            w.write(b"HTTP/1.1 413 Too Big\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbig")
+        await w.drain()
+
+    rb = await raw_backend(handler)
+    tls = await tls_router(router, tmp_path, {"api": rb.port})
+    async with await tls.h2() as c:
+        sid = c.request(request_headers("/up", "POST", content_length=str(64 * MiB)), False)
+        sending = asyncio.create_task(c.send_body(sid, bytes(64 * MiB)))
+        stream = await c.response(sid)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        assert stream.reset in (None, h2.errors.ErrorCodes.NO_ERROR)
+        if tls.handle.router.fast_path:
+            assert (stream.status, bytes(stream.data)) == (413, b"big")
+        else:  # aiohttp's client may see the backend's close before its answer: a 502
+            assert stream.status in (413, 502)
+        after = await get(c, request_headers("/after"))
+    assert (after.status, bytes(after.data)) == (200, b"after")
+
+
+async def test_a_backend_slow_to_read_an_upload_closes_the_clients_window(
+    router: RouterFactory, raw_backend: Callable[..., Awaitable[RawBackend]], tmp_path: Path
+) -> None:
+    """Flow control upstream: while the backend reads nothing, the router stops opening the
+    stream's window, so a 64 MiB upload cannot be sent whole into its memory; once the backend
+    reads, every byte arrives. (The "cannot" gets a bounded second to go wrong.)"""
+    size = 64 * MiB
+    go = asyncio.Event()
+    got: list[str] = []
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, rb: RawBackend) -> None:
+        await read_head(r)
+        await asyncio.wait_for(go.wait(), IO_TIMEOUT_S * 3)
+        digest = hashlib.sha256()
+        left = size
+        while left:
+            data = await asyncio.wait_for(r.read(min(left, 1 << 20)), IO_TIMEOUT_S)
+            assert data
+            digest.update(data)
+            left -= len(data)
+        got.append(digest.hexdigest())
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await w.drain()
+
+    rb = await raw_backend(handler)
+    tls = await tls_router(router, tmp_path, {"api": rb.port})
+    body = os.urandom(size)
+    async with await tls.h2() as c:
+        sid = c.request(request_headers("/up", "POST", content_length=str(size)), False)
+        sending = asyncio.create_task(c.send_body(sid, body))
+        done, _ = await asyncio.wait([sending], timeout=1.0)
+        assert not done, "the router took a 64 MiB upload the backend did not read"
+        go.set()
+        await asyncio.wait_for(sending, IO_TIMEOUT_S * 3)
+        stream = await c.response(sid)
+    assert (stream.status, bytes(stream.data)) == (200, b"ok")
+    assert got == [hashlib.sha256(body).hexdigest()]
+
+
 # --- responses --------------------------------------------------------------------------------
 
 
@@ -515,6 +643,13 @@ async def test_status_counts_h2_requests(
         doc = await resp.json()
     (api,) = [route for route in doc["routes"] if route["name"] == "api"]
     assert api["count"] == 5 and api["requests"]["2xx"] == 5
+
+    # the router's own pages answer over HTTP/2 too
+    async with await tls.h2(host="localhost") as c:
+        own = await get(c, request_headers("/api/status", authority=f"localhost:{tls.port}"))
+    assert own.status == 200 and own.field(b"content-type") == b"application/json; charset=utf-8"
+    (api,) = [route for route in json.loads(bytes(own.data))["routes"] if route["name"] == "api"]
+    assert api["count"] == 5
 
 
 def counting_echo(seen: list[str]) -> web.Application:
