@@ -19,6 +19,7 @@ import pytest
 from conftest import CliProcess, cli_env
 from trust_fakes import calls, certutil, make_nssdb, make_root, nss_has
 
+from devrouter.core.errors import CAError
 from devrouter.tls import trust
 from devrouter.tls.ca import LocalCA
 from devrouter.tls.command import TRUST, UNTRUST, Request, change, sudo_command
@@ -346,3 +347,22 @@ def test_root_leaves_another_users_nss_databases_alone(setup: Setup) -> None:
         f"skipped the NSS databases in {setup.home}: they are another user's; run "
         "`devrouter trust --user-only` as that user"
     )
+
+
+def test_root_acting_for_a_user_reads_only_their_certificate(setup: Setup) -> None:
+    """`sudo devrouter trust --system-only`: the state directory is the user's, so LocalCA
+    would refuse it; root reads ca.pem alone and changes only the system store."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can give the state directory to another user")
+    ca = LocalCA.load_or_create(_mkstate(setup.state))
+    ca.paths.key.chmod(0o000)  # root could read it anyway; the point is it is not needed
+    for path in (setup.state, ca.paths.dir, ca.paths.cert, ca.paths.key):
+        os.chown(path, 65534, 65534)
+    code, out, _ = in_process(setup, Request(TRUST, user=False), euid=0)
+    assert (code, out) == (0, "added the devrouter CA to the system (Debian/Ubuntu) store\n")
+    assert (setup.anchors / f"devrouter-{ca.fingerprint_sha256()[:8]}.crt").read_bytes() == (
+        ca.cert_pem
+    )
+    ca.paths.cert.write_bytes(b"garbage")  # the CLI's boundary makes it one line, exit 3
+    with pytest.raises(CAError, match="not a PEM certificate"):
+        in_process(setup, Request(UNTRUST, user=False), euid=0)
