@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from ..aio import sleep_or_stop
-from ..core.errors import StartupError, UsageError
+from ..core.errors import CommandError, StartupError, UsageError
 from ..core.model import DEFAULT_PORT
 from ..core.names import to_label
+from ..tls import trust
+from ..tls.ca import ca_paths
 from .autostart import ensure_router, listen_args, the_state_dir
 from .client import ControlError, Registration, call, check_name
 from .listeners import watch_listens, wrong_port_message
@@ -74,9 +76,23 @@ def internal_url(port: int) -> str:
     return f"http://{HOST}:{port}"
 
 
-def service_env(name: str, port: int, router_port: int, base: Mapping[str, str]) -> dict[str, str]:
+def https_url(name: str, router_port: int) -> str:
+    """The URL through the router over HTTPS (the same port answers both)."""
+    return f"https://{name}.localhost:{router_port}"
+
+
+def service_env(
+    name: str,
+    port: int,
+    router_port: int,
+    base: Mapping[str, str],
+    tls: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """`base` plus PORT, HOST, DEVROUTER_URL (the browser's URL) and DEVROUTER_INTERNAL_URL
-    (the service's own address, for server-side code)."""
+    (the service's own address, for server-side code). With `tls` (devrouter.tls.trust's
+    service_env: there is a local CA), DEVROUTER_HTTPS_URL too, and the variables that make
+    the service's HTTPS clients trust the CA (merged_tls_env keeps the user's own CA files
+    inside them)."""
     env = dict(base)
     env.update(
         {
@@ -86,7 +102,46 @@ def service_env(name: str, port: int, router_port: int, base: Mapping[str, str])
             "DEVROUTER_INTERNAL_URL": internal_url(port),
         }
     )
+    if tls:
+        env["DEVROUTER_HTTPS_URL"] = https_url(name, router_port)
+        env.update(tls)
     return env
+
+
+def merged_tls_env(tls: Mapping[str, str], base: Mapping[str, str], ca: Path) -> dict[str, str]:
+    """`tls` for an environment that may already name CA files of its own: where `base`
+    sets one of the variables to a readable file, the service gets that file plus the local
+    CA (written beside the CA, as `<variable>.pem`), so neither the user's CAs nor ours are
+    lost (Node reads one NODE_EXTRA_CA_CERTS file, OpenSSL one SSL_CERT_FILE)."""
+    out = dict(tls)
+    for key in tls:
+        theirs = base.get(key)
+        if not theirs or theirs == tls[key]:
+            continue
+        try:
+            text = Path(theirs).read_bytes()
+            merged = ca.parent / f"{key.lower()}.pem"
+            tmp = merged.with_suffix(".tmp")
+            tmp.write_bytes(text.rstrip(b"\n") + b"\n" + ca.read_bytes())
+            tmp.replace(merged)
+        except OSError:
+            out[key] = theirs  # unreadable: leave the user's setting alone
+            continue
+        out[key] = str(merged)
+    return out
+
+
+def tls_env(directory: Path) -> dict[str, str]:
+    """What makes a service trust the local CA (devrouter.tls.trust.service_env); a CA that
+    cannot be used costs one line, not the start."""
+    try:
+        env = trust.service_env(directory)
+    except CommandError as exc:
+        say(f"the service's HTTPS clients will not trust devrouter's CA: {exc}")
+        return {}
+    if not env:
+        return env
+    return merged_tls_env(env, os.environ, ca_paths(directory).cert)
 
 
 # --- is it listening? ---------------------------------------------------------------------
@@ -248,7 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if assignment.moved_from is not None:
             say(f"port {assignment.moved_from} is busy; {name} gets port {port} from now on")
     router_port = int(info.get("port") or DEFAULT_PORT)
-    env = service_env(name, port, router_port, os.environ)
+    env = service_env(name, port, router_port, os.environ, tls_env(directory))
     argv = substitute(cmd, env)
     if not args.no_flags:
         argv += tool_flags(argv, port)

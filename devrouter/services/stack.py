@@ -66,7 +66,7 @@ from .procs import (
     start_process,
     stop_group,
 )
-from .run import browser_url, internal_url, service_env, watching_start
+from .run import browser_url, https_url, internal_url, service_env, tls_env, watching_start
 from .stackfile import STACK_FILE, ServiceSpec, StackFile, env_prefix, load_stack, stack_name
 from .tools import HOST, shell_command, substitute, tool_flags
 
@@ -101,6 +101,7 @@ def plan(
     router_port: int,
     base_env: Mapping[str, str],
     project: Path,
+    tls: Mapping[str, str] | None = None,
 ) -> list[Planned]:
     """Everything needed to start each service; pure but for reading package.json. Every
     service of the stack is in each one's environment as NAME_URL (through the router, for
@@ -110,12 +111,14 @@ def plan(
         prefix = env_prefix(s.name)
         siblings[f"{prefix}_URL"] = browser_url(f"{s.name}.{stack}", router_port)
         siblings[f"{prefix}_INTERNAL_URL"] = internal_url(ports[s.name])
+        if tls:
+            siblings[f"{prefix}_HTTPS_URL"] = https_url(f"{s.name}.{stack}", router_port)
         siblings[f"{prefix}_PORT"] = str(ports[s.name])
     out: list[Planned] = []
     for s in stack_file.services:
         route = f"{s.name}.{stack}"
         port = ports[s.name]
-        env = service_env(route, port, router_port, {**base_env, **siblings})
+        env = service_env(route, port, router_port, {**base_env, **siblings}, tls)
         env.update(dict(s.env))
         cwd = (project / s.cwd).resolve() if s.cwd else project
         if isinstance(s.run, tuple):
@@ -213,7 +216,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 say(f"port {assignment.moved_from} is busy; {s.name} gets {assignment.port}")
             ports[s.name] = assignment.port
     router_port = int(info.get("port") or 0)
-    planned = plan(stack_file, stack, ports, router_port, os.environ, project)
+    planned = plan(stack_file, stack, ports, router_port, os.environ, project, tls_env(directory))
     services = [_registration(p, stack, ports) for p in planned]
     return asyncio.run(_up(directory, stack, planned, services))
 

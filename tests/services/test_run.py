@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import cli_env, free_port
 from dev_harness import WAIT_S, Dev, finish, listening, make_dev, wait_for
 
 from devrouter.core.errors import UsageError
 from devrouter.services.client import call
-from devrouter.services.run import infer_name, service_env, split_run_words
+from devrouter.services.run import infer_name, merged_tls_env, service_env, split_run_words
 
 
 @pytest.fixture
@@ -438,6 +438,61 @@ def test_service_env():
         "DEVROUTER_URL": "http://api.localhost:7355",  # for browsers
         "DEVROUTER_INTERNAL_URL": "http://127.0.0.1:17001",  # for server-side code
     }
+
+
+def test_service_env_with_a_local_ca_adds_the_https_url_and_trust():
+    tls = {"NODE_EXTRA_CA_CERTS": "/s/ca/ca.pem", "SSL_CERT_FILE": "/s/ca/bundle.pem"}
+    env = service_env("api", 17001, 7355, {"SSL_CERT_FILE": "/corp.pem"}, tls)
+    assert env["DEVROUTER_HTTPS_URL"] == "https://api.localhost:7355"
+    assert env["NODE_EXTRA_CA_CERTS"] == "/s/ca/ca.pem"
+    assert env["SSL_CERT_FILE"] == "/s/ca/bundle.pem"
+    assert "DEVROUTER_HTTPS_URL" not in service_env("api", 17001, 7355, {}, {})
+
+
+def test_a_users_own_ca_files_are_kept_inside_the_ones_the_service_gets(tmp_path):
+    ca = tmp_path / "ca" / "ca.pem"
+    ca.parent.mkdir()
+    ca.write_text("OURS\n")
+    corp = tmp_path / "corp.pem"
+    corp.write_text("THEIRS\n")
+    tls = {"NODE_EXTRA_CA_CERTS": str(ca), "SSL_CERT_FILE": str(tmp_path / "ca" / "bundle.pem")}
+    base = {"NODE_EXTRA_CA_CERTS": str(corp), "SSL_CERT_FILE": str(tmp_path / "missing.pem")}
+    out = merged_tls_env(tls, base, ca)
+    assert Path(out["NODE_EXTRA_CA_CERTS"]).read_text() == "THEIRS\nOURS\n"
+    assert out["SSL_CERT_FILE"] == str(tmp_path / "missing.pem")  # unreadable: left alone
+    assert merged_tls_env(tls, {}, ca) == tls
+
+
+def test_run_gives_the_service_the_https_url_and_the_ca(cli, tmp_path, isolated_home):
+    """Through the real CLI: a service started by `run` trusts the router's CA through the
+    environment (Node's NODE_EXTRA_CA_CERTS; a bundle of the system CAs plus ours for the
+    rest) and knows its https:// URL."""
+    out = tmp_path / "env.json"
+    script = f"import json, os; json.dump(dict(os.environ), open({str(out)!r}, 'w'))"
+    router = cli("serve", env=cli_env(DEVROUTER_HOME=os.environ["DEVROUTER_HOME"]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "devrouter", "run", "envcheck", "--", sys.executable, "-c", script],
+        env=cli_env(
+            DEVROUTER_HOME=os.environ["DEVROUTER_HOME"],
+            DEVROUTER_LISTEN=f"127.0.0.1:{router.port}",
+        ),
+        capture_output=True,
+        timeout=WAIT_S,
+    )
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(out.read_text())
+    state = Path(os.environ["DEVROUTER_HOME"])
+    assert env["DEVROUTER_HTTPS_URL"] == f"https://envcheck.localhost:{router.port}"
+    ca = (state / "ca" / "ca.pem").read_text().strip()
+    assert ca in Path(env["NODE_EXTRA_CA_CERTS"]).read_text()  # ours, or theirs plus ours
+    for key in ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE"):
+        if os.environ.get(key):  # set by the user: kept inside the file the service gets
+            their_first = Path(os.environ[key]).read_text().strip().splitlines()[1]
+            assert their_first in Path(env[key]).read_text()
+    if "SSL_CERT_FILE" in env:  # only where the system has a CA bundle to start from
+        bundle = Path(env["SSL_CERT_FILE"]).read_text()
+        assert ca in bundle
+        assert bundle.count("BEGIN CERTIFICATE") > 1
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,18 @@ def test_sibling_environment():
     assert "EXTRA" not in api.env
     assert web.argv[-1].endswith("vite --port 4002 --strictPort --host 127.0.0.1")
     assert env_prefix("web-app") == "WEB_APP"
+    assert "API_HTTPS_URL" not in api.env  # no local CA: no https:// URLs
+
+
+def test_with_a_local_ca_every_sibling_has_an_https_url_and_trusts_the_ca():
+    f = parse_stack("services:\n  api: {run: [srv]}\n  web: {run: [srv]}\n")
+    tls = {"NODE_EXTRA_CA_CERTS": "/s/ca/ca.pem"}
+    planned = plan(f, "shop", {"api": 4001, "web": 4002}, 7355, {}, Path("/p"), tls)
+    for p in planned:
+        assert p.env["API_HTTPS_URL"] == "https://api.shop.localhost:7355"
+        assert p.env["WEB_HTTPS_URL"] == "https://web.shop.localhost:7355"
+        assert p.env["NODE_EXTRA_CA_CERTS"] == "/s/ca/ca.pem"
+    assert planned[1].env["DEVROUTER_HTTPS_URL"] == "https://web.shop.localhost:7355"
 
 
 # --- devrouter up / down ------------------------------------------------------------------
