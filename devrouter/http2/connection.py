@@ -31,6 +31,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from .bridge import Lane
 from .request import Http1Request, Malformed, chunk, last_chunk, to_http1
@@ -186,6 +187,7 @@ class Http2Connection(asyncio.Protocol):
         self.control = Bucket(CONTROL_BUDGET, CONTROL_PER_S)
         self.write_paused = False
         self.closed = False
+        self.draining = False  # a graceful GOAWAY was sent: no new streams
         self.idle_timer: asyncio.TimerHandle | None = None
         self._extra: dict[str, Any] = {}
 
@@ -303,6 +305,9 @@ class Http2Connection(asyncio.Protocol):
         stream_id = event.stream_id
         headers = event.headers
         end_stream = event.stream_ended is not None
+        if self.draining:  # sent before the client read the GOAWAY
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         try:
             request = to_http1(headers, end_stream)
         except Malformed as exc:
@@ -552,12 +557,19 @@ class Http2Connection(asyncio.Protocol):
         self.closed = True
 
     def shutdown(self) -> None:
-        """Graceful: GOAWAY with the last stream taken; the open ones may finish."""
-        if not self.closed:
-            self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR)
-            self.flush()
-            if not self.streams:
-                self.close()
+        """Graceful: GOAWAY with the last stream taken; the open ones may finish. With
+        streams open, the frame is written by hand: h2 sends nothing on any stream after its
+        own GOAWAY (python-hyper/h2#1181), which would cut those streams short."""
+        if self.closed:
+            return
+        if not self.streams:
+            self.goaway(h2.errors.ErrorCodes.NO_ERROR)
+            return
+        self.draining = True
+        self.flush()
+        if self.transport is not None and not self.transport.is_closing():
+            frame = GoAwayFrame(last_stream_id=self.h2.highest_inbound_stream_id)
+            self.transport.write(frame.serialize())
 
 
 def _authority(headers: list[tuple[bytes, bytes]]) -> bytes:
