@@ -18,6 +18,7 @@ from pathlib import Path
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 
@@ -81,7 +82,8 @@ class H2Client:
         )
         self.conn = h2.connection.H2Connection(config=config)
         self.streams: dict[int, H2Stream] = {}
-        self.terminated: h2.events.ConnectionTerminated | None = None
+        self.terminated: h2.events.ConnectionTerminated | None = None  # a GOAWAY came
+        self.eof = False  # the server closed the connection (or it broke)
         self.settings_seen = asyncio.Event()  # the server's SETTINGS arrived
         self.window_opened = asyncio.Event()
         self.conn.initiate_connection()
@@ -156,8 +158,8 @@ class H2Client:
         check = done or (lambda s: s.ended)
         async with asyncio.timeout(IO_TIMEOUT_S):
             while not check(stream):
-                if self.terminated is not None and not stream.ended:
-                    raise AssertionError(f"connection terminated: {self.terminated}")
+                if self.eof:
+                    raise AssertionError(f"connection closed; GOAWAY: {self.terminated}")
                 stream.changed.clear()
                 await stream.changed.wait()
         return stream
@@ -195,8 +197,7 @@ class H2Client:
         except (OSError, ssl.SSLError):
             pass
         finally:
-            if self.terminated is None:
-                self.terminated = h2.events.ConnectionTerminated()
+            self.eof = True
             for stream in self.streams.values():
                 stream.changed.set()
 
@@ -208,6 +209,12 @@ class H2Client:
             self.window_opened.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.terminated = event
+            if event.error_code == h2.errors.ErrorCodes.NO_ERROR:
+                # graceful: the streams it took may finish (RFC 9113, 6.8), which h2 would
+                # refuse after any GOAWAY (python-hyper/h2#1181)
+                self.conn.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
+            for stream in self.streams.values():
+                stream.changed.set()  # a wait may be for the GOAWAY
         sid: int = getattr(event, "stream_id", 0)
         stream = self.streams.get(sid)
         if stream is None:

@@ -610,7 +610,7 @@ async def test_websocket_over_extended_connect(
         stream = await c.until(sid, lambda s: s.headers is not None or s.ended)
         assert stream.status == 200, (stream.headers, stream.reset)
         assert stream.field(b"sec-websocket-accept") is None
-        for text in (b"hello", b"x" * 300):
+        for text in (b"hello", b"x" * 300, os.urandom(MiB // 2).hex().encode()):
             await c.send_body(sid, ws_frame(0x1, text), end_stream=False)
             await c.until(sid, lambda s: read_ws_frame(s.data) is not None)
             opcode, payload, used = read_ws_frame(stream.data) or (0, b"", 0)
@@ -623,6 +623,67 @@ async def test_websocket_over_extended_connect(
         await c.send_body(sid, b"", end_stream=True)
         stream = await c.response(sid)
     assert stream.reset in (None, h2.errors.ErrorCodes.NO_ERROR)
+
+
+async def test_a_client_that_goes_away_lets_every_backend_go(
+    router: RouterFactory, raw_backend: Callable[..., Awaitable[RawBackend]], tmp_path: Path
+) -> None:
+    count = 5
+    started = asyncio.Semaphore(0)
+    gone = asyncio.Semaphore(0)
+
+    async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter, rb: RawBackend) -> None:
+        await read_head(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nfirst")
+        await w.drain()
+        started.release()
+        try:
+            while await asyncio.wait_for(r.read(65536), IO_TIMEOUT_S):
+                pass
+        finally:
+            gone.release()
+
+    rb = await raw_backend(handler)
+    tls = await tls_router(router, tmp_path, {"api": rb.port})
+    c = await tls.h2()
+    sids = [c.request(request_headers(f"/{i}")) for i in range(count)]
+    for sid in sids:
+        await c.until(sid, lambda s: b"first" in s.data)
+    c.writer.transport.abort()  # no GOAWAY, no goodbye
+    await c.close()
+    async with asyncio.timeout(IO_TIMEOUT_S):
+        for _ in range(count):
+            await gone.acquire()
+    assert rb.connections == count
+
+
+async def test_shutdown_lets_open_streams_finish(
+    router: RouterFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    """The router stopping sends GOAWAY; a stream already open still gets its answer."""
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        arrived.set()
+        await asyncio.wait_for(release.wait(), IO_TIMEOUT_S)
+        return web.Response(text="finished")
+
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    tls = await tls_router(router, tmp_path, {"api": await backend(app)})
+    async with await tls.h2() as c:
+        sid = c.request(request_headers("/slow"))
+        await asyncio.wait_for(arrived.wait(), IO_TIMEOUT_S)
+        closing = asyncio.create_task(tls.handle.router.close())
+        await c.until(sid, lambda s: c.terminated is not None)
+        assert c.terminated is not None
+        assert c.terminated.error_code == h2.errors.ErrorCodes.NO_ERROR
+        assert c.terminated.last_stream_id is not None and c.terminated.last_stream_id >= sid
+        release.set()
+        stream = await c.response(sid)
+        await asyncio.wait_for(closing, IO_TIMEOUT_S)
+    assert (stream.status, bytes(stream.data)) == (200, b"finished")
 
 
 # --- the router's own figures ----------------------------------------------------------------
