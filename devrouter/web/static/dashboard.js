@@ -45,8 +45,13 @@ function clock(t, millis) {
   return millis ? hms + "." + p(d.getMilliseconds(), 3) : hms;
 }
 function safeHref(url) {
-  try { const u = new URL(url); return u.protocol === "http:" ? u.href : "#"; }
-  catch (e) { return "#"; }
+  try {
+    const u = new URL(url);
+    if (u.protocol !== "http:") return "#";
+    // the router's port answers both: a dashboard opened over https links over https
+    if (location.protocol === "https:") u.protocol = "https:";
+    return u.href;
+  } catch (e) { return "#"; }
 }
 async function getJSON(url) {
   const r = await fetch(url, {cache: "no-store", headers: {"Accept": "application/json"}});
