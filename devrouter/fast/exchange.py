@@ -21,7 +21,7 @@ from ..http1.response_head import (
     Upgrade,
     relay_upgrade,
 )
-from ..observe.metrics import is_event_stream
+from ..observe.metrics import HTTP1, is_event_stream
 from ..server.upstream import (
     CONNECT_TIMEOUT_S,
     REFUSED_ERRNOS,
@@ -423,7 +423,10 @@ class Exchange:
             self.client.abort()
             return
         content_type, text = render_error(
-            err, accept_of(self.head).decode("latin-1"), port=int(self.client.local_port)
+            err,
+            accept_of(self.head).decode("latin-1"),
+            port=int(self.client.local_port),
+            scheme="http" if self.client.protocol == HTTP1 else "https",
         )
         reuse = self.keep_alive and not self.body_left
         self.client.write(

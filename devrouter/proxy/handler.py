@@ -175,6 +175,7 @@ class Proxy:
                     request.headers.get(hdrs.ACCEPT, ""),
                     snapshot.table.routes,
                     self._local_port(request),
+                    request.scheme,
                 )
             admitted = _admit(route.access, request, host)
             hops = _hops(request.headers.getall(HOPS_HEADER, []))
@@ -210,7 +211,10 @@ class Proxy:
                     err.detail,
                 )
             return error_response(
-                err, request.headers.get(hdrs.ACCEPT, ""), port=self._local_port(request)
+                err,
+                request.headers.get(hdrs.ACCEPT, ""),
+                port=self._local_port(request),
+                scheme=request.scheme,
             )
 
     async def _measured(

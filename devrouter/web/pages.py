@@ -52,27 +52,27 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _routes_html(routes: Sequence[Route], port: int) -> str:
+def _routes_html(routes: Sequence[Route], port: int, scheme: str = "http") -> str:
     if not routes:
         return (
             "<p>No routes yet. Add some to your config file, for example:</p>"
             "<pre>routes:\n  api: 4001\n  web: 5173</pre>"
         )
     rows = "".join(
-        f"<tr><td><a href='{escape(route_url(r, port))}'>{escape(r.host)}</a></td>"
+        f"<tr><td><a href='{escape(route_url(r, port, scheme))}'>{escape(r.host)}</a></td>"
         f"<td>{escape(r.upstream.describe())}</td></tr>"
         for r in routes
     )
     return f"<table><tr><th>name</th><th>backend</th></tr>{rows}</table>"
 
 
-def _routes_text(routes: Iterable[Route], port: int) -> str:
-    lines = [f"  {route_url(r, port)} -> {r.upstream.describe()}" for r in routes]
+def _routes_text(routes: Iterable[Route], port: int, scheme: str = "http") -> str:
+    lines = [f"  {route_url(r, port, scheme)} -> {r.upstream.describe()}" for r in routes]
     return "\n".join(lines) if lines else "  (none yet: add routes to the config file)"
 
 
-def dashboard_url(port: int) -> str:
-    return f"http://localhost:{port}/"
+def dashboard_url(port: int, scheme: str = "http") -> str:
+    return f"{scheme}://localhost:{port}/"
 
 
 def closest_name(typed: str, names: Iterable[str]) -> str | None:
@@ -96,8 +96,8 @@ def closest_name(typed: str, names: Iterable[str]) -> str | None:
     return prefixed[0] if len(prefixed) == 1 and len(typed) >= 2 else None
 
 
-def _url(name: str, port: int) -> str:
-    return f"http://{name}.localhost:{port}/" if port else f"http://{name}.localhost/"
+def _url(name: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://{name}.localhost:{port}/" if port else f"{scheme}://{name}.localhost/"
 
 
 def _how_to_add(name: str, config_source: str) -> list[tuple[str, str]]:
@@ -114,23 +114,27 @@ def _how_to_add(name: str, config_source: str) -> list[tuple[str, str]]:
 
 
 def render_error(
-    err: ProxyError, accept: str, routes: Sequence[Route] | None = None, port: int = 0
+    err: ProxyError,
+    accept: str,
+    routes: Sequence[Route] | None = None,
+    port: int = 0,
+    scheme: str = "http",
 ) -> tuple[str, str]:
     """(content type, body) of an error page. `routes` is given only for 404s on a
     `.localhost` name: listing them helps the user and tells a rebinding page nothing it
     could not already reach. `port` is the router's port the request came to (0: unknown);
     404 and 5xx pages then link the dashboard, which no other page names (a 421 names no
-    port)."""
+    port). `scheme` is the request's ("https" over TLS): the links keep it."""
     name, source = (err.name, err.config_source) if isinstance(err, NotFound) else ("", "")
     suggestion = closest_name(name, (r.name for r in routes)) if name and routes else None
     add = _how_to_add(name, source) if name else []
     hint = "" if add else err.hint  # the ways to add it replace "Add it to the config file."
-    dashboard = dashboard_url(port) if port and (name or err.status >= 500) else ""
+    dashboard = dashboard_url(port, scheme) if port and (name or err.status >= 500) else ""
     output_of = f"output of `{err.details_from}`" if err.details_from else "output"
     if wants_html(accept):
         body = f"<h1>{err.status} {escape(err.title)}</h1><p>{escape(err.detail)}</p>"
         if suggestion:
-            url = escape(_url(suggestion, port))
+            url = escape(_url(suggestion, port, scheme))
             body += f"<p>Did you mean <a href='{url}'>{url}</a>?</p>"
         if hint:
             body += f"<p>{escape(hint)}</p>"
@@ -146,13 +150,13 @@ def render_error(
         if err.refresh_s:
             body = f"<meta http-equiv=refresh content={int(err.refresh_s)}>" + body
         if routes is not None:
-            body += "<h2>Routes</h2>" + _routes_html(routes, port)
+            body += "<h2>Routes</h2>" + _routes_html(routes, port, scheme)
         if dashboard:
             body += f"<p>Dashboard: <a href='{dashboard}'>{dashboard}</a></p>"
         return "text/html", _page(f"{err.status} {err.title}", body)
     text = f"devrouter: {err.status} {err.title}: {err.detail}\n"
     if suggestion:
-        text += f"did you mean {_url(suggestion, port)} ?\n"
+        text += f"did you mean {_url(suggestion, port, scheme)} ?\n"
     if hint:
         text += f"{hint}\n"
     if add:
@@ -160,7 +164,7 @@ def render_error(
     if err.details:
         text += f"last {output_of}:\n" + "".join(f"  {line}\n" for line in err.details)
     if routes is not None:
-        text += "routes:\n" + _routes_text(routes, port) + "\n"
+        text += "routes:\n" + _routes_text(routes, port, scheme) + "\n"
     if dashboard:
         text += f"dashboard: {dashboard}\n"
     return "text/plain", text
@@ -227,9 +231,13 @@ def explain_failure(err: ProxyError, svc: ServiceInfo, output: Sequence[str]) ->
 
 
 def error_response(
-    err: ProxyError, accept: str, routes: Sequence[Route] | None = None, port: int = 0
+    err: ProxyError,
+    accept: str,
+    routes: Sequence[Route] | None = None,
+    port: int = 0,
+    scheme: str = "http",
 ) -> web.Response:
-    content_type, body = render_error(err, accept, routes, port)
+    content_type, body = render_error(err, accept, routes, port, scheme)
     return web.Response(
         status=err.status, text=body, content_type=content_type, headers=error_headers(err)
     )

@@ -85,6 +85,14 @@ def test_404_html_has_the_same_parts_as_links() -> None:
     assert f"<a href='{DASHBOARD}'>{DASHBOARD}</a>" in html
 
 
+@pytest.mark.parametrize("accept", ["*/*", HTML])
+def test_a_page_asked_for_over_https_links_over_https(accept: str) -> None:
+    _, body = render_error(not_found("exq"), accept, routes("exp"), PORT, "https")
+    assert f"https://exp.localhost:{PORT}/" in body  # the suggestion and the route list
+    assert f"https://localhost:{PORT}/" in body  # the dashboard
+    assert "http://" not in body
+
+
 def test_404_without_a_close_name_suggests_nothing() -> None:
     _, text = render_error(not_found("zzz"), "*/*", routes("api", "web"), PORT)
     assert "did you mean" not in text
