@@ -19,6 +19,8 @@ import json
 import shutil
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -618,3 +620,70 @@ async def test_vite_hot_module_replacement_through_the_router(
         assert browser.errors() == []
     finally:
         await vite.stop()
+
+
+# --- `devrouter trust`: the user's flow, then Chromium ----------------------------------------
+
+
+def trust_command(served: Served, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`devrouter ARGS --user-only` for HOME=`home` (where Chromium looks for its NSS
+    database); the system store is looked for under an empty fake root, so it is never
+    found, let alone changed."""
+    fake_root = home.parent / "fake-root"
+    fake_root.mkdir(exist_ok=True)
+    env = client_env(
+        home,
+        DEVROUTER_HOME=str(served.ca.parent.parent),
+        DEVROUTER_TRUST_ROOT=str(fake_root),
+    )
+    for key in ("SUDO_USER", "SUDO_UID", "SUDO_GID", "SUDO_COMMAND"):
+        env.pop(key, None)
+    return subprocess.run(
+        [sys.executable, "-m", "devrouter", *args, "--user-only"],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_S,
+    )
+
+
+@pytest.mark.timeout(180)
+async def test_devrouter_trust_makes_chromium_trust_the_router(
+    serve: ServeFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    if reason := missing_tools():
+        pytest.skip(reason)
+    served = serve({"app": await backend(page_app(Seen()))})
+    home = tmp_path / "user"
+    home.mkdir()
+    page = served.url("app", "/hello")
+
+    added = await asyncio.to_thread(trust_command, served, home, "trust")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "added the devrouter CA to" in added.stdout and ".pki/nssdb" in added.stdout
+    again = await asyncio.to_thread(trust_command, served, home, "trust")
+    assert again.returncode == 0 and "already trusted by" in again.stdout, again.stdout
+
+    browser = await Chromium.launch(home)
+    try:
+        await browser.goto(page)
+        assert await browser.eval("document.body.textContent") == (
+            f"hello from app.localhost:{served.port}"
+        )
+        assert (
+            await browser.eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+            == "h2"
+        )
+    finally:
+        await browser.close()
+
+    removed = await asyncio.to_thread(trust_command, served, home, "untrust")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "removed the devrouter CA from" in removed.stdout
+    shutil.rmtree(home / "profile")  # a fresh profile: nothing remembered from before
+    browser = await Chromium.launch(home)
+    try:
+        assert await browser.navigate(page) == "net::ERR_CERT_AUTHORITY_INVALID"
+    finally:
+        await browser.close()
