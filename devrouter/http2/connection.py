@@ -48,10 +48,17 @@ MAX_CONCURRENT_STREAMS = 256
 #: Decoded header list size, in bytes (HTTP/1's limits: 100 fields of up to 8 KiB, and a
 #: little over a browser's biggest cookie jar).
 MAX_HEADER_LIST_BYTES = 64 * 1024
-#: The window each stream starts with, and the connection's, in bytes: what a client may
+#: The window of a stream being forwarded, and the connection's, in bytes: what a client may
 #: send before the router acknowledges it (so what an upload can hold in memory).
 STREAM_WINDOW_BYTES = 1024 * 1024
 CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
+#: The window a stream starts with, in bytes, until the gate lets it through (then it gets
+#: STREAM_WINDOW_BYTES): what the streams waiting at the gate can hold is at most half the
+#: connection's window, so the streams being forwarded always have the other half. With the
+#: whole window, uploads waiting at the gate took all of it and stalled, for good, the
+#: uploads they wait for.
+QUEUED_WINDOW_BYTES = 32 * 1024
+assert MAX_CONCURRENT_STREAMS * QUEUED_WINDOW_BYTES <= CONNECTION_WINDOW_BYTES // 2
 #: Client resets: a burst of RESET_BUDGET, refilled at RESETS_PER_S per second.
 RESET_BUDGET = 200
 RESETS_PER_S = 100.0
@@ -202,11 +209,13 @@ class Http2Connection(asyncio.Protocol):
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW_BYTES,
                 h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         conn.initiate_connection()
+        # a window smaller than the protocol's default (65,535) applies once the client
+        # acknowledges it: until then the client may fill the default (RFC 9113, 6.9.2)
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: QUEUED_WINDOW_BYTES})
         conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
         if self.refuse:
             conn.close_connection(
@@ -339,6 +348,12 @@ class Http2Connection(asyncio.Protocol):
         stream.lane = lane
         stream.started = True
         lane.stream = stream
+        if not stream.request_done:  # a body to come: the window of a forwarded stream
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self.h2.increment_flow_control_window(
+                    STREAM_WINDOW_BYTES - QUEUED_WINDOW_BYTES, stream.id
+                )
+            self.flush()
         held, stream.held = stream.held, 0
         lane.deliver(stream.request.head, held, stream.id)
         if stream.request_done and not lane.closing:
