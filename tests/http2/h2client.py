@@ -20,6 +20,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 
 #: Upper bound for any one wait on the router, in seconds.
@@ -149,7 +150,8 @@ class H2Client:
         self.flush()
 
     def reset(self, sid: int) -> None:
-        self.conn.reset_stream(sid)
+        with contextlib.suppress(h2.exceptions.StreamClosedError):  # it ended first
+            self.conn.reset_stream(sid)
         self.flush()
 
     async def until(self, sid: int, done: Callable[[H2Stream], bool] | None = None) -> H2Stream:
