@@ -14,7 +14,8 @@ docs/benchmarks.md for the measured cost on new connections).
 
 A connection that sends nothing is closed after SNIFF_TIMEOUT_S, a handshake that does not
 finish after HANDSHAKE_TIMEOUT_S; connections waiting for their first byte are capped at
-MAX_WAITING, so neither can pile up.
+MAX_WAITING and handshakes in progress at MAX_HANDSHAKES, so neither can pile up (each holds
+a file descriptor, and neither is counted by the router-wide connection limit yet).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ SNIFF_TIMEOUT_S = 15.0
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Connections waiting for their first byte, at most; past this a new one is closed.
 MAX_WAITING = 4096
+#: TLS handshakes in progress, at most; past this a new TLS connection is closed. A browser
+#: opens a handful at once, a load test a few hundred.
+MAX_HANDSHAKES = 1024
 #: Sockets accepted per wake-up of the listening socket, at most.
 ACCEPT_BATCH = 64
 #: After EMFILE/ENFILE (no descriptors left), accepting pauses this long, in seconds.
@@ -129,6 +133,7 @@ class Sniffer:
         self.door = door
         self.waiting: dict[int, tuple[socket.socket, asyncio.TimerHandle]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.handshakes = 0  # TLS handshakes in progress
         self.closed = False
         self._logged_at = float("-inf")
         sock.setblocking(False)
@@ -202,6 +207,11 @@ class Sniffer:
         if first == TLS_HANDSHAKE_BYTE and mode != "off":
             context = door.tls_context()
             if context is not None:
+                if self.handshakes >= MAX_HANDSHAKES:
+                    log.debug("%d TLS handshakes in progress: a new one is closed", MAX_HANDSHAKES)
+                    conn.close()
+                    return
+                self.handshakes += 1  # here, not in the task: the next accept sees it
                 self._track(self._serve_tls(conn, context))
                 return
         # plain HTTP, or TLS bytes the HTTP/1 engines refuse with one log line (TLS is off)
@@ -221,6 +231,8 @@ class Sniffer:
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             self._handshake_failed(peer, exc)
+        finally:
+            self.handshakes -= 1
 
     def _handshake_failed(self, peer: str, exc: BaseException) -> None:
         """One line at most every HANDSHAKE_LOG_EVERY_S: a browser that does not trust the CA
