@@ -52,11 +52,9 @@ MAX_HEADER_LIST_BYTES = 64 * 1024
 #: send before the router acknowledges it (so what an upload can hold in memory).
 STREAM_WINDOW_BYTES = 1024 * 1024
 CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
-#: The window a stream starts with, in bytes, until the gate lets it through (then it gets
-#: STREAM_WINDOW_BYTES): what the streams waiting at the gate can hold is at most half the
-#: connection's window, so the streams being forwarded always have the other half. With the
-#: whole window, uploads waiting at the gate took all of it and stalled, for good, the
-#: uploads they wait for.
+#: The window a stream starts with, in bytes (STREAM_WINDOW_BYTES once the gate lets it in):
+#: streams waiting at the gate hold half the connection's window at most; with all of it,
+#: interleaved uploads waiting there stalled for good the ones it had let through.
 QUEUED_WINDOW_BYTES = 32 * 1024
 assert MAX_CONCURRENT_STREAMS * QUEUED_WINDOW_BYTES <= CONNECTION_WINDOW_BYTES // 2
 #: Client resets: a burst of RESET_BUDGET, refilled at RESETS_PER_S per second.
@@ -180,8 +178,7 @@ class Http2Connection(asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.refuse = refuse  # the router is full: GOAWAY at once
-        # request.to_http1 checks every field rule (RFC 9113, 8.2 and 8.3) and a malformed
-        # request costs its stream (8.1.1); h2's own check would end the whole connection
+        # request.to_http1 refuses a malformed request per stream (RFC 9113, 8.1.1); h2: GOAWAY
         config = h2.config.H2Configuration(
             client_side=False, header_encoding=None, validate_inbound_headers=False
         )
@@ -213,8 +210,7 @@ class Http2Connection(asyncio.Protocol):
             },
         )
         conn.initiate_connection()
-        # a window smaller than the protocol's default (65,535) applies once the client
-        # acknowledges it: until then the client may fill the default (RFC 9113, 6.9.2)
+        # a change, applied once acknowledged: until then the default holds (RFC 9113, 6.9.2)
         conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: QUEUED_WINDOW_BYTES})
         conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
         if self.refuse:
@@ -349,10 +345,9 @@ class Http2Connection(asyncio.Protocol):
         stream.started = True
         lane.stream = stream
         if not stream.request_done:  # a body to come: the window of a forwarded stream
+            grow = STREAM_WINDOW_BYTES - QUEUED_WINDOW_BYTES
             with contextlib.suppress(h2.exceptions.StreamClosedError):
-                self.h2.increment_flow_control_window(
-                    STREAM_WINDOW_BYTES - QUEUED_WINDOW_BYTES, stream.id
-                )
+                self.h2.increment_flow_control_window(grow, stream.id)
             self.flush()
         held, stream.held = stream.held, 0
         lane.deliver(stream.request.head, held, stream.id)
@@ -464,8 +459,7 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def _closed_under(self, stream: Stream) -> None:
-        """h2 has already read the client's RST_STREAM for `stream` while the events of the
-        frames before it (a WINDOW_UPDATE in the same read) are still being handled."""
+        """h2 has read the client's RST_STREAM; the events before it are being handled."""
         stream.ended = True
         self._forget(stream)
 
@@ -572,9 +566,8 @@ class Http2Connection(asyncio.Protocol):
         self.closed = True
 
     def shutdown(self) -> None:
-        """Graceful: GOAWAY with the last stream taken; the open ones may finish. With
-        streams open, the frame is written by hand: h2 sends nothing on any stream after its
-        own GOAWAY (python-hyper/h2#1181), which would cut those streams short."""
+        """Graceful: GOAWAY with the last stream taken; the open ones may finish. The frame is
+        written by hand: h2 sends nothing after its own GOAWAY (python-hyper/h2#1181)."""
         if self.closed:
             return
         if not self.streams:
