@@ -64,24 +64,22 @@ async def tls_router(router: RouterFactory, tmp_path: Path, routes: dict[str, An
     return Tls(handle, state)
 
 
-def echo_app() -> web.Application:
+async def echo(request: web.Request) -> web.Response:
     """Answers with what it read: method, target, fields (in order), body length and hash."""
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "target": request.path_qs,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers],
+            "length": len(body),
+            "sha256": hashlib.sha256(body).hexdigest(),
+        },
+        headers={"X-Echo": "1"},
+    )
 
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        return web.json_response(
-            {
-                "method": request.method,
-                "target": request.path_qs,
-                "headers": [
-                    [k.decode("latin-1"), v.decode("latin-1")] for k, v in request.raw_headers
-                ],
-                "length": len(body),
-                "sha256": hashlib.sha256(body).hexdigest(),
-            },
-            headers={"X-Echo": "1"},
-        )
 
+def echo_app() -> web.Application:
     app = web.Application(client_max_size=64 * MiB)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
@@ -279,19 +277,20 @@ async def send_round_robin(c: H2Client, bodies: dict[int, bytes], frame: int = 1
             await asyncio.wait_for(c.window_opened.wait(), IO_TIMEOUT_S)
 
 
+@pytest.mark.parametrize("with_length", [True, False], ids=["length", "no-length"])
 async def test_uploads_waiting_at_the_gate_do_not_stall_the_ones_it_let_through(
-    router: RouterFactory, backend: BackendFactory, tmp_path: Path
+    router: RouterFactory, backend: BackendFactory, tmp_path: Path, with_length: bool
 ) -> None:
     """Twice the gate's limit of 2 MiB uploads to one name, their DATA interleaved: the
     streams waiting at the gate must not hold the whole connection window, or the uploads
-    being forwarded could never finish and free the gate."""
+    being forwarded could never finish and free the gate. What a waiting stream received
+    is written into the engine when it starts (chunked, without a length)."""
     count, size = 2 * MAX_STREAMS_PER_NAME, 2 * MiB
+    extra = {"content_length": str(size)} if with_length else {}
     tls = await tls_router(router, tmp_path, {"api": await backend(echo_app())})
     async with await tls.h2() as c:
         bodies = {
-            c.request(request_headers(f"/{i}", "POST", content_length=str(size)), False): (
-                os.urandom(size)
-            )
+            c.request(request_headers(f"/{i}", "POST", **extra), False): os.urandom(size)
             for i in range(count)
         }
         await send_round_robin(c, bodies)
@@ -308,6 +307,57 @@ async def test_empty_post_ended_by_its_headers(
         doc = json_of(await get(c, request_headers("/e", "POST")))
     assert doc["method"] == "POST" and doc["length"] == 0
     assert "transfer-encoding" not in fields_of(doc)
+
+
+async def test_a_request_waiting_at_the_gate_keeps_its_body_and_trailers(
+    router: RouterFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    """The gate is filled with requests the backend holds; a chunked upload with trailers
+    then waits at the gate with everything it sent, and is whole when it gets through."""
+    in_flight = 0
+    full = asyncio.Event()
+    release = asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight == MAX_STREAMS_PER_NAME:
+            full.set()
+        await asyncio.wait_for(release.wait(), IO_TIMEOUT_S)
+        return web.Response(text="held")
+
+    app = web.Application()
+    app.router.add_get("/held", held)
+    app.router.add_post("/echo", echo)
+    tls = await tls_router(router, tmp_path, {"api": await backend(app)})
+    async with await tls.h2() as c:
+        holders = [c.request(request_headers("/held")) for _ in range(MAX_STREAMS_PER_NAME)]
+        await asyncio.wait_for(full.wait(), IO_TIMEOUT_S)
+        sid = c.request(request_headers("/echo", "POST", te="trailers"), end_stream=False)
+        await c.send_body(sid, b"waiting ", end_stream=False)
+        await c.send_body(sid, b"at the gate", end_stream=False)
+        c.send_trailers(sid, [(b"x-checksum", b"1")])
+        release.set()
+        doc = json_of(await c.response(sid))
+        for holder in holders:
+            assert (await c.response(holder)).status == 200
+    assert doc["length"] == len(b"waiting at the gate")
+    assert doc["sha256"] == hashlib.sha256(b"waiting at the gate").hexdigest()
+    assert "x-checksum" not in fields_of(doc)
+
+
+async def test_expect_100_continue_is_answered_before_the_body(
+    router: RouterFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    tls = await tls_router(router, tmp_path, {"api": await backend(echo_app())})
+    async with await tls.h2() as c:
+        headers = request_headers("/up", "POST", content_length="5", expect="100-continue")
+        sid = c.request(headers, end_stream=False)
+        stream = await c.until(sid, lambda s: bool(s.informational) or s.ended)
+        assert stream.informational == [[(b":status", b"100")]] and stream.headers is None
+        await c.send_body(sid, b"hello")
+        doc = json_of(await c.response(sid))
+    assert doc["length"] == 5
 
 
 async def test_request_trailers_end_the_body_and_never_become_fields(
