@@ -36,6 +36,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from chromium import Chromium, missing_tools, nss_trust
 from conftest import IO_TIMEOUT_S, CliProcess, cli_env, free_port
 
+from devrouter.http2.server import MAX_STREAMS_PER_NAME
+
 BackendFactory = Callable[..., Awaitable[int]]
 Cli = Callable[..., CliProcess]
 
@@ -143,12 +145,22 @@ def page_app(seen: Seen) -> web.Application:
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=f"hello from {request.host}")
 
+    async def ndjson(request: web.Request) -> web.StreamResponse:
+        """A streamed response that is not an event stream (NDJSON, as a log tail or an
+        LLM's tokens are streamed): one line, then it stays open until the client leaves."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson", **no_store})
+        await resp.prepare(request)
+        await resp.write(b'{"started": true}\n')
+        await asyncio.sleep(3600)
+        return resp
+
     app = web.Application()
     app.router.add_get("/", page)
     app.router.add_get("/app.js", app_js)
     app.router.add_get("/m/{i:\\d+}.js", module)
     app.router.add_get("/ws", ws)
     app.router.add_get("/events", events)
+    app.router.add_get("/ndjson", ndjson)
     app.router.add_get("/hello", hello)
     return app
 
@@ -687,3 +699,40 @@ async def test_devrouter_trust_makes_chromium_trust_the_router(
         assert await browser.navigate(page) == "net::ERR_CERT_AUTHORITY_INVALID"
     finally:
         await browser.close()
+
+
+# --- the HTTP/2 engine's per-name gate --------------------------------------------------------
+
+
+@pytest.mark.skipif(CURL is None, reason="curl is not installed")
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="http2.server's gate counts a streamed response that is not text/event-stream "
+    "for as long as it lasts: MAX_STREAMS_PER_NAME of them (one tab's NDJSON or long-poll "
+    "fetches) stop every other HTTP/2 request to that name, from any client (reported)",
+)
+@pytest.mark.timeout(120)
+async def test_streamed_responses_do_not_hold_a_name_from_other_clients(
+    serve: ServeFactory, backend: BackendFactory, chromium: Callable[[Served], Awaitable[Chromium]]
+) -> None:
+    assert CURL is not None
+    served = serve({"app": await backend(page_app(Seen()))})
+    browser = await chromium(served)
+    await browser.goto(served.url("app", "/hello"))
+    # One page keeps MAX_STREAMS_PER_NAME streamed responses open, each read to its first
+    # line (so each has its response head and is relayed).
+    await browser.eval(
+        f"""globalThis.open = 0;
+        for (let i = 0; i < {MAX_STREAMS_PER_NAME}; i++)
+          fetch('/ndjson?i=' + i).then(r => r.body.getReader().read()).then(() => open++);
+        true"""
+    )
+    await browser.wait_for(f"globalThis.open === {MAX_STREAMS_PER_NAME}")
+    # Another client asks the same name for a page that answers at once.
+    code, out, err = await run(
+        [CURL, "-q", "-sS", "--max-time", "10", "--http2", "--cacert", str(served.ca),
+         "--resolve", f"app.localhost:{served.port}:127.0.0.1", served.url("app", "/hello")],
+        env=client_env(served.home),
+    )  # fmt: skip
+    assert (code, out) == (0, f"hello from app.localhost:{served.port}"), err
