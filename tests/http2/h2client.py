@@ -5,6 +5,8 @@ api.localhost); `sid = c.request(headers, end_stream=...)` opens a stream; `send
 sends DATA as the server's windows allow; `await c.response(sid)` waits, bounded by
 IO_TIMEOUT_S, until the stream ends or is reset. Every event is kept per stream. Received
 DATA is acknowledged as it is read, so a small `window` stays small (flow control).
+`checked=False` sends malformed header blocks as given; `ws_frame` and `read_ws_frame` are
+the few bytes of WebSocket framing a tunnel over extended CONNECT needs.
 """
 
 from __future__ import annotations
