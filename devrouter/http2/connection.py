@@ -5,15 +5,22 @@ Each stream's request is written into an HTTP/1 engine through a `Lane`
 HTTP/2 engine holds no routing or header rules of its own: it frames, multiplexes and
 applies HTTP/2's own limits. Those limits, each a case of docs/security.md's catalog:
 
-- streams: at most MAX_CONCURRENT_STREAMS open; a client that resets streams faster than
-  RESET_BUDGET / RESETS_PER_S allows (rapid reset, CVE-2023-44487) gets GOAWAY;
-- header blocks: MAX_HEADER_LIST_BYTES decoded (HPACK bombs), and h2's own cap of 64
-  CONTINUATION frames per block (CVE-2024-27316);
-- control frames (PING, SETTINGS, PRIORITY, empty DATA...): a budget per second, past it
-  GOAWAY (the floods of CVE-2019-9512/9515/9518);
+- streams: at most MAX_CONCURRENT_STREAMS open, one more is refused with REFUSED_STREAM
+  (h2 itself would end the connection, and the streams on it); streams reset faster than
+  RESET_BUDGET / RESETS_PER_S allows get GOAWAY, whoever sent the RST_STREAM (rapid reset,
+  CVE-2023-44487, and the resets a client's bad frames oblige h2 or the router to send,
+  CVE-2025-8671);
+- header blocks: MAX_HEADER_BLOCK_BYTES on the wire, refused by the frame meter
+  (devrouter.http2.limits) before h2 buffers them (CONTINUATION floods, CVE-2024-27316),
+  and MAX_HEADER_LIST_BYTES decoded, by hpack (HPACK bombs); the router's own HPACK table is
+  at most ENCODER_TABLE_BYTES whatever the client allows;
+- control frames (SETTINGS, PING, PRIORITY, RST_STREAM, WINDOW_UPDATE, empty DATA...):
+  a budget per second, past it GOAWAY (the floods of CVE-2019-9512/9515/9518); each DATA
+  frame the router sends pays for the WINDOW_UPDATEs that acknowledge it;
 - memory: a stream holds at most bridge.HIGH_WATER_BYTES of response before its engine is
   paused; a client that does not read gets nothing more written past
-  MAX_OUTBOUND_BUFFER_BYTES of control frames, then GOAWAY;
+  MAX_OUTBOUND_BUFFER_BYTES of control frames, then GOAWAY, and is dropped CLOSE_GRACE_S
+  later however much is unsent;
 - time: a connection with no open stream for IDLE_TIMEOUT_S gets GOAWAY.
 """
 
@@ -22,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any, cast
 
 import h2.config
@@ -34,8 +40,11 @@ import h2.settings
 from hyperframe.frame import GoAwayFrame
 
 from .bridge import Lane
+from .limits import Bucket, FrameMeter
 from .request import Http1Request, Malformed, chunk, last_chunk, to_http1
-from .response import BadResponse, ResponseReader
+from .stream import Stream
+
+__all__ = ["Http2Connection", "Stream"]
 
 if TYPE_CHECKING:
     from .server import Http2Server
@@ -48,6 +57,13 @@ MAX_CONCURRENT_STREAMS = 256
 #: Decoded header list size, in bytes (HTTP/1's limits: 100 fields of up to 8 KiB, and a
 #: little over a browser's biggest cookie jar).
 MAX_HEADER_LIST_BYTES = 64 * 1024
+#: A header block's bytes on the wire (HEADERS and its CONTINUATIONs), at most: HPACK never
+#: takes more room than the decoded list counts (32 bytes a field on top of its name and
+#: value) but for a HEADERS frame's padding, at most 256 bytes.
+MAX_HEADER_BLOCK_BYTES = MAX_HEADER_LIST_BYTES + 1024
+#: The router's HPACK table for its responses, in bytes, whatever larger one the client
+#: allows (RFC 7541, 4.2): the protocol's default.
+ENCODER_TABLE_BYTES = 4096
 #: The window of a stream being forwarded, and the connection's, in bytes: what a client may
 #: send before the router acknowledges it (so what an upload can hold in memory).
 STREAM_WINDOW_BYTES = 1024 * 1024
@@ -57,118 +73,27 @@ CONNECTION_WINDOW_BYTES = 16 * 1024 * 1024
 #: interleaved uploads waiting there stalled for good the ones it had let through.
 QUEUED_WINDOW_BYTES = 32 * 1024
 assert MAX_CONCURRENT_STREAMS * QUEUED_WINDOW_BYTES <= CONNECTION_WINDOW_BYTES // 2
-#: Client resets: a burst of RESET_BUDGET, refilled at RESETS_PER_S per second.
-RESET_BUDGET = 200
+#: Stream resets: a burst of RESET_BUDGET, refilled at RESETS_PER_S per second. A browser
+#: that reloads a page cancels every stream in flight at once: twice that fits.
+RESET_BUDGET = 2 * MAX_CONCURRENT_STREAMS
 RESETS_PER_S = 100.0
-#: Control frames (PING, SETTINGS, PRIORITY, WINDOW_UPDATE, empty DATA): a burst of
-#: CONTROL_BUDGET, refilled at CONTROL_PER_S per second.
+#: Control frames (devrouter.http2.limits.FrameMeter): a burst of CONTROL_BUDGET, refilled
+#: at CONTROL_PER_S per second. A browser sends a handful, and a WINDOW_UPDATE or two per
+#: DATA frame it reads, which that frame pays for (DATA_FRAME_CREDIT).
 CONTROL_BUDGET = 1000
 CONTROL_PER_S = 500.0
+DATA_FRAME_CREDIT = 2
 #: Bytes written but not yet sent to a client that does not read; past it, the connection
 #: is closed.
 MAX_OUTBOUND_BUFFER_BYTES = 4 * 1024 * 1024
+#: A closed connection whose bytes the client does not take is dropped after this many
+#: seconds (a close waits for them otherwise, for as long as the client keeps its window
+#: shut).
+CLOSE_GRACE_S = 5.0
 #: Idle lanes (HTTP/1 engine connections) kept per HTTP/2 connection.
 MAX_IDLE_LANES = 32
 #: A connection with no open stream is closed after this many seconds.
 IDLE_TIMEOUT_S = 120.0
-
-
-class Bucket:
-    """A token bucket: `take()` is False once the burst is spent faster than the rate."""
-
-    __slots__ = ("at", "burst", "rate", "tokens")
-
-    def __init__(self, burst: float, rate: float) -> None:
-        self.burst = self.tokens = burst
-        self.rate = rate
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        self.tokens -= 1
-        return self.tokens >= 0
-
-
-class Stream:
-    """One stream relayed through a lane: its request in, its response out."""
-
-    __slots__ = (
-        "conn",
-        "ended",
-        "held",
-        "id",
-        "key",
-        "lane",
-        "pending",
-        "reader",
-        "request",
-        "request_done",
-        "response_done",
-        "started",
-        "tail",
-        "trailers",
-    )
-
-    def __init__(self, conn: Http2Connection, stream_id: int, request: Http1Request) -> None:
-        self.conn = conn
-        self.id = stream_id
-        self.request = request
-        self.key: bytes | None = None  # the gate's key (the authority) while it counts
-        self.lane: Lane | None = None
-        self.reader = ResponseReader(self, request.method == b"HEAD", request.websocket)
-        self.pending = bytearray()  # response body bytes waiting for the client's window
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # set: the response is whole
-        self.request_done = not request.has_body
-        self.response_done = False
-        self.ended = False  # END_STREAM (or a reset) sent
-        self.started = False
-        self.held = 0  # request bytes received and not acknowledged (the engine is paused)
-        self.tail = b"0\r\n\r\n"  # a chunked request's end (with trailers, when sent)
-
-    @property
-    def unsent(self) -> int:
-        return len(self.pending)
-
-    # -- from the lane: the engine's response bytes ------------------------------------
-
-    def response_bytes(self, data: bytes) -> None:
-        try:
-            self.reader.feed(data)
-        except BadResponse as exc:
-            log.warning("HTTP/2 stream %d: the response could not be read: %s", self.id, exc)
-            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    def response_closed(self) -> None:
-        """The engine closed its side: the response ends here, whole or cut short."""
-        if self.ended:
-            return
-        if not self.reader.closed():
-            self.conn.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-
-    # -- ResponseSink --------------------------------------------------------------------
-
-    def head(self, status: int, fields: list[tuple[bytes, bytes]]) -> None:
-        self.conn.send_headers(self, fields)
-        if status == 101 or (status >= 200 and _is_stream(fields)):
-            self.conn.release_gate(self)  # a long-lived stream: it no longer holds a slot
-
-    def body(self, data: bytes) -> None:
-        self.pending += data
-        self.conn.flush_stream(self)
-
-    def tunnel(self, data: bytes) -> None:
-        self.body(data)
-
-    def end(self, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.trailers = trailers
-        self.response_done = True
-        self.conn.flush_stream(self)
-
-
-def _is_stream(fields: list[tuple[bytes, bytes]]) -> bool:
-    return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in fields)
 
 
 class Http2Connection(asyncio.Protocol):
@@ -189,10 +114,12 @@ class Http2Connection(asyncio.Protocol):
         self.lanes: set[Lane] = set()
         self.resets = Bucket(RESET_BUDGET, RESETS_PER_S)
         self.control = Bucket(CONTROL_BUDGET, CONTROL_PER_S)
+        self.meter = FrameMeter(MAX_HEADER_BLOCK_BYTES)
         self.write_paused = False
         self.closed = False
         self.draining = False  # a graceful GOAWAY was sent: no new streams
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.drop_timer: asyncio.TimerHandle | None = None
         self._extra: dict[str, Any] = {}
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -201,15 +128,13 @@ class Http2Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
         conn = self.h2
-        conn.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
-        )
+        conn.local_settings = _settings(MAX_CONCURRENT_STREAMS)
         conn.initiate_connection()
+        # h2 answers a stream past its own limit with a connection error, which costs every
+        # stream open; the router refuses it alone (_request), so h2's limit is set past the
+        # one sent (h2 still ends a client that ignores it twice over)
+        conn.local_settings = _settings(2 * MAX_CONCURRENT_STREAMS)
+        conn.decoder.max_header_list_size = MAX_HEADER_LIST_BYTES
         # a change, applied once acknowledged: until then the default holds (RFC 9113, 6.9.2)
         conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: QUEUED_WINDOW_BYTES})
         conn.increment_flow_control_window(CONNECTION_WINDOW_BYTES - 65535)
@@ -226,6 +151,15 @@ class Http2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        reading = self.meter.feed(data)
+        if reading.block_too_large:
+            log.info("HTTP/2 client sent a header block over %d bytes", MAX_HEADER_BLOCK_BYTES)
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            return
+        if reading.control and not self.control.take(reading.control):
+            log.info("HTTP/2 client sends control frames faster than allowed; closing it")
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -235,6 +169,8 @@ class Http2Connection(asyncio.Protocol):
             return
         try:
             for event in events:
+                if self.closed:  # a budget ran out: the rest is not answered
+                    return
                 self._event(event)
         except Exception:  # a bug here must cost one connection, not the router
             log.exception("internal error on an HTTP/2 connection; closing it")
@@ -242,11 +178,7 @@ class Http2Connection(asyncio.Protocol):
             return
         self.flush()
         transport = self.transport
-        if (
-            self.write_paused
-            and transport is not None
-            and transport.get_write_buffer_size() > MAX_OUTBOUND_BUFFER_BYTES
-        ):
+        if transport is not None and transport.get_write_buffer_size() > MAX_OUTBOUND_BUFFER_BYTES:
             log.info("HTTP/2 client does not read what it asks for; closing its connection")
             self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
@@ -256,6 +188,8 @@ class Http2Connection(asyncio.Protocol):
         self.server.settled()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
+        if self.drop_timer is not None:
+            self.drop_timer.cancel()
         for stream in list(self.streams.values()):
             self._forget(stream)
         for lane in list(self.lanes):
@@ -284,26 +218,32 @@ class Http2Connection(asyncio.Protocol):
         elif isinstance(event, h2.events.TrailersReceived):
             self._trailers(event)
         elif isinstance(event, h2.events.StreamReset):
-            self._client_reset(event)
+            self._stream_reset(event)
         elif isinstance(event, h2.events.WindowUpdated):
             self._window(event.stream_id)
         elif isinstance(event, h2.events.RemoteSettingsChanged):
-            self._control()
+            table = event.changed_settings.get(h2.settings.SettingCodes.HEADER_TABLE_SIZE)
+            if table is not None and table.new_value > ENCODER_TABLE_BYTES:
+                self.h2.encoder.header_table_size = ENCODER_TABLE_BYTES
             self._window(0)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
-        elif isinstance(
-            event,
-            h2.events.PingReceived
-            | h2.events.PriorityUpdated
-            | h2.events.SettingsAcknowledged
-            | h2.events.UnknownFrameReceived,
-        ):
-            self._control()
+        # control frames are counted by the meter, from their headers (data_received)
 
     def _control(self) -> None:
         if not self.control.take():
             log.info("HTTP/2 client sends control frames faster than allowed; closing it")
+            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _refuse(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
+        """A stream reset before it was forwarded; it counts against the reset budget like
+        the client's own resets."""
+        self.h2.reset_stream(stream_id, code)
+        self._count_reset()
+
+    def _count_reset(self) -> None:
+        if not self.resets.take():
+            log.info("HTTP/2 client has streams reset faster than allowed; closing it")
             self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
     def _request(self, event: h2.events.RequestReceived) -> None:
@@ -313,11 +253,14 @@ class Http2Connection(asyncio.Protocol):
         if self.draining:  # sent before the client read the GOAWAY
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:  # RFC 9113, 5.1.2
+            self._refuse(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         try:
             request = to_http1(headers, end_stream)
         except Malformed as exc:
             log.info("HTTP/2 stream %d refused: %s", stream_id, exc)
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._refuse(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
         stream = Stream(self, stream_id, request)
         self.streams[stream_id] = stream
@@ -344,7 +287,9 @@ class Http2Connection(asyncio.Protocol):
         stream.lane = lane
         stream.started = True
         lane.stream = stream
-        if not stream.request_done:  # a body to come: the window of a forwarded stream
+        # a body to come: the window of a forwarded stream (unless h2 has closed the stream
+        # already, for a frame read in the same batch: it is gone from h2.streams)
+        if not stream.request_done and stream.id in self.h2.streams:
             grow = STREAM_WINDOW_BYTES - QUEUED_WINDOW_BYTES
             with contextlib.suppress(h2.exceptions.StreamClosedError):
                 self.h2.increment_flow_control_window(grow, stream.id)
@@ -360,6 +305,8 @@ class Http2Connection(asyncio.Protocol):
     def _data(self, event: h2.events.DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
         size = event.flow_controlled_length
+        if size and not event.data and event.stream_ended is None:
+            self._control()  # padding alone: the meter saw a frame with a payload
         if stream is None or stream.lane is None:
             if stream is not None and not stream.started:  # queued at the gate: hold it
                 stream.request = _with_body(stream.request, event.data)
@@ -367,8 +314,6 @@ class Http2Connection(asyncio.Protocol):
                 return
             self.h2.acknowledge_received_data(size, event.stream_id)
             return
-        if not event.data:
-            self._control()
         data = chunk(event.data) if stream.request.chunked and event.data else event.data
         stream.lane.deliver(data, size, stream.id)
 
@@ -403,11 +348,11 @@ class Http2Connection(asyncio.Protocol):
             stream.lane.deliver(stream.tail)
         self._maybe_done(stream)
 
-    def _client_reset(self, event: h2.events.StreamReset) -> None:
+    def _stream_reset(self, event: h2.events.StreamReset) -> None:
+        """The client reset a stream, or h2 did for a frame of the client's it could not
+        take (a window past 2^31-1, DATA on a closed stream): both count."""
         stream = self.streams.get(event.stream_id)
-        if event.remote_reset and not self.resets.take():
-            log.info("HTTP/2 client resets streams faster than allowed; closing it")
-            self.goaway(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        self._count_reset()
         if stream is not None:
             stream.ended = True
             self._forget(stream)
@@ -438,13 +383,15 @@ class Http2Connection(asyncio.Protocol):
             if pending and not self.write_paused:
                 window = min(conn.local_flow_control_window(stream.id), len(pending))
                 size = conn.max_outbound_frame_size
-                sent = 0
+                sent = frames = 0
                 while sent < window:
                     n = min(size, window - sent)
                     conn.send_data(stream.id, bytes(pending[sent : sent + n]))
                     sent += n
+                    frames += 1
                 if sent:
                     del pending[:sent]
+                    self.control.give(frames * DATA_FRAME_CREDIT)
             if stream.lane is not None:
                 stream.lane.backlog(len(pending))
             if not pending and stream.response_done:
@@ -561,8 +508,11 @@ class Http2Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+            if transport.get_write_buffer_size():  # maybe a client that does not read
+                self.drop_timer = self.loop.call_later(CLOSE_GRACE_S, transport.abort)
         self.closed = True
 
     def shutdown(self) -> None:
@@ -578,6 +528,17 @@ class Http2Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             frame = GoAwayFrame(last_stream_id=self.h2.highest_inbound_stream_id)
             self.transport.write(frame.serialize())
+
+
+def _settings(streams: int) -> h2.settings.Settings:
+    return h2.settings.Settings(
+        client=False,
+        initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_BYTES,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+        },
+    )
 
 
 def _authority(headers: list[tuple[bytes, bytes]]) -> bytes:
