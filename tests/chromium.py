@@ -187,10 +187,12 @@ class Chromium:
             value = await self.eval(expression)
         return value
 
-    async def wait_for_console(self, text: str, timeout_s: float = PAGE_WAIT_S) -> None:
-        """Wait until the page has logged a console message containing `text`."""
+    async def wait_for_console(
+        self, text: str, timeout_s: float = PAGE_WAIT_S, count: int = 1
+    ) -> None:
+        """Wait until the page has logged `count` console messages containing `text`."""
         async with asyncio.timeout(timeout_s):
-            while not any(text in message for message in self.console()):
+            while sum(text in message for message in self.console()) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
 

@@ -660,6 +660,65 @@ async def test_a_websocket_over_http11_tls(
 # --- Vite: hot module replacement over the router's wss:// ------------------------------------
 
 
+@dataclass
+class ViteRig:
+    """A real Vite dev server behind `devrouter serve` as vite.localhost, and a trusting
+    Chromium on its page over https://."""
+
+    vite_js: Path
+    home: Path
+    root: Path
+    vite: vitedev.Vite
+    served: Served
+    browser: Chromium
+
+    async def restart(self) -> None:
+        """Stop Vite, then start it again on the same port."""
+        await self.vite.stop()
+        self.vite = await vitedev.Vite.start(self.vite_js, self.root, self.vite.port, self.home)
+
+
+@pytest.fixture
+async def vite_rig(
+    serve: ServeFactory, chromium: Callable[[Served], Awaitable[Chromium]], tmp_path: Path
+) -> AsyncIterator[Callable[[str | None], Awaitable[ViteRig]]]:
+    """`rig = await vite_rig(hmr)`: the project scaffolded, Vite and the router started, the
+    page loaded and its HMR socket connected. `hmr="clientPort"` sets server.hmr.clientPort
+    to the router's port. Skips when Vite cannot be installed."""
+    rigs: list[ViteRig] = []
+    vites: list[vitedev.Vite] = []
+
+    async def start(hmr: str | None) -> ViteRig:
+        home = tmp_path / "home"
+        home.mkdir(exist_ok=True)
+        vite_js, why = await asyncio.to_thread(vitedev.install, home)
+        if vite_js is None:
+            pytest.skip(why)
+        vite_port, router_port = free_port(), free_port()
+        server: dict[str, object] = {}
+        if hmr == "clientPort":
+            server["hmr"] = {"clientPort": router_port}
+        root = vitedev.scaffold(tmp_path / "project", server)
+        vite = await vitedev.Vite.start(vite_js, root, vite_port, home)
+        vites.append(vite)
+        served = serve({"vite": vite_port}, port=router_port)
+        rig = ViteRig(vite_js, home, root, vite, served, await chromium(served))
+        rigs.append(rig)
+        await rig.browser.goto(rig.served.url("vite"), timeout_s=60)
+        await rig.browser.wait_for("document.getElementById('out').textContent === 'version 1'")
+        await rig.browser.wait_for_console("[vite] connected", 30)
+        return rig
+
+    yield start
+    for vite in [*vites, *(rig.vite for rig in rigs)]:  # a restart makes a new one
+        await vite.stop()
+
+
+def hmr_sockets(browser: Chromium) -> list[str]:
+    """The URLs of the WebSockets the page opened (Vite's HMR and ping sockets)."""
+    return [e["params"]["url"] for e in browser.events if e["method"] == "Network.webSocketCreated"]
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "hmr",
@@ -672,48 +731,44 @@ async def test_a_websocket_over_http11_tls(
     ],
 )
 async def test_vite_hot_module_replacement_through_the_router(
-    serve: ServeFactory,
-    chromium: Callable[[Served], Awaitable[Chromium]],
-    tmp_path: Path,
-    hmr: str | None,
+    vite_rig: Callable[[str | None], Awaitable[ViteRig]], hmr: str | None
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
-    vite_js, why = await asyncio.to_thread(vitedev.install, home)
-    if vite_js is None:
-        pytest.skip(why)
-    vite_port = free_port()
-    router_port = free_port()
-    server: dict[str, object] = {}
-    if hmr == "clientPort":
-        server["hmr"] = {"clientPort": router_port}
-    root = vitedev.scaffold(tmp_path / "project", server)
-    vite = await vitedev.Vite.start(vite_js, root, vite_port, home)
-    try:
-        served = serve({"vite": vite_port}, port=router_port)
-        browser = await chromium(served)
-        page = served.url("vite")
-        await browser.goto(page, timeout_s=60)
-        await browser.wait_for("document.getElementById('out').textContent === 'version 1'")
-        assert await browser.eval("performance.getEntriesByType('navigation')[0]"
-                                  ".nextHopProtocol") == "h2"  # fmt: skip
-        await browser.wait_for_console("[vite] connected", 30)
-        await browser.eval("window.samePage = true")
+    rig = await vite_rig(hmr)
+    browser = rig.browser
+    navigation = "performance.getEntriesByType('navigation')[0].nextHopProtocol"
+    assert await browser.eval(navigation) == "h2"
+    await browser.eval("window.samePage = true")
 
-        (root / "main.js").write_text(vitedev.main_js("version 2"))
-        await browser.wait_for("document.getElementById('out').textContent === 'version 2'", 30)
-        assert await browser.eval("window.samePage") is True  # updated, not reloaded
-        assert any("hmr update" in line for line in vite.lines), vite.lines
+    (rig.root / "main.js").write_text(vitedev.main_js("version 2"))
+    await browser.wait_for("document.getElementById('out').textContent === 'version 2'", 30)
+    assert await browser.eval("window.samePage") is True  # updated, not reloaded
+    assert any("hmr update" in line for line in rig.vite.lines), rig.vite.lines
+    sockets = hmr_sockets(browser)
+    assert sockets, "Vite's client opened no WebSocket"
+    assert all(u.startswith(f"wss://vite.localhost:{rig.served.port}/") for u in sockets)
+    assert browser.errors() == []
 
-        sockets = [
-            e["params"]["url"] for e in browser.events if e["method"] == "Network.webSocketCreated"
-        ]
-        assert sockets and all(
-            u.startswith(f"wss://vite.localhost:{router_port}/") for u in sockets
-        )
-        assert browser.errors() == []
-    finally:
-        await vite.stop()
+
+@pytest.mark.timeout(300)
+async def test_vite_restarting_behind_the_router(
+    vite_rig: Callable[[str | None], Awaitable[ViteRig]],
+) -> None:
+    """Vite's client notices its server went (the HMR socket closes), pings it through the
+    router (WebSockets the router answers 502 while nothing listens), and reloads the page
+    when it is back; the new page connects its HMR socket again."""
+    rig = await vite_rig(None)
+    browser = rig.browser
+    await browser.eval("window.samePage = true")
+    await rig.vite.stop()
+    await browser.wait_for_console("server connection lost", 30)
+    (rig.root / "main.js").write_text(vitedev.main_js("after the restart"))
+    await rig.restart()
+    await browser.wait_for(
+        "document.getElementById('out')?.textContent === 'after the restart'", 30
+    )
+    assert await browser.eval("window.samePage") is None  # reloaded
+    await browser.wait_for_console("[vite] connected", 30, count=2)
+    assert browser.errors() == []
 
 
 # --- `devrouter trust`: the user's flow, then Chromium ----------------------------------------
