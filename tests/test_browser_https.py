@@ -873,3 +873,70 @@ async def test_streamed_responses_do_not_hold_a_name_from_other_clients(
         env=client_env(served.home),
     )  # fmt: skip
     assert (code, out) == (0, f"hello from app.localhost:{served.port}"), err
+
+
+# --- `devrouter run`: the environment a service gets makes its own clients trust the router ---
+
+#: Run by `devrouter run`: each client, trusting only what its environment names, fetches
+#: the `app` route over https:// on the router's port (from DEVROUTER_HTTPS_URL).
+PROBE = r"""
+import http.client, json, os, socket, ssl, subprocess, sys, urllib.parse
+
+port = urllib.parse.urlsplit(os.environ["DEVROUTER_HTTPS_URL"]).port
+out = {"env": sorted(k for k in ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                                  "CURL_CA_BUNDLE") if k in os.environ)}
+curl = subprocess.run(
+    ["curl", "-q", "-sS", "--max-time", "10", "--resolve", f"app.localhost:{port}:127.0.0.1",
+     f"https://app.localhost:{port}/hello"], capture_output=True, text=True, timeout=20)
+out["curl"] = [curl.returncode, curl.stdout or curl.stderr.strip()]
+conn = http.client.HTTPSConnection(
+    "app.localhost", port, context=ssl.create_default_context(), timeout=10)
+conn._create_connection = lambda a, *rest: socket.create_connection(("127.0.0.1", a[1]), *rest)
+try:
+    conn.request("GET", "/hello")
+    out["python"] = [0, conn.getresponse().read().decode()]
+except OSError as exc:
+    out["python"] = [1, repr(exc)]
+node = subprocess.run(["node", sys.argv[1], str(port), "app.localhost"],
+                      capture_output=True, text=True, timeout=30)
+out["node"] = [json.loads(line) for line in node.stdout.splitlines()]
+print("PROBE " + json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.skipif(CURL is None or NODE is None, reason="curl and node are needed")
+@pytest.mark.timeout(90)
+async def test_devrouter_run_gives_a_service_clients_that_trust_the_router(
+    serve: ServeFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    served = serve({"app": await backend(page_app(Seen()))})
+    (tmp_path / "probe.py").write_text(PROBE)
+    (tmp_path / "clients.js").write_text(NODE_CLIENTS)
+    low = 20000 + (served.port % 400) * 50
+    env = client_env(
+        served.home,
+        DEVROUTER_HOME=str(served.ca.parent.parent),
+        DEVROUTER_LISTEN=f"127.0.0.1:{served.port}",
+        DEVROUTER_PORTS=f"{low}-{low + 49}",
+    )
+    code, out, err = await run(
+        [sys.executable, "-m", "devrouter", "run", "probe", "--",
+         sys.executable, str(tmp_path / "probe.py"), str(tmp_path / "clients.js")],
+        env=env,
+        timeout_s=60,
+    )  # fmt: skip
+    assert code == 0, out + err
+    lines = [line for line in (out + err).splitlines() if line.startswith("PROBE ")]
+    assert lines, out + err
+    probe = json.loads(lines[0].removeprefix("PROBE "))
+    body = f"hello from app.localhost:{served.port}"
+    assert probe["node"] == [
+        {"client": "https", "version": "1.1", "body": body},
+        {"client": "http2", "version": "2.0", "body": body},
+    ]
+    if "SSL_CERT_FILE" not in probe["env"]:  # no system bundle to add the CA to
+        pytest.skip("this system has no CA bundle: only NODE_EXTRA_CA_CERTS is given")
+    assert probe["env"] == ["CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE",
+                            "SSL_CERT_FILE"]  # fmt: skip
+    assert probe["curl"] == [0, body]
+    assert probe["python"] == [0, body]
