@@ -147,10 +147,10 @@ def make_server(
 
 
 def _full(server: LimitedServer, state: State) -> bool:
-    """The router-wide connection limit is reached (checked for HTTP/2 connections, which
-    the HTTP/1 server's own check does not see)."""
+    """The router-wide connection limit is reached: the HTTP/1 server's connections and
+    those it counts elsewhere (HTTP/2 connections) together."""
     limit = min(state.snapshot.config.max_connections, server.fd_budget)
-    return server.open_connections() >= limit
+    return server.open_connections() + server.elsewhere() >= limit
 
 
 class Router:
@@ -221,7 +221,8 @@ class Router:
         limits = HttpLimits(fd_budget=budget)
         server = make_server(engine, proxy, self.state, self.metrics, limits, gated=gated)
         self._server = server
-        self._h2 = Http2Server(server.make_protocol, full=lambda: _full(server, self.state))
+        h2 = self._h2 = Http2Server(server.make_protocol, full=lambda: _full(server, self.state))
+        server.elsewhere = lambda: len(h2.connections)
         if self.state.snapshot.config.https != "off":
             self._tls_context()  # create the CA now, so its path can be shown and given out
         self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -146,13 +147,16 @@ class LimitedServer(web.Server):
         self.limits = limits
         self.fd_budget = limits.fd_budget
         self._warned_at = float("-inf")
+        #: Client connections held elsewhere that count toward the limit (the HTTP/2 engine's;
+        #: each of its streams also holds one of this server's connections, a lane).
+        self.elsewhere: Callable[[], int] = lambda: 0
 
     def open_connections(self) -> int:
         return len(self._connections)
 
     def __call__(self) -> Any:
         limit = min(self.state.snapshot.config.max_connections, self.fd_budget)
-        open_now = self.open_connections()
+        open_now = self.open_connections() + self.elsewhere()
         if open_now >= limit:
             now = time.monotonic()
             if now - self._warned_at >= WARN_EVERY_S:
