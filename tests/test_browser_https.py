@@ -868,7 +868,7 @@ async def test_streamed_responses_do_not_hold_a_name_from_other_clients(
     await browser.wait_for(f"globalThis.open === {MAX_STREAMS_PER_NAME}")
     # Another client asks the same name for a page that answers at once.
     code, out, err = await run(
-        [CURL, "-q", "-sS", "--max-time", "10", "--http2", "--cacert", str(served.ca),
+        [CURL, "-q", "-sS", "--max-time", "5", "--http2", "--cacert", str(served.ca),
          "--resolve", f"app.localhost:{served.port}:127.0.0.1", served.url("app", "/hello")],
         env=client_env(served.home),
     )  # fmt: skip
