@@ -659,6 +659,50 @@ async def test_a_client_that_does_not_read_its_socket_keeps_the_routers_buffers_
     await c.close()
 
 
+async def test_an_upload_to_a_backend_that_does_not_read_holds_at_most_its_window(
+    router: RouterFactory, raw_backend: Any, tmp_path: Path, made: list[Http2Connection]
+) -> None:
+    """A 64 MiB POST to a backend that reads the head and then nothing: the router stops
+    acknowledging DATA once its engine is paused, so the client's window closes and the
+    router holds at most the stream's window (STREAM_WINDOW_BYTES) of it."""
+    taken = asyncio.Event()
+
+    async def never_reads(r: asyncio.StreamReader, w: asyncio.StreamWriter, rb: Any) -> None:
+        rb.received.append(await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), IO_TIMEOUT_S))
+        taken.set()
+        await asyncio.sleep(3600)  # cancelled by the fixture
+
+    rb = await raw_backend(never_reads)
+    tls = await tls_router(router, tmp_path, rb.port)
+    sent = 0
+    async with await tls.h2() as c:
+        sid = c.request(request_headers("/upload", "POST"), end_stream=False)
+
+        async def push() -> None:  # DATA as the router's windows allow, counted
+            nonlocal sent
+            block = b"u" * c.conn.max_outbound_frame_size
+            while sent < 64 * MiB:
+                size = min(c.conn.local_flow_control_window(sid), len(block))
+                if size <= 0:
+                    c.window_opened.clear()
+                    await c.window_opened.wait()
+                    continue
+                c.conn.send_data(sid, block[:size])
+                c.flush()
+                sent += size
+                await c.writer.drain()
+
+        upload = asyncio.create_task(push())
+        await asyncio.wait_for(taken.wait(), IO_TIMEOUT_S)
+        await settle(lambda: sent)
+        (conn,) = made
+        inbox = sum(len(b) for lane in conn.lanes for b in lane.inbox)
+        upload.cancel()
+        await asyncio.gather(upload, return_exceptions=True)
+    assert sent < 32 * MiB, sent
+    assert inbox <= connection.STREAM_WINDOW_BYTES + 64 * 1024
+
+
 async def test_pings_from_a_client_that_does_not_read_cannot_grow_the_routers_buffer(
     router: RouterFactory,
     backend: BackendFactory,
