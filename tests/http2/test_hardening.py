@@ -319,6 +319,27 @@ async def test_an_hpack_bomb_is_refused_before_it_is_expanded(
     await c.close()
 
 
+async def test_a_dynamic_table_larger_than_the_routers_is_refused(
+    router: RouterFactory, backend: BackendFactory, tmp_path: Path
+) -> None:
+    """The client's HPACK table is the router's to size (the default 4 KiB, RFC 7541, 4.2): a
+    header block that grows it past that ends the connection (hpack's check; h2 says
+    PROTOCOL_ERROR where RFC 9113, 4.3 says COMPRESSION_ERROR: a connection error either way)."""
+    seen = Seen()
+    tls = await tls_router(router, tmp_path, await backend(seen.app()))
+    c = await tls.raw()
+    c.encoder.header_table_size = 1 << 20  # the block starts with a size update to 1 MiB
+    c.send(c.request_frame(1, get("/table")))
+    goaway = await c.closed()
+    errors = h2.errors.ErrorCodes
+    assert goaway is not None and goaway.error_code in (
+        errors.PROTOCOL_ERROR,
+        errors.COMPRESSION_ERROR,
+    )
+    assert seen.paths == []
+    await c.close()
+
+
 async def test_a_huge_header_table_setting_leaves_the_routers_table_small(
     router: RouterFactory, backend: BackendFactory, tmp_path: Path, made: list[Http2Connection]
 ) -> None:
