@@ -21,7 +21,8 @@ applies HTTP/2's own limits. Those limits, each a case of docs/security.md's cat
   paused; a client that does not read gets nothing more written past
   MAX_OUTBOUND_BUFFER_BYTES of control frames, then GOAWAY, and is dropped CLOSE_GRACE_S
   later however much is unsent;
-- time: a connection with no open stream for IDLE_TIMEOUT_S gets GOAWAY.
+- time: a connection with no open stream for IDLE_TIMEOUT_S gets GOAWAY, and one whose
+  client has not acknowledged the router's SETTINGS in SETTINGS_TIMEOUT_S too.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ CLOSE_GRACE_S = 5.0
 MAX_IDLE_LANES = 32
 #: A connection with no open stream is closed after this many seconds.
 IDLE_TIMEOUT_S = 120.0
+#: A client that has not acknowledged the router's SETTINGS in this many seconds gets GOAWAY
+#: SETTINGS_TIMEOUT (RFC 9113, 6.5.3): until it does, its streams have the default window,
+#: not the router's.
+SETTINGS_TIMEOUT_S = 10.0
 
 
 class Http2Connection(asyncio.Protocol):
@@ -120,6 +125,7 @@ class Http2Connection(asyncio.Protocol):
         self.draining = False  # a graceful GOAWAY was sent: no new streams
         self.idle_timer: asyncio.TimerHandle | None = None
         self.drop_timer: asyncio.TimerHandle | None = None
+        self.settings_timer: asyncio.TimerHandle | None = None
         self._extra: dict[str, Any] = {}
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -147,6 +153,8 @@ class Http2Connection(asyncio.Protocol):
             return
         self.flush()
         self._arm_idle()
+        code = h2.errors.ErrorCodes.SETTINGS_TIMEOUT
+        self.settings_timer = self.loop.call_later(SETTINGS_TIMEOUT_S, self.goaway, code)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -186,10 +194,9 @@ class Http2Connection(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         self.server.settled()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-        if self.drop_timer is not None:
-            self.drop_timer.cancel()
+        for timer in (self.idle_timer, self.drop_timer, self.settings_timer):
+            if timer is not None:
+                timer.cancel()
         for stream in list(self.streams.values()):
             self._forget(stream)
         for lane in list(self.lanes):
@@ -228,6 +235,9 @@ class Http2Connection(asyncio.Protocol):
             self._window(0)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.close()
+        elif isinstance(event, h2.events.SettingsAcknowledged) and self.settings_timer:
+            self.settings_timer.cancel()  # h2 applies the changes sent so far at the first
+            self.settings_timer = None
         # control frames are counted by the meter, from their headers (data_received)
 
     def _control(self) -> None:

@@ -84,6 +84,7 @@ class RawH2:
         self.server_settings = asyncio.Event()
         self.eof = asyncio.Event()
         self.changed = asyncio.Event()
+        self.ack_settings = True
         self._buf = bytearray()
         self._task: asyncio.Task[None] | None = None
 
@@ -97,10 +98,12 @@ class RawH2:
         reading: bool = True,
         rcvbuf: int | None = None,
         sock: socket.socket | None = None,
+        ack_settings: bool = True,
     ) -> RawH2:
         """`settings`: the client's SETTINGS (code -> value); `rcvbuf`: the socket's receive
         buffer, in bytes, set before connecting (a small one fills fast); `sock`: a socket
-        already connected to `port` (by `tcp`), to start TLS on."""
+        already connected to `port` (by `tcp`), to start TLS on; `ack_settings=False`: the
+        server's SETTINGS are never acknowledged."""
         if sock is None:
             sock = await tcp(port, rcvbuf)
         ctx = ssl.create_default_context(cafile=str(cafile))
@@ -111,6 +114,7 @@ class RawH2:
         )
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
         c = cls(reader, writer)
+        c.ack_settings = ack_settings
         frame = SettingsFrame(0, settings=settings or {})
         writer.write(PREFACE + frame.serialize())
         if reading:
@@ -201,7 +205,8 @@ class RawH2:
     def _frame(self, frame: Frame) -> None:
         if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
             self.server_settings.set()
-            self.send(SettingsFrame(0, flags=["ACK"]))
+            if self.ack_settings:
+                self.send(SettingsFrame(0, flags=["ACK"]))
         elif isinstance(frame, GoAwayFrame):
             self.goaway = frame
         answer = self.answers.get(frame.stream_id) if frame.stream_id else None

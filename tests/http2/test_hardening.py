@@ -407,6 +407,24 @@ async def test_a_zero_window_update_is_a_connection_error_at_once(
     await c.close()
 
 
+async def test_a_client_that_never_acknowledges_the_routers_settings_gets_goaway(
+    router: RouterFactory, backend: BackendFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "SETTINGS_TIMEOUT_S", 0.3)
+    seen = Seen()
+    tls = await tls_router(router, tmp_path, await backend(seen.app()))
+    c = await tls.raw(ack_settings=False)
+    goaway = await c.closed()
+    assert goaway is not None and goaway.error_code == h2.errors.ErrorCodes.SETTINGS_TIMEOUT
+    acked = await tls.raw()  # one that does is served past the timeout
+    await asyncio.sleep(0.6)
+    acked.send(acked.request_frame(1, get("/acked")))
+    await acked.until(lambda: acked.answers[1].ended)
+    assert acked.answers[1].status == 200 and acked.goaway is None
+    await c.close()
+    await acked.close()
+
+
 async def test_a_browsers_frames_stay_within_the_budgets(
     router: RouterFactory,
     backend: BackendFactory,
