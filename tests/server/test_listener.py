@@ -67,6 +67,29 @@ async def site(
     yield start
 
 
+@pytest.fixture
+def sniffers(monkeypatch: pytest.MonkeyPatch) -> list[listener.Sniffer]:
+    """The router's listening sockets' Sniffers, as they are made."""
+    made: list[listener.Sniffer] = []
+    init = listener.Sniffer.__init__
+
+    def record(self: listener.Sniffer, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(listener.Sniffer, "__init__", record)
+    return made
+
+
+async def until(check: Callable[[], bool]) -> None:
+    every_s = 0.02
+    for _ in range(int(IO_TIMEOUT_S / every_s)):
+        if check():
+            return
+        await asyncio.sleep(every_s)
+    raise AssertionError("the router never got there")
+
+
 def client_hello(server_name: str = "api.localhost") -> bytes:
     """A real ClientHello (TLS 1.2 and 1.3, ALPN h2), as the bytes a client sends first."""
     ctx = ssl.create_default_context()
@@ -140,7 +163,9 @@ async def test_a_tls_handshake_that_never_completes_is_closed(
 
 
 async def test_tls_handshakes_in_progress_are_capped(
-    site: Callable[..., Awaitable[Site]], monkeypatch: pytest.MonkeyPatch
+    site: Callable[..., Awaitable[Site]],
+    monkeypatch: pytest.MonkeyPatch,
+    sniffers: list[listener.Sniffer],
 ) -> None:
     """Past MAX_HANDSHAKES stalled handshakes a new TLS connection is closed at once; when
     they go, TLS is served again."""
@@ -148,12 +173,13 @@ async def test_tls_handshakes_in_progress_are_capped(
     monkeypatch.setattr(listener, "HANDSHAKE_TIMEOUT_S", 60.0)
     s = await site()
     half = client_hello()[:20]
+    (sniffer,) = sniffers
     stalled = []
     for _ in range(2):
         reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
         writer.write(half)
         stalled.append((reader, writer))
-        await asyncio.sleep(0.05)  # let the router take it before the next one
+    await until(lambda: sniffer.handshakes == 2)
     reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
     writer.write(half)
     assert await closed_by_router(reader) == b""
@@ -176,12 +202,15 @@ async def test_tls_handshakes_in_progress_are_capped(
 
 
 async def test_connections_waiting_for_their_first_byte_are_capped(
-    site: Callable[..., Awaitable[Site]], monkeypatch: pytest.MonkeyPatch
+    site: Callable[..., Awaitable[Site]],
+    monkeypatch: pytest.MonkeyPatch,
+    sniffers: list[listener.Sniffer],
 ) -> None:
     monkeypatch.setattr(listener, "MAX_WAITING", 2)
     s = await site()
+    (sniffer,) = sniffers
     silent = [await asyncio.open_connection("127.0.0.1", s.port) for _ in range(2)]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(sniffer.waiting) == 2)
     reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
     assert await closed_by_router(reader) == b""
     writer.close()
