@@ -40,6 +40,12 @@ log = logging.getLogger("devrouter.tls")
 ALPN_PROTOCOLS: Final = ("h2", "http/1.1")
 #: At most this many names' contexts are kept, oldest dropped first.
 MAX_CACHED_NAMES: Final = 4096
+#: Leaves issued on demand in one run of the router, at most: for names that were not
+#: prepared from the route table and have no leaf on disk yet (a typo's 404 page over
+#: https, a name about to be routed). Past it such a name gets the default certificate (the
+#: client's name check fails). It bounds what a web page fetching random
+#: https://X.localhost names can make the router write to disk, and spend 1.5 ms each on.
+MAX_ON_DEMAND: Final = 256
 #: TLS 1.2 suites: ephemeral ECDH and an AEAD cipher, the ones HTTP/2 accepts (RFC 9113
 #: §9.2.2). TLS 1.3's suites are all of that kind and are not affected by this string.
 TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20"
@@ -97,6 +103,8 @@ class CertStore:
         self._cache: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._server: ssl.SSLContext | None = None
+        self._prepared: set[str] = set()  # names from the route table: never rationed
+        self.on_demand = 0  # leaves issued for other names (MAX_ON_DEMAND)
 
     def server_context(self) -> ssl.SSLContext:
         """The context the listener wraps connections with: the default leaf, the SNI
@@ -124,6 +132,8 @@ class CertStore:
         handshake; the default leaf too. Thread-safe; a name that fails is logged and left to
         be issued on demand."""
         hosts = {leaf_name(host_name(n)) for n in names} | {DEFAULT_NAME}
+        with self._lock:
+            self._prepared |= hosts
         for host in sorted(hosts):
             try:
                 self.context_for(host)  # the lock is taken per leaf: handshakes go between
@@ -167,6 +177,30 @@ class CertStore:
         (an exception here would abort the handshake with an unhelpful alert): on an
         unexpected error the connection keeps the default leaf."""
         try:
-            sslobj.context = self.context_for(leaf_name(server_name))
+            name = leaf_name(server_name)
+            if name not in self._cache and not self._may_issue(name):
+                return  # rationed: the default certificate
+            sslobj.context = self.context_for(name)
         except Exception:
             log.exception("TLS: no certificate for %r; answering with the default one", server_name)
+
+    def _may_issue(self, name: str) -> bool:
+        """Whether a handshake may have `name`'s leaf though it is not cached: a name from
+        the route table, or one whose leaf is on disk, always; any other, while fewer than
+        MAX_ON_DEMAND have been issued this run."""
+        if name in self._prepared or self.ca.paths.leaf(name).exists():
+            return True
+        with self._lock:
+            if self.on_demand >= MAX_ON_DEMAND:
+                if self.on_demand > MAX_ON_DEMAND:
+                    return False  # said once
+                self.on_demand += 1
+                log.warning(
+                    "TLS: not issuing a certificate for %s: %d names outside the route table "
+                    "had one issued already (is a page asking for random names?)",
+                    name,
+                    MAX_ON_DEMAND,
+                )
+                return False
+            self.on_demand += 1
+            return True

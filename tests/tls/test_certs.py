@@ -179,6 +179,40 @@ def test_the_cache_is_bounded(ca: LocalCA) -> None:
     assert store.cached_names() == [*names[3:], names[0]]
 
 
+class FakeSSLObject:
+    """What the SNI callback sets: the context a handshake continues with."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+
+def test_names_outside_the_route_table_are_rationed(
+    ca: LocalCA, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A page fetching https://RANDOM.localhost names cannot make the router issue (and
+    write) leaves without end: past MAX_ON_DEMAND they get the default certificate, while
+    the route table's names, and leaves already on disk, are always served."""
+    monkeypatch.setattr(certs_module, "MAX_ON_DEMAND", 3)
+    store = CertStore(ca)
+    default = store.server_context()
+    store.prepare(["api"])
+    served = {}
+    for name in ["a.localhost", "b.localhost", "c.localhost", "d.localhost", "e.localhost"]:
+        sslobj = FakeSSLObject(default)
+        store._on_sni(sslobj, name, default)  # type: ignore[arg-type]
+        served[name] = sslobj.context is not default
+    assert served == {n: n < "d" for n in served}
+    assert not (ca.paths.leaves / "d.localhost.pem").exists()
+    sslobj = FakeSSLObject(default)
+    store._on_sni(sslobj, "api.localhost", default)  # type: ignore[arg-type]
+    assert sslobj.context is store.context_for("api.localhost")
+    assert sum("not issuing a certificate" in r.message for r in caplog.records) == 1
+    again = CertStore(ca)  # the next run: leaves on disk are served without counting
+    sslobj = FakeSSLObject(default)
+    again._on_sni(sslobj, "a.localhost", default)  # type: ignore[arg-type]
+    assert sslobj.context is not default and again.on_demand == 0
+
+
 def test_prepare_and_handshakes_issue_each_leaf_once(
     ca: LocalCA, monkeypatch: pytest.MonkeyPatch
 ) -> None:
