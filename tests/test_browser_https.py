@@ -331,13 +331,6 @@ CLOSE_JS = """new Promise((resolve) => {
 
 #: Chromium sends its close frame in a DATA frame with END_STREAM (seen from the router's
 #: side), before the backend's answer can come back.
-H2_CLOSE_BUG = (
-    "a page's END_STREAM after its close frame reaches the HTTP/1 engines as the client's EOF "
-    "(http2.bridge.Lane.deliver_eof: eof_received() is falsy on both engines, so the lane is "
-    "closed): the tunnel goes before the backend's close frame is relayed, and the page sees "
-    "1006 (on the aiohttp engine the bridge is cancelled too: the backend gets 1001 and the "
-    "request list status 0) (reported)"
-)
 
 
 @pytest.mark.timeout(120)
@@ -346,11 +339,7 @@ H2_CLOSE_BUG = (
     "scheme",
     [
         pytest.param("http", id="ws-http1.1"),
-        pytest.param(
-            "https",
-            id="wss-h2",
-            marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=H2_CLOSE_BUG),
-        ),
+        pytest.param("https", id="wss-h2"),
     ],
 )
 async def test_a_page_closing_its_websocket(
@@ -842,13 +831,6 @@ async def test_devrouter_trust_makes_chromium_trust_the_router(
 
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed")
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="http2.server's gate counts a streamed response that is not text/event-stream "
-    "for as long as it lasts: MAX_STREAMS_PER_NAME of them (one tab's NDJSON or long-poll "
-    "fetches) stop every other HTTP/2 request to that name, from any client (reported)",
-)
 @pytest.mark.timeout(120)
 async def test_streamed_responses_do_not_hold_a_name_from_other_clients(
     serve: ServeFactory, backend: BackendFactory, chromium: Callable[[Served], Awaitable[Chromium]]

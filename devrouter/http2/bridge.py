@@ -43,7 +43,6 @@ class Lane(asyncio.Transport):
         self.reading_paused = False
         self.writing_paused = False  # the engine was told to pause
         self.inbox: list[bytes] = []  # request bytes held while the engine pauses reading
-        self.inbox_eof = False
 
     def start(self) -> None:
         self.protocol.connection_made(self)
@@ -65,16 +64,6 @@ class Lane(asyncio.Transport):
         self.protocol.data_received(data)
         if acked:
             self.conn.acknowledge(acked, stream_id)
-
-    def deliver_eof(self) -> None:
-        """The client ended its side of a tunnel (a WebSocket's END_STREAM)."""
-        if self.closing:
-            return
-        if self.reading_paused or self.inbox:
-            self.inbox_eof = True
-            return
-        if not self.protocol.eof_received():
-            self.close()
 
     def drop(self) -> None:
         """The stream was reset or the connection is going: the engine's client is gone."""
@@ -140,10 +129,6 @@ class Lane(asyncio.Transport):
             stream = self.stream
             if stream is not None:
                 self.conn.release_held(stream.id)
-            if self.inbox_eof and not self.closing:
-                self.inbox_eof = False
-                if not self.protocol.eof_received():
-                    self.close()
 
     def is_reading(self) -> bool:
         return not self.reading_paused

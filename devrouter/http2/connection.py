@@ -99,6 +99,10 @@ IDLE_TIMEOUT_S = 120.0
 #: SETTINGS_TIMEOUT (RFC 9113, 6.5.3): until it does, its streams have the default window,
 #: not the router's.
 SETTINGS_TIMEOUT_S = 10.0
+#: A WebSocket's client that ended its side (END_STREAM, after its close frame) waits this
+#: long for the backend's close frame before the tunnel is cut, in seconds (RFC 6455, 7.1.1
+#: lets the server close first; a backend that never does must not hold the stream).
+TUNNEL_LINGER_S = 10.0
 
 
 class Http2Connection(asyncio.Protocol):
@@ -308,7 +312,7 @@ class Http2Connection(asyncio.Protocol):
         lane.deliver(stream.request.head, held, stream.id)
         if stream.request_done and not lane.closing:
             if stream.request.websocket:
-                lane.deliver_eof()
+                self._linger(stream)
             elif stream.request.chunked:
                 lane.deliver(stream.tail)
 
@@ -353,10 +357,20 @@ class Http2Connection(asyncio.Protocol):
         if stream.lane is None:
             return  # still at the gate: its start() writes the whole request
         if stream.request.websocket:
-            stream.lane.deliver_eof()
+            self._linger(stream)
         elif stream.request.chunked:
             stream.lane.deliver(stream.tail)
         self._maybe_done(stream)
+
+    def _linger(self, stream: Stream) -> None:
+        """The client ended its side of a WebSocket tunnel: a half-close, as over TCP. The
+        engine is not told (both take a client's EOF as gone, and would cut the backend's
+        close frame off); the backend's close ends the tunnel, or TUNNEL_LINGER_S does."""
+        self.loop.call_later(TUNNEL_LINGER_S, self._cut_tunnel, stream)
+
+    def _cut_tunnel(self, stream: Stream) -> None:
+        if self.streams.get(stream.id) is stream and not stream.ended:
+            self.reset(stream, h2.errors.ErrorCodes.NO_ERROR)
 
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
         """The client reset a stream, or h2 did for a frame of the client's it could not

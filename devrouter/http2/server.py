@@ -1,11 +1,11 @@
 """The HTTP/2 engine's server: its connections, and the gate in front of the backends.
 
-The gate caps the streams being forwarded to one name at MAX_STREAMS_PER_NAME across all
-HTTP/2 connections, and queues the rest in arrival order. Without it, a browser's first
-load of an unbundled dev server opens one backend connection per module at once (hundreds);
-portless #370 saw that overflow Vite's accept backlog. A stream leaves the gate when its
-response ends, or when its response turns out to be long-lived (an event stream, a
-WebSocket), so streams that stay open never starve the rest.
+The gate caps the streams waiting for an answer from one name at MAX_STREAMS_PER_NAME
+across all HTTP/2 connections, and queues the rest in arrival order. Without it, a
+browser's first load of an unbundled dev server opens one backend connection per module at
+once (hundreds); portless #370 saw that overflow Vite's accept backlog. A stream leaves the
+gate when its response head arrives (or it ends or is reset before), so responses that
+stream on (event streams, NDJSON, long polls, WebSockets) never starve the rest.
 """
 
 from __future__ import annotations

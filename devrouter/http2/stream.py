@@ -81,8 +81,10 @@ class Stream:
 
     def head(self, status: int, fields: list[tuple[bytes, bytes]]) -> None:
         self.conn.send_headers(self, fields)
-        if status == 101 or (status >= 200 and _is_stream(fields)):
-            self.conn.release_gate(self)  # a long-lived stream: it no longer holds a slot
+        if status == 101 or status >= 200:
+            # answered: the backend has taken the request, and a body that streams on (an
+            # event stream, NDJSON, a long poll) must not hold a slot from other clients
+            self.conn.release_gate(self)
 
     def body(self, data: bytes) -> None:
         self.pending += data
@@ -95,7 +97,3 @@ class Stream:
         self.trailers = trailers
         self.response_done = True
         self.conn.flush_stream(self)
-
-
-def _is_stream(fields: list[tuple[bytes, bytes]]) -> bool:
-    return any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in fields)
