@@ -362,7 +362,9 @@ def _conclude(result: dict[str, Any]) -> None:
     result["summary"] = report.summarize(result["runs"])
     result["ratios"] = report.ratios(result["summary"], result["tool_order"])
     result["targets"] = report.targets(result["summary"])
-    result["tls_targets"] = report.tls_targets(result["summary"], result["tool_order"])
+    result["tls_targets"] = report.tls_targets(
+        result["summary"], result["tool_order"], result["runs"]
+    )
 
 
 def _start_tools(

@@ -162,9 +162,46 @@ def baseline_of(tools: Sequence[str]) -> str | None:
     return next((t for t in tools if t.startswith("devrouter@")), None)
 
 
-def tls_targets(summary: dict[str, Any], tools: Sequence[str]) -> list[dict[str, Any]]:
+def _per_round(runs: Iterable[dict[str, Any]], workload: str, tool: str) -> dict[int, float]:
+    """{round: headline figure} of one workload and tool."""
+    key = HEADLINE[workload][0]
+    out = {}
+    for run in runs:
+        if run["workload"] != workload or run["tool"] != tool or "figures" not in run:
+            continue
+        f = run["figures"]
+        value = f.get("latency_us", {}).get("p50") if key == "p50_us" else f.get(key)
+        if value is not None:
+            out[run["round"]] = float(value)
+    return out
+
+
+def paired(
+    runs: Sequence[dict[str, Any]],
+    a: tuple[str, str],
+    b: tuple[str, str],
+    difference: bool = False,
+) -> float | None:
+    """The median over the rounds of a's headline figure ÷ b's (or a - b), each round's pair
+    measured minutes apart at most: a machine whose load drifts moves both."""
+    x, y = _per_round(runs, *a), _per_round(runs, *b)
+    values = [
+        x[r] - y[r] if difference else x[r] / y[r]
+        for r in sorted(x.keys() & y.keys())
+        if difference or y[r]
+    ]
+    return statistics.median(values) if values else None
+
+
+Pair = tuple[tuple[str, str], tuple[str, str]]
+
+
+def tls_targets(
+    summary: dict[str, Any], tools: Sequence[str], runs: Sequence[dict[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """The goals of the HTTPS and HTTP/2 work, checked against this run; rows whose `goal`
-    is False are comparisons to read, not goals (their `met` is None)."""
+    is False are comparisons to read, not goals (their `met` is None). `paired` is the same
+    comparison made within each round (`paired()`), for a noisy machine."""
 
     def get(w: str, t: str | None, k: str = "req_s") -> float | None:
         v = summary.get(w, {}).get(t or "", {}).get(k)
@@ -173,59 +210,69 @@ def tls_targets(summary: dict[str, Any], tools: Sequence[str]) -> list[dict[str,
     out: list[dict[str, Any]] = []
 
     def add(
-        name: str, value: float | None, limit: float | None, at_least: bool, goal: bool
+        name: str,
+        value: float | None,
+        limit: float | None,
+        at_least: bool,
+        goal: bool,
+        pair: Pair,
+        difference: bool = False,
     ) -> None:
         ok = None
         if goal and value is not None and limit is not None:
             ok = value >= limit if at_least else value < limit
         ratio = _ratio(value, limit) if not goal else None
+        by_round = paired(runs, *pair, difference=difference) if runs else None
         out.append(
             {"target": name, "value": value, "limit": limit, "met": ok, "goal": goal,
-             "ratio": ratio}
+             "ratio": ratio, "paired": by_round, "paired_is_difference": difference}
         )  # fmt: skip
 
-    plain = get("plain_h1_c50", "devrouter")
+    d = "devrouter"
+    plain = get("plain_h1_c50", d)
     add(
         "HTTPS/1.1 50c req/s >= 0.7x devrouter's plain (h2load)",
-        get("tls_h1_c50", "devrouter"),
+        get("tls_h1_c50", d),
         0.7 * plain if plain is not None else None,
         True,
         True,
+        (("tls_h1_c50", d), ("plain_h1_c50", d)),
     )
     caddy = get("tls_h2_c50x10", "caddy")
-    h2 = get("tls_h2_c50x10", "devrouter")
-    add("HTTP/2 50x10 req/s >= 1.5x Caddy", h2, 1.5 * caddy if caddy else None, True, True)
-    add("HTTP/2 50x10 req/s vs nginx", h2, get("tls_h2_c50x10", "nginx"), True, False)
+    h2 = get("tls_h2_c50x10", d)
+    add(
+        "HTTP/2 50x10 req/s >= 1.5x Caddy",
+        h2,
+        1.5 * caddy if caddy else None,
+        True,
+        True,
+        (("tls_h2_c50x10", d), ("tls_h2_c50x10", "caddy")),
+    )
+    add(
+        "HTTP/2 50x10 req/s vs nginx",
+        h2,
+        get("tls_h2_c50x10", "nginx"),
+        True,
+        False,
+        (("tls_h2_c50x10", d), ("tls_h2_c50x10", "nginx")),
+    )
     add(
         "TLS handshake added p50 < 2 ms (us)",
-        tls_added_us(summary, "devrouter"),
+        tls_added_us(summary, d),
         2000.0,
         False,
         True,
+        (("new_conn_tls", d), ("new_conn_plain", d)),
+        difference=True,
     )
     base = baseline_of(tools)
     if base is not None:
-        add(
-            f"new plain connection p50 (us) vs {base}",
-            get("new_conn_plain", "devrouter", "p50_us"),
-            get("new_conn_plain", base, "p50_us"),
-            False,
-            False,
-        )
-        add(
-            f"Connection: close 10c req/s vs {base}",
-            get("conn_close_c10", "devrouter"),
-            get("conn_close_c10", base),
-            True,
-            False,
-        )
-        add(
-            f"small 50c req/s (keep-alive) vs {base}",
-            get("small_c50", "devrouter"),
-            get("small_c50", base),
-            True,
-            False,
-        )
+        for name, w, key in (
+            (f"new plain connection p50 (us) vs {base}", "new_conn_plain", "p50_us"),
+            (f"Connection: close 10c req/s vs {base}", "conn_close_c10", "req_s"),
+            (f"small 50c req/s (keep-alive) vs {base}", "small_c50", "req_s"),
+        ):
+            add(name, get(w, d, key), get(w, base, key), True, False, ((w, d), (w, base)))
     return out
 
 
@@ -489,15 +536,18 @@ def _new_tables(
     return out
 
 
-def _target_rows(targets: list[dict[str, Any]]) -> list[list[str]]:
+def _target_rows(targets: list[dict[str, Any]], paired: bool = False) -> list[list[str]]:
     def result(t: dict[str, Any]) -> str:
         if not t.get("goal", True):
             return f"{_fmt(t.get('ratio'), 'ratio')} (no goal)"
         return {True: "met", False: "missed", None: "not measured"}[t["met"]]
 
+    def by_round(t: dict[str, Any]) -> str:
+        return _fmt(t.get("paired"), "signed" if t.get("paired_is_difference") else "ratio")
+
     return [
         [t["target"].replace(">=", "≥").replace("<=", "≤"), _fmt(t["value"]), _fmt(t["limit"]),
-         result(t)]
+         result(t), *([by_round(t)] if paired else [])]
         for t in targets
     ]  # fmt: skip
 
@@ -555,7 +605,11 @@ def machine_line(result: dict[str, Any]) -> str:
     )
 
 
-TLS_TARGETS_TITLE = "Goals of the HTTPS and HTTP/2 work (and comparisons, marked no goal)"
+TLS_TARGETS_TITLE = (
+    "Goals of the HTTPS and HTTP/2 work (and comparisons, marked no goal); the last column makes "
+    "the same comparison within each round, median of the rounds"
+)
+TLS_HEADER = ["target", "devrouter", "limit", "result", "round by round"]
 
 
 def text_report(result: dict[str, Any]) -> str:
@@ -565,8 +619,8 @@ def text_report(result: dict[str, Any]) -> str:
         render_text("Targets of the performance issue", header, _target_rows(result["targets"]))
     )
     if result.get("tls_targets"):
-        rows = _target_rows(result["tls_targets"])
-        parts.append(render_text(TLS_TARGETS_TITLE, header, rows))
+        rows = _target_rows(result["tls_targets"], paired=True)
+        parts.append(render_text(TLS_TARGETS_TITLE, TLS_HEADER, rows))
     return "\n\n".join(parts)
 
 
@@ -577,6 +631,6 @@ def markdown_report(result: dict[str, Any]) -> str:
     rows = _target_rows(result["targets"])
     parts.append(render_markdown("Targets of the performance issue", header, rows) + "\n")
     if result.get("tls_targets"):
-        rows = _target_rows(result["tls_targets"])
-        parts.append(render_markdown(TLS_TARGETS_TITLE, header, rows) + "\n")
+        rows = _target_rows(result["tls_targets"], paired=True)
+        parts.append(render_markdown(TLS_TARGETS_TITLE, TLS_HEADER, rows) + "\n")
     return "\n".join(parts)

@@ -304,3 +304,21 @@ def test_the_tls_goals_are_checked_against_the_run() -> None:
     assert rows["HTTP/2 50x10 req/s vs nginx"]["met"] is None
     assert rows["TLS handshake added p50 < 2 ms (us)"]["value"] == 1_500
     assert rows["new plain connection p50 (us) vs devrouter@abc"]["ratio"] == 2.0
+
+
+def test_paired_comparisons_are_made_within_each_round() -> None:
+    def run(r: int, workload: str, req_s: float) -> dict[str, Any]:
+        return {"round": r, "workload": workload, "tool": "devrouter", "figures": {"req_s": req_s}}
+
+    # the machine slowed down in round 2: both figures moved, their ratio did not
+    runs = [
+        run(1, "tls_h1_c50", 8_000), run(1, "plain_h1_c50", 10_000),
+        run(2, "tls_h1_c50", 4_000), run(2, "plain_h1_c50", 5_000),
+        run(3, "tls_h1_c50", 9_000),  # no pair: left out
+    ]  # fmt: skip
+    pair = (("tls_h1_c50", "devrouter"), ("plain_h1_c50", "devrouter"))
+    assert report.paired(runs, *pair) == 0.8
+    assert report.paired(runs, *pair, difference=True) == -1_500
+    summary = report.summarize(runs)
+    goal = report.tls_targets(summary, ["devrouter"], runs)[0]
+    assert goal["paired"] == 0.8 and not goal["paired_is_difference"]
