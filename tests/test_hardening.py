@@ -306,10 +306,11 @@ def start_router(
     *,
     fast_path: bool = True,
     drain_stdout: bool = True,
+    https: bool = True,
     **env: str,
 ) -> RouterProcess:
     config = tmp_path / "devrouter.yaml"
-    config.write_text(yaml.safe_dump({"routes": routes}))
+    config.write_text(yaml.safe_dump({"routes": routes, "https": https}))
     environ = cli_env(
         HOME=str(tmp_path),
         XDG_CONFIG_HOME=str(tmp_path / "xdg"),
@@ -1092,10 +1093,11 @@ async def test_non_http1_bytes_get_a_400_or_a_close_and_one_log_line(
     request line, an HTTP/0.9 request and an SSH greeting, in one write or in pieces, each
     get a one-line 400 with Connection: close (a TLS client: a close, no answer), one INFO
     line in the router's log with a short escaped preview and no parser dump, and nothing
-    reaches the backend. On every engine, the pure-Python parser's gate included."""
+    reaches the backend. On every engine, the pure-Python parser's gate included. With
+    `https: false`: otherwise the port answers TLS (tests/server/test_listener.py)."""
     rb = await raw_backend(recorder())
     env = {"AIOHTTP_NO_EXTENSIONS": "1"} if no_extensions else {}
-    rp = start_router(cli, tmp_path, {"app": rb.port}, fast_path=fast_path, **env)
+    rp = start_router(cli, tmp_path, {"app": rb.port}, fast_path=fast_path, https=False, **env)
     failures = {}
     for name, (data, cuts, _) in EARLY_REFUSALS.items():
         raw, how = await talk_in_pieces(rp.port, data, cuts)
