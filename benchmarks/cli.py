@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure devrouter against direct access and the proxies installed here "
         "(nginx, HAProxy, Caddy, portless), all on 127.0.0.1.",
     )
-    p.add_argument("--quick", action="store_true", help="short measurements, 2 rounds (< 2 min)")
+    p.add_argument("--quick", action="store_true", help="short measurements, 2 rounds (~4 min)")
     p.add_argument(
         "--smoke",
         action="store_true",
