@@ -8,7 +8,8 @@ It does not verify certificates (neither does wrk).
 Its text output gives the totals (requests done, succeeded, failed, errored, timed out; status
 classes; bytes) and the TLS facts (protocol, cipher, key exchange, ALPN result), but latency
 only as min/max/mean/sd; the percentiles come from `--log-file`, one line per request whose
-third column is the microseconds from its start to the end of its response. The measurement
+third column is the microseconds from its start to the end of its response (h2load appends to
+the file: each measurement starts with none). The measurement
 lasts `-D` after a `--warm-up-time` in which the connections (and their handshakes) are made
 and nothing is counted, logged or timed.
 """

@@ -148,6 +148,7 @@ class Context:
             if not self.h2load_path:
                 raise RuntimeError("h2load is not installed")
             log_file = self.tmp / "h2load.log"
+            log_file.unlink(missing_ok=True)  # h2load appends to its log file
             warmup = min(h2load.WARMUP_S, secs)
             argv = h2load.command(
                 self.h2load_path,
