@@ -193,3 +193,24 @@ def last_chunk(trailers: list[tuple[bytes, bytes]]) -> bytes:
         out.append(b"%b: %b\r\n" % (name, value))
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def authority_of(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A request's :authority (or host), lowercased: the per-name gate's key."""
+    for name, value in headers:
+        if name == b":authority" or name == b"host":
+            return value.lower()
+    return b""
+
+
+def with_body(request: Http1Request, data: bytes) -> Http1Request:
+    """A queued stream's request with DATA that came before it had a lane."""
+    body = chunk(data) if request.chunked and data else data
+    return Http1Request(
+        request.head + body,
+        request.chunked,
+        request.websocket,
+        request.ws_key,
+        request.method,
+        request.has_body,
+    )

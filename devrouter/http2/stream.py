@@ -32,6 +32,7 @@ class Stream:
         "key",
         "lane",
         "pending",
+        "queued",
         "reader",
         "request",
         "request_done",
@@ -47,6 +48,7 @@ class Stream:
         self.request = request
         self.key: bytes | None = None  # the gate's key (the authority) while it counts
         self.lane: Lane | None = None
+        self.queued = False  # waiting at the gate (devrouter.http2.server)
         self.reader = ResponseReader(self, request.method == b"HEAD", request.websocket)
         self.pending = bytearray()  # response body bytes waiting for the client's window
         self.trailers: list[tuple[bytes, bytes]] | None = None  # set: the response is whole
