@@ -146,13 +146,6 @@ def make_server(
     return (GatedServer if gated else EarlyGatedServer)(proxy.handle, **common)
 
 
-def _full(server: LimitedServer, state: State) -> bool:
-    """The router-wide connection limit is reached: the HTTP/1 server's connections and
-    those it counts elsewhere (HTTP/2 connections) together."""
-    limit = min(state.snapshot.config.max_connections, server.fd_budget)
-    return server.open_connections() + server.elsewhere() >= limit
-
-
 class Router:
     def __init__(
         self,
@@ -221,7 +214,7 @@ class Router:
         limits = HttpLimits(fd_budget=budget)
         server = make_server(engine, proxy, self.state, self.metrics, limits, gated=gated)
         self._server = server
-        h2 = self._h2 = Http2Server(server.make_protocol, full=lambda: _full(server, self.state))
+        h2 = self._h2 = Http2Server(server.make_protocol, full=server.full)
         server.elsewhere = lambda: len(h2.connections)
         if self.state.snapshot.config.https != "off":
             self._tls_context()  # create the CA now, so its path can be shown and given out
@@ -293,7 +286,7 @@ class Router:
     def _door(self) -> Door:
         server = self._server
         assert server is not None
-        config = self.state  # read per connection: a reload applies to the next one
+        state = self.state  # read per connection: a reload applies to the next one
 
         def h2() -> asyncio.BaseProtocol:
             assert self._h2 is not None
@@ -301,11 +294,11 @@ class Router:
 
         return Door(
             plain=server,
-            mode=lambda: config.snapshot.config.https,
+            mode=lambda: state.snapshot.config.https,
             tls_context=self._tls_context,
             h2=h2 if self._h2 is not None else None,
             redirect=RedirectToHttps,
-            full=lambda: _full(server, config),
+            full=server.full,
         )
 
     async def _bind(self, addr: ListenAddr) -> None:

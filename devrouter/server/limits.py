@@ -154,8 +154,16 @@ class LimitedServer(web.Server):
     def open_connections(self) -> int:
         return len(self._connections)
 
+    def limit(self) -> int:
+        """The connection limit in force: the live config's, capped by the fd budget."""
+        return min(self.state.snapshot.config.max_connections, self.fd_budget)
+
+    def full(self) -> bool:
+        """The limit is reached, counting this server's connections and those elsewhere."""
+        return self.open_connections() + self.elsewhere() >= self.limit()
+
     def __call__(self) -> Any:
-        limit = min(self.state.snapshot.config.max_connections, self.fd_budget)
+        limit = self.limit()
         open_now = self.open_connections() + self.elsewhere()
         if open_now >= limit:
             now = time.monotonic()
