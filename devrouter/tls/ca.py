@@ -503,9 +503,18 @@ def _read_file(path: Path, paths: CAPaths, *, private: bool) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes, mode: int, *, durable: bool) -> None:
+    """write_atomic, its failure a CAError."""
+    try:
+        write_atomic(path, data, mode, durable=durable)
+    except OSError as exc:
+        raise CAError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def write_atomic(path: Path, data: bytes, mode: int, *, durable: bool = False) -> None:
     """Write `path` whole or not at all: a new file in the same directory, created with
     `mode` (O_EXCL, so never a file someone else prepared, and never more open than `mode`
-    even for an instant), then renamed over `path`."""
+    even for an instant), then renamed over `path`. `durable`: fsync the file and the
+    directory. Raises OSError."""
     # Part of the name only: a leaf's own name may already be as long as a file name can be.
     tmp = path.with_name(f".{path.name[:64]}.{secrets.token_hex(6)}.tmp")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -518,11 +527,9 @@ def _write_atomic(path: Path, data: bytes, mode: int, *, durable: bool) -> None:
             if durable:
                 os.fsync(fd)
         os.replace(tmp, path)
-    except BaseException as exc:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise CAError(f"cannot write {path}: {exc.strerror}") from None
         raise
     if durable:  # the rename itself survives a crash too
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

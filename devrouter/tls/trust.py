@@ -17,7 +17,6 @@ import binascii
 import contextlib
 import os
 import re
-import secrets
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -29,7 +28,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ..core.errors import CAError, TrustError
-from .ca import MAX_PEM_BYTES, PERMITTED_DNS, PERMITTED_NETWORKS, CAPaths, ca_paths
+from .ca import (
+    MAX_PEM_BYTES,
+    PERMITTED_DNS,
+    PERMITTED_NETWORKS,
+    CAPaths,
+    ca_paths,
+    write_atomic,
+)
 from .stores import KNOWN_BUNDLES, NSSStore, Store, SystemStore
 
 #: A tool that changes a store (update-ca-certificates runs hooks, e.g. Java's keystore) gets
@@ -231,7 +237,7 @@ def perform(step: Step, ca: CA) -> None:
     path = step.path
     try:
         if step.action == "copy" and path is not None:
-            _write_atomic(path, ca.cert_pem, 0o644)
+            write_atomic(path, ca.cert_pem, 0o644)
         elif step.action == "remove" and path is not None:
             path.unlink(missing_ok=True)
         elif step.action == "mkdir" and path is not None:
@@ -266,21 +272,6 @@ def _run_tool(argv: Sequence[str]) -> None:
         lines = [x.strip() for x in (proc.stderr + proc.stdout).splitlines() if x.strip()]
         said = f": {lines[-1]}" if lines else ""
         raise TrustError(f"{shlex.join(argv)} failed (exit {proc.returncode}){said}")
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """A new file beside `path`, created with `mode` and renamed over it."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # whatever the umask
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --- the CA's certificate alone --------------------------------------------------------------
@@ -351,7 +342,7 @@ def write_bundle(ca: CA, system_bundle: Path | None) -> Path:
             base = f.read(MAX_BUNDLE_BYTES)
         if base and not base.endswith(b"\n"):
             base += b"\n"
-    _write_atomic(ca.paths.bundle, base + b"# devrouter local CA\n" + ca.cert_pem, 0o644)
+    write_atomic(ca.paths.bundle, base + b"# devrouter local CA\n" + ca.cert_pem, 0o644)
     return ca.paths.bundle
 
 
