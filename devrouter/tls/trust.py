@@ -212,18 +212,23 @@ def _der(ca: CA) -> bytes:
     return ca.certificate.public_bytes(serialization.Encoding.DER)
 
 
+def _run(argv: Sequence[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """A store's tool, with no input, its output captured as text."""
+    return subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def _run_quiet(argv: Sequence[str]) -> tuple[int | None, str]:
     """A read-only tool's exit status and stdout; None when it cannot be run or hangs."""
     try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=CHECK_TIMEOUT_S,
-            check=False,
-        )
+        proc = _run(argv, CHECK_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None, ""
     return proc.returncode, proc.stdout
@@ -252,15 +257,7 @@ def perform(step: Step, ca: CA) -> None:
 def _run_tool(argv: Sequence[str]) -> None:
     tool = Path(argv[0]).name
     try:
-        proc = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=TOOL_TIMEOUT_S,
-            check=False,
-        )
+        proc = _run(argv, TOOL_TIMEOUT_S)
     except FileNotFoundError:
         hint = CERTUTIL_HINT if tool == "certutil" else "install it, and run this again"
         raise TrustError(f"{tool} is not installed: {hint}") from None
