@@ -40,7 +40,7 @@ from ..core.errors import CommandError, StartupError, UsageError
 from ..core.model import DEFAULT_PORT
 from ..core.names import to_label
 from ..tls import trust
-from ..tls.ca import ca_paths
+from ..tls.ca import ca_paths, write_atomic
 from .autostart import ensure_router, listen_args, the_state_dir
 from .client import ControlError, Registration, call, check_name
 from .listeners import watch_listens, wrong_port_message
@@ -121,9 +121,7 @@ def merged_tls_env(tls: Mapping[str, str], base: Mapping[str, str], ca: Path) ->
         try:
             text = Path(theirs).read_bytes()
             merged = ca.parent / f"{key.lower()}.pem"
-            tmp = merged.with_suffix(".tmp")
-            tmp.write_bytes(text.rstrip(b"\n") + b"\n" + ca.read_bytes())
-            tmp.replace(merged)
+            write_atomic(merged, text.rstrip(b"\n") + b"\n" + ca.read_bytes(), 0o644)
         except OSError:
             out[key] = theirs  # unreadable: leave the user's setting alone
             continue
