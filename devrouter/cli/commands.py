@@ -11,6 +11,7 @@ from typing import TypeAlias
 
 from ..bench import command as bench
 from ..doctor import command as doctor
+from ..export import command as export
 from ..services import commands as services
 from ..services import stack
 from ..tls import command as tls
@@ -27,4 +28,5 @@ COMMANDS: tuple[AddParser, ...] = (
     bench.add_parser,
     doctor.add_parser,
     tls.add_parser,  # ca, trust, untrust
+    export.add_parser,
 )
