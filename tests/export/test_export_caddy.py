@@ -84,6 +84,17 @@ def test_caddy_validates_the_export_of_the_example_config(
 
 
 @needs_caddy
+def test_caddy_refuses_an_access_route_until_its_hash_is_set(tmp_path: Path) -> None:
+    config = make_config({"api": {"port": 4001, "access": {"env": "S"}}})
+    text = caddy.render(make_plan(config)).text
+    refused = _validate(tmp_path, text)
+    assert refused.returncode != 0
+    assert "username and password cannot be empty" in refused.stderr
+    hashed = _hash_password(PASSWORD).strip()
+    assert _validate(tmp_path, text, DEVROUTER_API_HASH=hashed).returncode == 0
+
+
+@needs_caddy
 @pytest.mark.timeout(120)
 async def test_caddy_serves_the_export(backend: BackendFactory, tmp_path: Path) -> None:
     assert CADDY is not None
