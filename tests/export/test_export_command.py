@@ -120,3 +120,10 @@ def test_a_value_from_the_config_cannot_leave_its_comment(tmp_path: Path, fmt: s
     assert "X\\nserver { listen 1; }\\nevil: 1" in done.stdout
     if fmt in ("traefik", "kubernetes"):
         list(yaml.safe_load_all(done.stdout))  # still one well-formed document stream
+
+
+def test_help_names_every_format_and_option(tmp_path: Path) -> None:
+    done = _run("--help", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    for word in (*FORMATS, "--domain", "--upstream-host", "--port", "--bind", "--service-map"):
+        assert word in done.stdout
