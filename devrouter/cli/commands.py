@@ -12,6 +12,7 @@ from typing import TypeAlias
 from ..bench import command as bench
 from ..doctor import command as doctor
 from ..export import command as export
+from ..hosts import command as hosts
 from ..services import commands as services
 from ..services import stack
 from ..tls import command as tls
@@ -29,4 +30,5 @@ COMMANDS: tuple[AddParser, ...] = (
     doctor.add_parser,
     tls.add_parser,  # ca, trust, untrust
     export.add_parser,
+    hosts.add_parser,  # hosts sync, hosts clean
 )
