@@ -133,6 +133,7 @@ def find_block(text: str, source: str) -> Block | None:
     blocks: list[Block] = []
     begin: tuple[int, int] | None = None  # (line number, offset) of an open block
     names: list[str] = []
+    foreign: DamagedBlock | None = None  # the first line inside the block that is not ours
     offset = 0
     for number, line in enumerate(lines_of(text), 1):
         content = _content(line)
@@ -143,10 +144,12 @@ def find_block(text: str, source: str) -> Block | None:
                     number,
                     f"a devrouter begin marker inside the block that starts at line {begin[0]}",
                 )
-            begin, names = (number, offset), []
+            begin, names, foreign = (number, offset), [], None
         elif _END_RE.match(content):
             if begin is None:
                 raise DamagedBlock(source, number, "a devrouter end marker without a begin marker")
+            if foreign is not None:
+                raise foreign
             end = offset + len(line)
             found = tuple(sorted(set(names)))
             blocks.append(Block(begin[1], end, begin[0], number, found, line.endswith("\n")))
@@ -155,8 +158,10 @@ def find_block(text: str, source: str) -> Block | None:
             entry = _ENTRY_RE.match(content)
             if entry and DOTTED_RE.match(entry[1]):
                 names.append(entry[1])
-            elif content.strip():
-                raise DamagedBlock(
+            elif content.strip() and foreign is None:
+                # Said once the block's end is seen: without an end, the missing end marker
+                # is the problem, and the line is simply one after the block.
+                foreign = DamagedBlock(
                     source,
                     number,
                     f"a line devrouter does not write, inside its block: {_quote(content)}",
