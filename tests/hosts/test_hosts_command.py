@@ -30,7 +30,13 @@ def run(*args: str, home: Path, prefix: tuple[str, ...] = ()) -> subprocess.Comp
         text=True,
         timeout=RUN_TIMEOUT_S,
         cwd=home,
-        env=cli_env(HOME=str(home), XDG_CONFIG_HOME=str(home / "xdg")),
+        env=cli_env(
+            HOME=str(home),
+            XDG_CONFIG_HOME=str(home / "xdg"),
+            # Without a router of its own, where to look is a port nothing listens on, not
+            # the default one, where a router of somebody else's may be running.
+            DEVROUTER_LISTEN=f"127.0.0.1:{free_port()}",
+        ),
     )
 
 

@@ -163,6 +163,7 @@ def test_sync_writes_through_the_bind_mount(tmp_path: Path):
             XDG_CONFIG_HOME=str(tmp_path / "xdg"),
             HOSTS=str(hosts),
             PYTHON=sys.executable,
+            DEVROUTER_LISTEN=f"127.0.0.1:{free_port()}",  # not the default port: no router
         ),
     )
     assert done.returncode == 0, done.stderr
