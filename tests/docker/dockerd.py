@@ -59,12 +59,11 @@ NETWORK = "devrouter-test"
 BASE_DIR = "/tmp"
 DIR_PREFIX = "dkd-"
 #: Upper bounds, in seconds: dockerd answering /_ping; dockerd exiting after SIGTERM; one
-#: CLI or Compose command; one API request; a zombie containerd being reaped by init.
+#: CLI or Compose command; one API request.
 START_S = 20.0
 STOP_S = 10.0
 CLI_S = 60.0
 API_S = 10.0
-REAP_S = 5.0
 #: How often to poll, in seconds.
 POLL_S = 0.05
 #: Lines of dockerd's log quoted in an error.
@@ -99,8 +98,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._unix_path)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._unix_path)
+        except OSError:
+            sock.close()
+            raise
         self.sock = sock
 
 
@@ -303,17 +306,12 @@ class PrivateDockerd:
             proc.wait(timeout=STOP_S)
 
     def _clear_stale_pids(self) -> None:
-        """After a SIGKILL, containerd is a zombie until init reaps it, and dockerd takes a
-        zombie's pid in containerd.pid for a live containerd and waits for its socket until it
-        gives up. Wait for the reaping a little, then drop the pid files of the dead."""
+        """After a SIGKILL, containerd is a zombie until init reaps it (seconds, here), and
+        dockerd takes a zombie's pid in containerd.pid for a live containerd and waits for its
+        socket until it gives up. A zombie's pid cannot be reused, so its pid file goes."""
         for pidfile in (self.exec_root / "containerd" / "containerd.pid", self.pidfile):
             pid = _read_pid(pidfile)
-            if pid is None:
-                continue
-            deadline = time.monotonic() + REAP_S
-            while _alive(pid) == "zombie" and time.monotonic() < deadline:
-                time.sleep(POLL_S)
-            if _alive(pid) != "alive":
+            if pid is not None and _alive(pid) != "alive":
                 pidfile.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
