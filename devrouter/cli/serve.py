@@ -129,7 +129,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access_log = None if args.no_access_log else AccessLog()
     state_dir = Path(args.state_dir) if args.state_dir else ports.state_dir()
     router = Router(
-        State(config), listen, path, required=required, access_log=access_log, state_dir=state_dir
+        State(config),
+        listen,
+        path,
+        required=required,
+        access_log=access_log,
+        state_dir=state_dir,
+        docker=True,  # as the config's `docker:` section says (on by default)
     )
     return _run(_serve(router))
 

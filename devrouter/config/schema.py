@@ -21,6 +21,7 @@ from ..core.model import (
     DEFAULT_TIMEOUT_S,
     AccessRule,
     Config,
+    DockerSettings,
     HttpsMode,
     ListenAddr,
     PathRoute,
@@ -40,6 +41,7 @@ _TOP_KEYS = (
     "max_connections_per_route",
     "max_websocket_message_mib",
     "https",
+    "docker",
     "stack",
     "services",
 )
@@ -54,6 +56,7 @@ _ROUTE_KEYS = (
 )
 _ACCESS_KEYS = ("env", "file")
 _PATH_KEYS = ("port", "target")
+_DOCKER_KEYS = ("enabled", "socket", "only_labelled", "container_addresses")
 
 
 class _ConfigWalker(Walker):
@@ -176,6 +179,45 @@ def _https_mode(w: Walker, node: Node) -> HttpsMode:
     )
 
 
+def _docker(w: Walker, node: Node) -> DockerSettings:
+    """`docker: false` (off), `true` (the default), or a mapping of _DOCKER_KEYS."""
+    if is_null(node):
+        return DockerSettings()
+    if isinstance(node, ScalarNode):
+        value = w.scalar(node, "docker")
+        if isinstance(value, bool):
+            return DockerSettings(enabled=value)
+        raise w.error(
+            node,
+            f"docker must be true, false or a mapping with {', '.join(_DOCKER_KEYS)}; "
+            f"got {value!r}",
+        )
+    found: dict[str, bool | str] = {}
+    for key, _knode, vnode in w.mapping(node, "docker", _DOCKER_KEYS):
+        value = w.scalar(vnode, f"docker.{key}")
+        if key == "socket":
+            if not isinstance(value, str) or not value.strip():
+                raise w.error(vnode, f"docker.socket must be a path, got {value!r}")
+            text = value.strip().removeprefix("unix://")
+            if "://" in text or not text.startswith(("/", "~")):
+                raise w.error(
+                    vnode,
+                    f"docker.socket must be the path of the Engine's unix socket (like "
+                    f"/var/run/docker.sock), got {value!r}",
+                )
+            found[key] = text
+        elif isinstance(value, bool):
+            found[key] = value
+        else:
+            raise w.error(vnode, f"docker.{key} must be true or false, got {value!r}")
+    return DockerSettings(
+        enabled=bool(found.get("enabled", True)),
+        socket=str(found["socket"]) if "socket" in found else None,
+        only_labelled=bool(found.get("only_labelled", False)),
+        container_addresses=bool(found.get("container_addresses", False)),
+    )
+
+
 def parse_config(
     text: str, source: str = "<config>", own_ports: Iterable[int] | None = None
 ) -> Config:
@@ -194,6 +236,7 @@ def parse_config(
     per_route = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
     ws_mib = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
     https: HttpsMode = "on"
+    docker = DockerSettings()
     for key, _knode, vnode in w.mapping(root, "the top level", _TOP_KEYS):
         if key == "listen":
             listen = _parse_listen_node(w, vnode)
@@ -209,6 +252,8 @@ def parse_config(
             ws_mib = w.count(vnode, "max_websocket_message_mib", None)
         elif key == "https":
             https = _https_mode(w, vnode)
+        elif key == "docker":
+            docker = _docker(w, vnode)
         elif key == "routes":
             routes_node = vnode
         # `stack` and `services` belong to `devrouter up` (devrouter.services.stack), not the router
@@ -231,6 +276,7 @@ def parse_config(
         max_connections_per_route=per_route,
         max_websocket_message_mib=ws_mib,
         https=https,
+        docker=docker,
     )
 
 

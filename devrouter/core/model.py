@@ -78,15 +78,33 @@ ACCESS_OFF = AccessRule()
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """The Docker container a route was made for (devrouter.docker): shown by the dashboard,
+    `ls` and `doctor`, never used to route."""
+
+    id: str  # the full container id
+    name: str  # without Docker's leading "/"
+    image: str
+    project: str | None = None  # com.docker.compose.project
+    service: str | None = None  # com.docker.compose.service
+    health: str | None = None  # Docker's own healthcheck: "healthy", "unhealthy", "starting"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     name: str  # "api", "shop.api" or "*.shop"; the host is NAME.localhost
     upstream: Upstream
     paths: tuple[PathRoute, ...] = ()  # longest prefix first
     timeout_s: float = DEFAULT_TIMEOUT_S
     line: int = 0
-    source: str = "config"  # "config", "run", "stack", "alias", "demo"
+    source: str = "config"  # "config", "run", "stack", "alias", "demo", "docker"
     owner_pid: int | None = None  # the process a `run` route lives and dies with
-    stack: str | None = None
+    stack: str | None = None  # a `devrouter up` stack, or a Compose project
+    container: ContainerRef | None = None  # source "docker": the container it reaches
     # None: the config's top-level value (filled in when the route table is built)
     access: AccessRule | None = None
     max_connections: int | None = None
@@ -116,6 +134,19 @@ class ListenAddr:
         return is_loopback_host(self.host)
 
 
+@dataclass(frozen=True, slots=True)
+class DockerSettings:
+    """The config's `docker:` section (devrouter.docker): whether running containers get
+    names, which Engine socket to watch, and which containers."""
+
+    enabled: bool = True
+    socket: str | None = None  # None: DOCKER_HOST, else the usual sockets (docker.sockets)
+    only_labelled: bool = False  # only containers with a devrouter.* label get names
+    #: Containers that publish no port are reached at their own address on their network
+    #: (Linux only: Docker Desktop's and OrbStack's containers live in a VM).
+    container_addresses: bool = False
+
+
 #: What the router's port does with TLS: "on" answers TLS and plain HTTP on the same port
 #: (the first byte of a connection decides), "off" answers plain HTTP only, "redirect"
 #: answers TLS and sends plain HTTP requests to their https:// URL (308).
@@ -134,6 +165,7 @@ class Config:
     max_connections_per_route: int = DEFAULT_MAX_CONNECTIONS_PER_ROUTE
     max_websocket_message_mib: int = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
     https: HttpsMode = "on"
+    docker: DockerSettings = DockerSettings()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 

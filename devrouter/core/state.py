@@ -7,10 +7,11 @@ event loop thread, so no lock is needed.
 Each route in the table carries its effective access rule and connection limit (the
 config's top-level ones where the route sets none).
 
-Routes come from two places: the config file (`swap`) and processes that register names
-while they run (`set_dynamic`: `devrouter run`, stacks, aliases). Both are merged into one
-table; a dynamic route whose name the config file also has is not installed, and the clash
-is reported in `conflicts`, never silently resolved.
+Routes come from three places: the config file (`swap`), processes that register names
+while they run (`set_dynamic`: `devrouter run`, stacks, aliases), and running Docker
+containers (`set_docker`, devrouter.docker). They are merged into one table in that order
+of precedence; a route whose name an earlier source already has is not installed, and the
+clash is reported in `conflicts`, never silently resolved.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Snapshot:
 class State:
     def __init__(self, config: Config) -> None:
         self.dynamic: tuple[Route, ...] = ()
+        self.docker: tuple[Route, ...] = ()
+        self.docker_conflicts: tuple[str, ...] = ()  # clashes among containers themselves
         self.last_error: str | None = None
         self.snapshot = self._build(config, generation=1)
 
@@ -53,20 +56,31 @@ class State:
         )
         return self.snapshot
 
+    def set_docker(self, routes: Iterable[Route], conflicts: Iterable[str] = ()) -> Snapshot:
+        """Replace the routes of running containers; `conflicts` are the clashes among the
+        containers themselves (devrouter.docker.naming decided those)."""
+        self.docker = tuple(routes)
+        self.docker_conflicts = tuple(conflicts)
+        self.snapshot = self._build(
+            self.snapshot.config, self.snapshot.generation + 1, self.snapshot.loaded_at
+        )
+        return self.snapshot
+
     def _build(self, config: Config, generation: int, loaded_at: float | None = None) -> Snapshot:
-        names = {r.name for r in config.routes}
+        owners = {r.name: r for r in config.routes}
         merged = list(config.routes)
         conflicts: list[str] = []
-        for route in self.dynamic:
-            if route.name in names:
-                owner = f" (pid {route.owner_pid})" if route.owner_pid else ""
+        for route in (*self.dynamic, *self.docker):
+            holder = owners.get(route.name)
+            if holder is not None:
                 conflicts.append(
-                    f"route '{route.name}' from `devrouter {route.source}`{owner} clashes with "
-                    f"the one in {config.source}; the config file's route is in use"
+                    f"route '{route.name}' {_origin(route)} clashes with the one "
+                    f"{_origin(holder, config.source)}; the {_kind(holder)} route is in use"
                 )
                 continue
-            names.add(route.name)
+            owners[route.name] = route
             merged.append(route)
+        conflicts.extend(self.docker_conflicts)
         return Snapshot(
             config,
             RouteTable.build([_effective(r, config) for r in merged]),
@@ -93,3 +107,21 @@ def _effective(route: Route, config: Config) -> Route:
     return dataclasses.replace(
         route, access=access, max_connections=limit, max_websocket_message_mib=ws_mib
     )
+
+
+def _origin(route: Route, config_source: str = "") -> str:
+    """Where a route came from, in the words of a clash message."""
+    if route.source == "config":
+        return f"in {config_source or 'the config file'}"
+    if route.container is not None:
+        return f"from Docker container {route.container.name}"
+    owner = f" (pid {route.owner_pid})" if route.owner_pid else ""
+    return f"from `devrouter {route.source}`{owner}"
+
+
+def _kind(route: Route) -> str:
+    if route.source == "config":
+        return "config file's"
+    if route.container is not None:
+        return "container's"
+    return f"`devrouter {route.source}`"

@@ -26,6 +26,7 @@ from ..core.errors import ConfigError
 from ..core.model import DEFAULT_PORT, Config
 from ..services.locate import locate
 from ..services.ports import state_dir
+from .containers import judge_docker
 from .facts import (
     NSSWITCH_PATH,
     RESOLV_CONF_PATH,
@@ -150,6 +151,7 @@ async def diagnose(opts: Options) -> Report:
         here = {h: reach[(h, t.port)] for h in probe_hosts(t)}
         mine = None if listeners is None else [x for x in listeners if x.port == t.port]
         report.checks.append(judge_route(t, here, mine))
+    report.checks.extend(judge_docker(status.get("docker")))
     if range_error is not None:
         report.checks.append(
             Check("ports", "info", f"{range_error}; skipped", None, {"range": None})

@@ -33,6 +33,7 @@ from ..config.reload import Reloader
 from ..core.errors import CommandError, StartupError
 from ..core.model import ListenAddr
 from ..core.state import Snapshot, State
+from ..docker.watcher import DockerWatcher
 from ..fast.server import FastServer
 from ..http2.server import Http2Server
 from ..observe.accesslog import AccessLog
@@ -159,9 +160,11 @@ class Router:
         access_log: AccessLog | None = None,
         state_dir: Path | None = None,
         ca_dir: Path | None = None,
+        docker: bool = False,
     ) -> None:
         """`state_dir` holds the control socket and the local CA; `ca_dir` is where the CA
-        is when there is no control socket (the demo's)."""
+        is when there is no control socket (the demo's). `docker` watches the Docker Engine
+        (devrouter.docker) as the config's `docker:` section says."""
         self.state = state
         self.listen = tuple(listen)
         self.required = tuple(required)  # must bind; the rest may be skipped (no IPv6)
@@ -176,7 +179,10 @@ class Router:
         self.access_log = access_log
         self.metrics = Metrics(recent_requests, sink=access_log)
         self.health = Health(state, self.metrics)
-        self.site = dashboard.Context(state, self.metrics, self.health)
+        self.docker = DockerWatcher(state) if docker else None
+        self.site = dashboard.Context(
+            state, self.metrics, self.health, docker=self.docker.report if self.docker else None
+        )
         self._session: aiohttp.ClientSession | None = None
         self.ca_dir = ca_dir or state_dir
         self.certs: CertStore | None = None  # the TLS certificates, once a CA is loaded
@@ -187,7 +193,11 @@ class Router:
         self._prepared: Snapshot | None = None  # the snapshot whose names have leaves
         self._h2: Http2Server | None = None
         # The registration channel (devrouter run / up / alias); only with a state directory.
-        self.control = ControlServer(state, state_dir) if state_dir is not None else None
+        self.control = (
+            ControlServer(state, state_dir, docker=self.site.docker)
+            if state_dir is not None
+            else None
+        )
 
     async def start(self) -> None:
         if not c_parser_in_use():
@@ -240,6 +250,8 @@ class Router:
             reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
             self._tasks.append(asyncio.create_task(reloader.run(self._stop)))
         self._tasks.append(asyncio.create_task(self.health.run(self._stop)))
+        if self.docker is not None:
+            self._tasks.append(asyncio.create_task(self.docker.run(self._stop)))
         self._tasks.append(asyncio.create_task(self._flush_periodically(self._stop)))
 
     async def _flush_periodically(self, stop: asyncio.Event) -> None:

@@ -40,7 +40,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         data = call(directory, "list")
     except RouterNotRunning:
         if args.json:
-            print(json.dumps({"router": None, "routes": [], "conflicts": []}, indent=2))
+            print(
+                json.dumps(
+                    {"router": None, "routes": [], "conflicts": [], "docker": None}, indent=2
+                )
+            )
         else:
             say("no router is running (start one with `devrouter serve` or `devrouter run`)")
         return EXIT_OK
@@ -48,10 +52,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for r in routes:
         r["listening"] = _probe(int(r["port"]), r.get("hosts") or [HOST, "::1"])
     if args.json:
-        out = {k: data.get(k) for k in ("router", "routes", "conflicts")}
+        out = {k: data.get(k) for k in ("router", "routes", "conflicts", "docker")}
         print(json.dumps(out, indent=2))
         return EXIT_OK
     print(format_routes(routes, data.get("conflicts", []), data.get("router") or {}))
+    docker = format_docker(data.get("docker"))
+    if docker:
+        print(docker)
     return EXIT_OK
 
 
@@ -69,23 +76,50 @@ def format_routes(
     """The `devrouter ls` table: routes without a stack first, then one group per stack."""
     if not routes:
         return f"no routes (router {router.get('url', '?')}, pid {router.get('pid', '?')})"
-    groups: dict[str | None, list[Mapping[str, Any]]] = {}
+    # a Compose project is grouped apart from a `devrouter up` stack of the same name
+    groups: dict[tuple[str, str] | None, list[Mapping[str, Any]]] = {}
     for r in routes:
-        groups.setdefault(r.get("stack"), []).append(r)
+        stack = r.get("stack")
+        kind = "compose" if r.get("container") else "stack"
+        groups.setdefault((kind, stack) if stack else None, []).append(r)
     width = max(len(r["url"]) for r in routes)
     head = f"{'URL':<{width}}  {'PORT':>5}  {'SOURCE':<6}  {'PID':>7}  STATUS"
     lines = [head]
-    for stack in sorted(groups, key=lambda s: (s is not None, s or "")):
-        if stack is not None:
-            lines.append(f"stack {stack}:")
-        for r in groups[stack]:
+    for group in sorted(groups, key=lambda g: (g is not None, g or ("", ""))):
+        if group is not None:
+            lines.append(f"{group[0]} {group[1]}:")
+        for r in groups[group]:
             pid = str(r["owner_pid"]) if r.get("owner_pid") else "-"
+            status = _state(r)
+            container = r.get("container")
+            if container:
+                health = f", {container['health']}" if container.get("health") else ""
+                status += f" (container {container['name']}, {container['image']}{health})"
             lines.append(
-                f"{r['url']:<{width}}  {r['port']:>5}  {r['source']:<6}  {pid:>7}  {_state(r)}"
+                f"{r['url']:<{width}}  {r['port']:>5}  {r['source']:<6}  {pid:>7}  {status}"
             )
             for p in r.get("paths", []):
                 lines.append(f"{'':<{width}}  {p['port']:>5}  {p['prefix']}")
     lines += [f"clash: {c}" for c in conflicts]
+    return "\n".join(lines)
+
+
+def format_docker(report: Mapping[str, Any] | None) -> str:
+    """The Docker lines under `devrouter ls`: the Engine watched, and each running container
+    that has no name, with the reason. Nothing on a machine without Docker."""
+    if not report or report.get("state") == "starting":
+        return ""
+    state, detail = report.get("state"), report.get("detail") or ""
+    if state == "off":
+        return f"docker: off ({detail})"
+    if state != "connected":
+        if detail.startswith("no Docker Engine socket"):
+            return ""
+        return f"docker: {detail}"
+    lines = [f"docker: watching the Engine at {report.get('socket')}"]
+    for c in report.get("containers") or []:
+        if c.get("reason"):
+            lines.append(f"  container {c['name']} has no route: it {c['reason']}")
     return "\n".join(lines)
 
 

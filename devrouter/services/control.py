@@ -39,6 +39,8 @@ from typing import Any
 from .. import __version__
 from ..core.model import DEFAULT_PORT, DEFAULT_TIMEOUT_S, ListenAddr, PathRoute, Route, Upstream
 from ..core.state import State
+from ..docker.watcher import DockerReport
+from ..web.dashboard import container_json
 from .client import (
     MAX_MESSAGE_BYTES,
     Channel,
@@ -89,8 +91,9 @@ class _Owner:
 class ControlServer:
     """The router end of the channel. `listen` is set by the router once it has bound."""
 
-    def __init__(self, state: State, state_dir: Path) -> None:
+    def __init__(self, state: State, state_dir: Path, docker: DockerReport | None = None) -> None:
         self.state = state
+        self.docker = docker  # what the Docker watcher knows, for `ls`
         self.state_dir = Path(state_dir)
         self.listen: tuple[ListenAddr, ...] = ()
         self._owners: list[_Owner] = []
@@ -471,12 +474,14 @@ class ControlServer:
                     "ready": svc.ready if svc else None,
                     "exit_code": svc.exit_code if svc else None,
                     "listens_on": list(svc.listens_on) if svc else [],
+                    "container": container_json(route.container),
                 }
             )
         return {
             "router": {"pid": os.getpid(), "url": f"http://localhost:{self.port}"},
             "routes": out,
             "conflicts": list(snapshot.conflicts),
+            "docker": self.docker.as_json() if self.docker is not None else None,
         }
 
     # -- aliases on disk --

@@ -38,8 +38,9 @@ from urllib.parse import parse_qs
 from aiohttp import hdrs, web
 
 from .. import __version__
-from ..core.model import ListenAddr, Route, Upstream
+from ..core.model import ContainerRef, ListenAddr, Route, Upstream
 from ..core.state import State
+from ..docker.watcher import DockerReport
 from ..observe import prometheus
 from ..observe.health import Health
 from ..observe.histogram import Histogram
@@ -65,6 +66,7 @@ class Context:
     health: Health
     listen: Sequence[ListenAddr] = ()
     started: float = field(default_factory=time.time)
+    docker: DockerReport | None = None  # None: the Engine is not watched (not `serve`)
     # id(histogram) -> (histogram, its count when read, what was read): percentiles and
     # Prometheus buckets are only recomputed for a histogram that has changed
     _summaries: dict[int, tuple[Histogram, int, Summary]] = field(
@@ -130,6 +132,7 @@ def status(ctx: Context, port: int, now: float | None = None) -> dict[str, Any]:
             "warnings": list(snap.config.warnings),
         },
         "recent": {"size": recent.maxlen, "last_seq": recent[-1].seq if recent else 0},
+        "docker": ctx.docker.as_json() if ctx.docker is not None else None,
         "routes": [route_status(ctx, r, port, now) for r in snap.table.routes],
     }
 
@@ -151,6 +154,7 @@ def route_status(ctx: Context, route: Route, port: int, now: float) -> dict[str,
         "source": route.source,
         "owner_pid": route.owner_pid,
         "stack": route.stack,
+        "container": container_json(route.container),
         "timeout_s": route.timeout_s,
         "access": route.access is not None,  # requires a secret (never shown)
         "max_connections": route.max_connections,
@@ -186,6 +190,20 @@ def route_status(ctx: Context, route: Route, port: int, now: float) -> dict[str,
 
 
 _EMPTY = Histogram()
+
+
+def container_json(ref: ContainerRef | None) -> dict[str, Any] | None:
+    """A Docker route's container, as /api/status and `ls` show it."""
+    if ref is None:
+        return None
+    return {
+        "id": ref.short_id,
+        "name": ref.name,
+        "image": ref.image,
+        "project": ref.project,
+        "service": ref.service,
+        "health": ref.health,
+    }
 
 
 def _health(health: Health, upstream: Upstream) -> dict[str, Any]:

@@ -263,6 +263,7 @@ def test_url_without_a_router_uses_the_configured_port(dev):
         "router": None,
         "routes": [],
         "conflicts": [],
+        "docker": None,
     }
 
 
