@@ -23,6 +23,7 @@ from devrouter.core.model import (
     DEFAULT_PORT,
     DEFAULT_TIMEOUT_S,
     Config,
+    DockerSettings,
     ListenAddr,
     PathRoute,
     Upstream,
@@ -808,3 +809,49 @@ def test_a_bad_https_value_names_its_line_and_the_choices(value: str) -> None:
         parse_config(f"routes: {{}}\nhttps: {value}\n", "devrouter.yaml")
     message = str(info.value)
     assert message.startswith("devrouter.yaml:2:") and "https" in message
+
+
+# --- docker: -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("routes: {}\n", DockerSettings()),
+        ("docker:\n", DockerSettings()),
+        ("docker: true\n", DockerSettings()),
+        ("docker: false\n", DockerSettings(enabled=False)),
+        ("docker: off\n", DockerSettings(enabled=False)),
+        ("docker: {enabled: false}\n", DockerSettings(enabled=False)),
+        (
+            "docker: {socket: unix:///run/user/1000/docker.sock}\n",
+            DockerSettings(socket="/run/user/1000/docker.sock"),
+        ),
+        (
+            "docker: {socket: ~/.orbstack/run/docker.sock}\n",
+            DockerSettings(socket="~/.orbstack/run/docker.sock"),
+        ),
+        ("docker: {only_labelled: true}\n", DockerSettings(only_labelled=True)),
+        ("docker: {container_addresses: yes}\n", DockerSettings(container_addresses=True)),
+    ],
+)
+def test_docker_section(text: str, expected: DockerSettings) -> None:
+    assert parse(text).docker == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("docker: maybe\n", 1, "docker must be true, false or a mapping"),
+        ("docker:\n  sockett: /x\n", 2, "sockett"),
+        ("docker:\n  socket: tcp://127.0.0.1:2375\n", 2, "unix socket"),
+        ("docker:\n  socket: docker.sock\n", 2, "unix socket"),
+        ("docker:\n  socket: 5\n", 2, "docker.socket must be a path"),
+        ("docker:\n  only_labelled: sometimes\n", 2, "docker.only_labelled must be true or false"),
+        ("docker:\n  - socket\n", 2, "mapping"),
+    ],
+)
+def test_bad_docker_section(text: str, line: int, words: str) -> None:
+    err = rejected(text)
+    assert err.line == line, str(err)
+    assert words in str(err)
