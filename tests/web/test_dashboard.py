@@ -33,8 +33,11 @@ from aiohttp import web
 from conftest import IO_TIMEOUT_S, RouterHandle, free_port, make_config
 
 from devrouter import __version__
-from devrouter.core.model import Config, ListenAddr, PathRoute, Route, Upstream
+from devrouter.core.model import Config, DockerSettings, ListenAddr, PathRoute, Route, Upstream
 from devrouter.core.state import State
+from devrouter.docker.containers import Container, PublishedPort
+from devrouter.docker.naming import plan as docker_plan
+from devrouter.docker.watcher import DockerReport
 from devrouter.observe.metrics import REDACTED
 from devrouter.server.app import Router
 from devrouter.web import dashboard
@@ -677,6 +680,47 @@ async def test_dashboard_without_routes_says_how_to_add_one(
     assert "No routes yet" in text and "create devrouter.yaml" in text
     assert "routes:" in text and "api: 4001" in text
     assert await browser.eval("document.getElementById('routes').hidden")
+    assert browser.errors() == []
+
+
+@pytest.mark.timeout(60)
+async def test_dashboard_shows_docker_routes_and_containers_without_one(
+    router: RouterFactory, backend: BackendFactory, browser: Browser
+) -> None:
+    """What the Docker watcher reports (devrouter.docker; the real Engine is in
+    tests/docker/test_docker_engine.py) as the page shows it: a route's container in its
+    badge, and each running container without a route with the reason, as text."""
+    port = await backend(hello_app())
+    r = await router(make_config({}))
+    evil = "<img src=x id=pwned onerror=alert(1)>"
+    api = Container(
+        "a" * 64,
+        "shop_api_1",
+        "local/busybox",
+        "running",
+        {"com.docker.compose.project": "shop", "com.docker.compose.service": "api"},
+        (PublishedPort(80, port, "127.0.0.1"),),
+        health="healthy",
+    )
+    quiet = Container("b" * 64, evil, "postgres:16", "running", {"devrouter.name": "db"})
+    result = docker_plan([api, quiet], DockerSettings(), 60.0)
+    r.state.set_docker(result.routes, result.conflicts)
+    report = DockerReport("connected", "/var/run/docker.sock", "1.41", placements=result.placements)
+    r.router.site.docker = report
+    await browser.goto(f"http://127.0.0.1:{r.port}/")
+    badge = "#routes-body tr[data-route='api.shop'] .badge"
+    await browser.wait_for(text_is(badge, "docker \u00b7 shop \u00b7 shop_api_1 (healthy)"))
+    assert "image local/busybox" in await browser.eval(f'document.querySelector("{badge}").title')
+    await browser.wait_for("!document.getElementById('docker').hidden")
+    text = await browser.eval(text_of("#docker"))
+    assert "watching the Engine at /var/run/docker.sock; 1 of 2 running containers named" in text
+    assert f"{evil} has no route: it publishes no port" in text
+    assert await browser.eval("document.getElementById('pwned') === null")
+
+    report.state, report.detail = "unreachable", "the Engine is not reachable at /x.sock"
+    await browser.wait_for(text_of("#docker-state") + ".includes('not reachable at /x.sock')")
+    report.detail = "no Docker Engine socket at /var/run/docker.sock"
+    await browser.wait_for("document.getElementById('docker').hidden")
     assert browser.errors() == []
 
 

@@ -3,6 +3,7 @@ const POLL_MS = 1000, HIDDEN_POLL_MS = 5000, MAX_ROWS = 200;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 const ui = {filter: "", gen: 0, since: 0, paused: false, routeKeys: null, alertKey: null,
+  dockerKey: null,
   filterKey: null, rows: new Map()};
 
 function el(tag, cls, text) {
@@ -166,9 +167,14 @@ function updateRoute(row, r) {
   let src = r.source;
   if (r.stack) src += " \u00b7 " + r.stack;
   if (r.owner_pid) src += " \u00b7 pid " + r.owner_pid;
+  const box = r.container;
+  if (box) src += " \u00b7 " + box.name + (box.health ? " (" + box.health + ")" : "");
   if (r.access) src += " \u00b7 secret";
   c.sourceBadge.textContent = src;
-  c.sourceBadge.title = r.access ? "requires the access secret (see the config)" : "";
+  const titles = [];
+  if (box) titles.push("container " + box.name + " (" + box.id + "), image " + box.image);
+  if (r.access) titles.push("requires the access secret (see the config)");
+  c.sourceBadge.title = titles.join("; ");
   setHealth(c.health, r.target, r.health);
   c.countN.textContent = r.count.toLocaleString("en-US");
   const open = r.open_streams + r.open_websockets, done = r.streams.count;
@@ -251,6 +257,30 @@ function renderRoutes(s) {
   $("empty-example").textContent = "routes:\n  api: 4001    # http://api.localhost:" + port +
     " -> 127.0.0.1:4001";
   renderFilter(routes);
+}
+function renderDocker(d) {
+  // Nothing on a machine without Docker; otherwise the Engine and every running container
+  // that has no route, with the reason in the router's words.
+  const quiet = !d || d.state === "starting" ||
+    (d.state === "unreachable" && (d.detail || "").startsWith("no Docker Engine socket"));
+  const key = quiet ? "" : JSON.stringify([d.state, d.socket, d.detail, d.containers]);
+  if (key === ui.dockerKey) return;
+  ui.dockerKey = key;
+  $("docker").hidden = quiet;
+  const list = $("docker-unrouted");
+  list.replaceChildren();
+  if (quiet) return;
+  const named = d.containers.filter((x) => x.names.length).length;
+  $("docker-state").textContent = d.state === "connected"
+    ? "Docker: watching the Engine at " + d.socket + "; " + named + " of " +
+      d.containers.length + " running containers named."
+    : "Docker: " + (d.detail || d.state);
+  for (const x of d.containers) {
+    if (!x.reason) continue;
+    const li = el("li");
+    li.append(el("b", null, x.name), document.createTextNode(" has no route: it " + x.reason));
+    list.append(li);
+  }
 }
 function renderFilter(routes) {
   const names = routes.map((r) => r.name);
@@ -371,7 +401,7 @@ async function tick() {
   } finally {
     setTimeout(tick, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
   }
-  if (s) { renderMeta(s); renderAlerts(s.config); renderRoutes(s); }
+  if (s) { renderMeta(s); renderAlerts(s.config); renderRoutes(s); renderDocker(s.docker); }
   if (reqs) applyRequests(reqs);
 }
 $("filter").addEventListener("change", (e) => {
