@@ -2,26 +2,17 @@
 exec-root in one short directory under /tmp, with no iptables, no default bridge and no
 registry, torn down completely (processes, mounts, files) when the tests are done.
 
-Theory of operation:
-
-- `PrivateDockerd.start()` runs `dockerd` and polls `GET /_ping` on its socket until it
-  answers OK (at most START_S). A daemon that does not come up is stopped and its log tail
-  is in the `DockerdError`.
-- `image()` imports a one-layer image `local/busybox` (the static busybox, a symlink per
-  applet, and `/serve`) the first time it is called on a daemon. Its default command is
-  `/serve`: it writes `$TEXT` (the container's hostname when unset) to an index.html and
-  runs `busybox httpd` on each port of `$PORTS` (default 80), so every container answers
-  with its own text; `GET /port` answers the port that served it.
-- With `--bridge=none` a container publishes ports only on a user-defined network:
-  `run()` puts its containers on one (`NETWORK`), and Compose makes its own.
-- `kill()` SIGKILLs the daemon (the Engine "going away"); `restart()` starts it again on the
-  same socket and data-root. Without `--live-restore` the restarted daemon stops every
-  container the old one ran; only `restart: always` ones come back after a SIGKILL, and
-  `unless-stopped` ones too after a clean stop (SIGTERM). See test_docker_harness.py.
-- `stop()` kills the containers, SIGTERMs the daemon (SIGKILL after STOP_S), kills every
-  process left whose command line names the directory (containerd shims, docker-proxy) and
-  their children (the containers), unmounts what dockerd left mounted under the directory,
-  deepest first, and removes it. It is safe to call twice and after a failed start.
+Theory of operation: `start()` runs dockerd and polls `GET /_ping` until OK (at most
+START_S; else a `DockerdError` with its log tail). `image()` imports `local/busybox` once per
+daemon: the static busybox, a symlink per applet, and `/serve`, its default command, which
+writes `$TEXT` (else the hostname) as index.html and runs `httpd` on each port of `$PORTS`
+(default 80), so each container answers its own text (`GET /port`: the port that served).
+With `--bridge=none` only a user-defined network publishes ports (`run()` uses `NETWORK`;
+Compose makes its own). `kill()` SIGKILLs the daemon; `restart()` starts it again on the same
+socket and data-root (what comes back: test_docker_harness.py). `stop()` kills containers,
+SIGTERMs dockerd (then SIGKILL), kills what names the directory (shims) and their children
+(the containers), unmounts what is under it deepest first, deletes the networks' bridges, and
+removes it; it can be called twice.
 
 `skip_reason()` says why a real dockerd cannot run here (not root, a tool missing, or the
 daemon fails to start, with its log), for tests to `pytest.skip` with.
@@ -30,6 +21,7 @@ daemon fails to start, with its log), for tests to `pytest.skip` with.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import json
@@ -51,6 +43,16 @@ DOCKERD = shutil.which("dockerd") or "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else shutil.which("docker")
 COMPOSE_V1 = shutil.which("docker-compose")
 BUSYBOX = "/bin/busybox"
+#: No iptables, no default bridge. And 256 networks of /24 instead of 31 of /16 and /20:
+#: every daemon's bridges share the host's namespace, and a pool overlapping a route there is
+#: skipped, so several daemons at once (or bridges left by a killed one) exhaust the default.
+DOCKERD_FLAGS: tuple[str, ...] = (
+    "--iptables=false",
+    "--ip-forward=false",
+    "--ip-masq=false",
+    "--bridge=none",
+)
+DOCKERD_FLAGS += ("--default-address-pool=base=10.213.0.0/16,size=24",)
 #: The image every container of the tests runs, and the network `run()` attaches them to.
 IMAGE = "local/busybox"
 NETWORK = "devrouter-test"
@@ -59,12 +61,8 @@ NETWORK = "devrouter-test"
 BASE_DIR = "/tmp"
 DIR_PREFIX = "dkd-"
 #: Upper bounds, in seconds: dockerd answering /_ping; dockerd exiting after SIGTERM; one
-#: CLI or Compose command; one API request.
-START_S = 20.0
-STOP_S = 10.0
-CLI_S = 60.0
-API_S = 10.0
-#: How often to poll, in seconds.
+#: CLI or Compose command; one API request. And how often to poll, in seconds.
+START_S, STOP_S, CLI_S, API_S = 20.0, 10.0, 60.0, 10.0
 POLL_S = 0.05
 #: Lines of dockerd's log quoted in an error.
 LOG_TAIL_LINES = 25
@@ -111,57 +109,41 @@ def tools_missing() -> str | None:
     """Why a private dockerd cannot run here without trying it, or None."""
     if os.geteuid() != 0:
         return "the Docker tests need root (dockerd mounts and makes namespaces)"
-    missing = [
-        name
-        for name, path in (
-            ("dockerd (apt: docker.io)", DOCKERD),
-            ("docker (apt: docker.io)", DOCKER),
-            ("busybox (apt: busybox-static)", BUSYBOX),
-        )
-        if not path or not os.access(path, os.X_OK)
-    ]
+    tools = {"dockerd (apt: docker.io)": DOCKERD, "docker (apt: docker.io)": DOCKER}
+    tools["busybox (apt: busybox-static)"] = BUSYBOX
+    missing = [name for name, path in tools.items() if not path or not os.access(path, os.X_OK)]
     if compose_command() is None:
         missing.append("docker-compose (apt: docker-compose) or `docker compose`")
     return f"missing: {', '.join(missing)}" if missing else None
 
 
-_probe: list[str | None] = []
-
-
 def skip_reason(probe: bool = True) -> str | None:
     """Why a real dockerd cannot run here, or None. With `probe`, the first call also starts
     (and stops) one daemon to see that it comes up; its answer is kept for the process."""
-    reason = tools_missing()
-    if reason or not probe:
-        return reason
-    if not _probe:
-        trial = PrivateDockerd()
-        try:
-            trial.start()
-            _probe.append(None)
-        except DockerdError as exc:
-            _probe.append(f"dockerd failed to start: {exc}")
-        finally:
-            trial.stop()
-    return _probe[0]
+    return tools_missing() or (_trial_start() if probe else None)
 
 
-_compose: list[list[str] | None] = []
+@functools.cache
+def _trial_start() -> str | None:
+    trial = PrivateDockerd()
+    try:
+        trial.start()
+    except DockerdError as exc:
+        return f"dockerd failed to start: {exc}"
+    finally:
+        trial.stop()
+    return None
 
 
-def compose_command() -> list[str] | None:
+@functools.cache
+def compose_command() -> tuple[str, ...] | None:
     """`docker compose` (v2, what users run) when the client has it, else `docker-compose`."""
-    if not _compose:
-        found: list[str] | None = [COMPOSE_V1] if COMPOSE_V1 else None
-        if DOCKER:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                probe = subprocess.run(
-                    [DOCKER, "compose", "version"], capture_output=True, timeout=CLI_S
-                )
-                if probe.returncode == 0:
-                    found = [DOCKER, "compose"]
-        _compose.append(found)
-    return _compose[0]
+    if DOCKER:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            argv = [DOCKER, "compose", "version"]
+            if subprocess.run(argv, capture_output=True, timeout=CLI_S).returncode == 0:
+                return (DOCKER, "compose")
+    return (COMPOSE_V1,) if COMPOSE_V1 else None
 
 
 def service(
@@ -183,9 +165,7 @@ def service(
 
 
 def _serve_env(text: str | None, serve_ports: Sequence[int]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    if text is not None:
-        env["TEXT"] = text
+    env = {"TEXT": text} if text is not None else {}
     if serve_ports:
         env["PORTS"] = " ".join(str(p) for p in serve_ports)
     return env
@@ -197,6 +177,7 @@ class PrivateDockerd:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=BASE_DIR))
         self.socket = self.root / "docker.sock"
+        self.host = f"unix://{self.socket}"  # DOCKER_HOST
         self.data_root = self.root / "data"
         self.exec_root = self.root / "exec"
         self.pidfile = self.root / "dockerd.pid"
@@ -209,11 +190,6 @@ class PrivateDockerd:
         self._compose_dirs: dict[str, Path] = {}
         # The owner's pid: `sweep_stale` removes directories whose owner is gone.
         (self.root / "owner.pid").write_text(str(os.getpid()))
-
-    @property
-    def host(self) -> str:
-        """The DOCKER_HOST value for this daemon."""
-        return f"unix://{self.socket}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -232,17 +208,8 @@ class PrivateDockerd:
         if self.running():
             return
         self._clear_stale_pids()
-        argv = [
-            DOCKERD,
-            f"--host={self.host}",
-            f"--data-root={self.data_root}",
-            f"--exec-root={self.exec_root}",
-            f"--pidfile={self.pidfile}",
-            "--iptables=false",
-            "--ip-forward=false",
-            "--ip-masq=false",
-            "--bridge=none",
-        ]
+        argv = [DOCKERD, f"--host={self.host}", f"--data-root={self.data_root}"]
+        argv += [f"--exec-root={self.exec_root}", f"--pidfile={self.pidfile}", *DOCKERD_FLAGS]
         began = time.monotonic()
         with self.log_path.open("ab") as log:
             # Its own session: a ^C at the terminal goes to pytest, which then tears down.
@@ -276,6 +243,7 @@ class PrivateDockerd:
     def kill(self) -> None:
         """SIGKILL dockerd (its containerd dies with it; the shims and containers stay)."""
         if self._proc is not None and self._proc.poll() is None:
+            self.note_bridges()
             self._proc.kill()
             self._proc.wait(timeout=STOP_S)
 
@@ -294,10 +262,25 @@ class PrivateDockerd:
         self._terminate()
         cleanup_dir(self.root)
 
+    def note_bridges(self) -> None:
+        """Add the bridge interfaces of this daemon's networks to the directory's `bridges`
+        file: they are made in the host's namespace and outlive dockerd, so `stop()` (or a
+        later `sweep_stale`) deletes them. Called after network() and compose(), and before
+        a kill or stop; a test making networks otherwise calls it."""
+        with contextlib.suppress(OSError, ValueError, DockerdError):
+            names = {
+                n.get("Options", {}).get("com.docker.network.bridge.name") or f"br-{n['Id'][:12]}"
+                for n in self.api("/networks")
+                if n.get("Driver") == "bridge"
+            }
+            with (self.root / "bridges").open("a") as out:
+                out.writelines(f"{name}\n" for name in sorted(names))
+
     def _terminate(self) -> None:
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
+        self.note_bridges()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=STOP_S)
@@ -315,11 +298,8 @@ class PrivateDockerd:
                 pidfile.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:]) or "(no log)"
 
     # --- clients ---------------------------------------------------------------------------
 
@@ -352,25 +332,19 @@ class PrivateDockerd:
         return self._run([DOCKER, *args], check=check, timeout=timeout, input=input)
 
     def _run(
-        self,
-        argv: list[str],
-        check: bool,
-        timeout: float,
-        input: bytes | None = None,
-        cwd: Path | None = None,
+        self, argv: list[str], check: bool, timeout: float, input: bytes | None = None, **kw: Any
     ) -> subprocess.CompletedProcess[str]:
         try:
             proc = subprocess.run(
-                argv, env=self.env, input=input, capture_output=True, timeout=timeout, cwd=cwd
+                argv, env=self.env, input=input, capture_output=True, timeout=timeout, **kw
             )
         except subprocess.TimeoutExpired as exc:
             raise DockerdError(f"{' '.join(argv)}: no exit within {timeout} s") from exc
-        out = subprocess.CompletedProcess(
-            argv,
-            proc.returncode,
+        stdout, stderr = (
             proc.stdout.decode(errors="replace"),
             proc.stderr.decode(errors="replace"),
         )
+        out = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
         if check and out.returncode != 0:
             raise DockerdError(f"{' '.join(argv)}: exit {out.returncode}\n{out.stderr}")
         return out
@@ -378,16 +352,8 @@ class PrivateDockerd:
     def image(self) -> str:
         """Import `local/busybox` into this daemon once; its name."""
         if not self._image_built:
-            self.docker(
-                "import",
-                "--change",
-                "ENV PATH=/bin",
-                "--change",
-                'CMD ["/serve"]',
-                "-",
-                IMAGE,
-                input=_rootfs_tar(),
-            )
+            changes = ("--change", "ENV PATH=/bin", "--change", 'CMD ["/serve"]')
+            self.docker("import", *changes, "-", IMAGE, input=_rootfs_tar())
             self._image_built = True
         return IMAGE
 
@@ -397,6 +363,7 @@ class PrivateDockerd:
             have = self.docker("network", "ls", "-q", "--filter", f"name=^{name}$").stdout
             if not have.strip():
                 self.docker("network", "create", name)
+                self.note_bridges()
             self._networks.add(name)
         return name
 
@@ -457,7 +424,10 @@ class PrivateDockerd:
         file = workdir / "docker-compose.yml"
         file.write_text(json.dumps({"version": "3.7", "services": services}, indent=2))
         argv = [*command, "--project-name", project, "--file", str(file), *args]
-        return self._run(argv, check=True, timeout=CLI_S, cwd=workdir)
+        try:
+            return self._run(argv, check=True, timeout=CLI_S, cwd=workdir)
+        finally:
+            self.note_bridges()
 
     def remove_all(self) -> None:
         """Remove every container and user-defined network, for a test that wants a clean
@@ -469,11 +439,6 @@ class PrivateDockerd:
         if nets:
             self.docker("network", "rm", *nets)
         self._networks.clear()
-
-    def leftovers(self) -> list[str]:
-        """What is left of this daemon: processes naming its directory, mounts under it, the
-        directory itself. Empty after stop()."""
-        return leftovers(self.root)
 
 
 def http_get(port: int, path: str = "/", host: str = "127.0.0.1", wait_s: float = START_S) -> str:
@@ -566,13 +531,10 @@ def _processes_of(root: Path) -> list[int]:
     """Processes whose command line names `root` (dockerd, containerd, shims, docker-proxy),
     and their descendants (the containers' processes, which do not name it)."""
     procs = _processes()
-    needle = str(root)
+    needle = f"{root}/"  # every such command line names a file in it
     found = {pid for pid, (_, cmd) in procs.items() if needle in cmd and pid != os.getpid()}
-    grew = True
-    while grew:
-        more = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
+    while more := {pid for pid, (ppid, _) in procs.items() if ppid in found} - found:
         found |= more
-        grew = bool(more)
     return sorted(found)
 
 
@@ -611,6 +573,10 @@ def cleanup_dir(root: Path) -> None:
             break
         for point in points:
             subprocess.run(["umount", "-l", point], capture_output=True, timeout=API_S)
+    with contextlib.suppress(OSError):
+        for bridge in set((root / "bridges").read_text().split()):
+            if Path(f"/sys/class/net/{bridge}").exists():
+                subprocess.run(["ip", "link", "delete", bridge], capture_output=True, timeout=API_S)
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -622,7 +588,11 @@ def sweep_stale(base: str = BASE_DIR) -> list[Path]:
         owner = _read_pid(root / "owner.pid")
         if owner is not None and _alive(owner) == "alive":
             continue
-        if owner is None and time.time() - root.stat().st_mtime < START_S * 3:
+        try:
+            age_s = time.time() - root.stat().st_mtime
+        except OSError:
+            continue  # removed meanwhile
+        if owner is None and age_s < START_S * 3:
             continue  # being made right now: the owner file comes a moment after mkdtemp
         cleanup_dir(root)
         removed.append(root)

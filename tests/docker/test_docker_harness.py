@@ -5,10 +5,21 @@ killed and restarted, and teardown leaves no process, mount or directory behind.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from typing import Any
 
 import pytest
-from dockerd import DockerdError, PrivateDockerd, service, skip_reason, tools_missing
+from dockerd import (
+    DockerdError,
+    PrivateDockerd,
+    leftovers,
+    service,
+    skip_reason,
+    sweep_stale,
+    tools_missing,
+)
 
 
 def _state(dockerd: PrivateDockerd, name: str) -> str:
@@ -19,6 +30,7 @@ def _state(dockerd: PrivateDockerd, name: str) -> str:
 def test_nothing_is_missing_where_the_fixture_runs(dockerd: PrivateDockerd) -> None:
     assert tools_missing() is None
     assert skip_reason(probe=False) is None
+    assert skip_reason() is None  # starts and stops a daemon of its own
     assert dockerd.ping()
     assert len(str(dockerd.socket)) < 100  # a unix socket path has 107 bytes at most
 
@@ -99,13 +111,20 @@ def test_teardown_leaves_nothing_even_after_a_kill(dockerd_available: None) -> N
         own.run("left")
         own.compose("tidy", {"web": service()}, "up", "-d")
         assert own.answer("left") == "left\n"
+        left_port = own.port("left")
+        own.note_bridges()
+        bridges = set((own.root / "bridges").read_text().split())
+        assert len(bridges) == 2  # devrouter-test and tidy_default
         (web,) = own.api('/containers/json?filters={"label":["com.docker.compose.project=tidy"]}')
         assert own.answer(web["Id"]) == web["Id"][:12] + "\n"  # no TEXT: its hostname
         own.kill()  # the shims, docker-proxy and containers outlive the daemon
-        assert any("shim" in item for item in own.leftovers())
+        assert any("shim" in item for item in leftovers(own.root))
     finally:
         own.stop()
-    assert own.leftovers() == []
+    assert leftovers(own.root) == []
+    assert not [b for b in bridges if os.path.exists(f"/sys/class/net/{b}")]
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", left_port), timeout=5):
+        pass  # docker-proxy, which names no file of the directory, is gone too
 
 
 def test_a_daemon_that_cannot_start_says_why(dockerd_available: None) -> None:
@@ -117,4 +136,25 @@ def test_a_daemon_that_cannot_start_says_why(dockerd_available: None) -> None:
             own.start()
     finally:
         own.stop()
-    assert own.leftovers() == []
+    assert leftovers(own.root) == []
+
+
+def test_the_directory_of_a_dead_test_run_is_swept(dockerd_available: None) -> None:
+    own = PrivateDockerd()
+    try:
+        own.start()
+        own.run("orphan")
+        own.kill()
+        # As if the pytest that made it had been killed: its owner is a process that is gone.
+        gone = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        (own.root / "owner.pid").write_text(gone.stdout)
+        assert own.root in sweep_stale()
+        assert leftovers(own.root) == []
+    finally:
+        own.stop()
