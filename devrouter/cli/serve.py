@@ -16,7 +16,9 @@ from ..core.addresses import listen_addrs
 from ..core.errors import EXIT_OK, CommandError, ConfigError, StartupError, UsageError
 from ..core.model import DEFAULT_PORT, Config, ListenAddr
 from ..core.state import State
+from ..core.urls import name_url
 from ..observe.accesslog import AccessLog
+from ..server import activation
 from ..server.app import Router, tune_malloc
 from ..services import ports
 from ..web.pages import route_url
@@ -110,6 +112,16 @@ def _listen(values: Sequence[str], allow_remote: bool = False) -> tuple[ListenAd
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cli_listen = _listen(args.listen, args.allow_remote)
+    # systemd socket activation: the sockets it bound (port 80 without privilege) win
+    count = activation.for_this_process(os.environ, os.getpid())
+    inherited = activation.adopt(count, args.allow_remote) if count else []
+    if inherited:
+        activation.forget(os.environ)  # the services this router starts must not take them
+        where = ", ".join(str(a) for _, a in inherited)
+        if cli_listen:
+            log.warning("--listen is ignored: serving the sockets systemd passed (%s)", where)
+        log.info("socket activation: serving %s", where)
+        cli_listen = tuple(a for _, a in inherited)
     path = find_config(args.config, os.environ, Path.cwd())
     own_ports = {a.port for a in cli_listen} if cli_listen else None
     if path is None:
@@ -136,6 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=access_log,
         state_dir=state_dir,
         docker=True,  # as the config's `docker:` section says (on by default)
+        inherited=inherited,
     )
     return _run(_serve(router))
 
@@ -255,7 +268,7 @@ async def _demo(listen: tuple[ListenAddr, ...]) -> int:
             print(f"  {route_url(r, port):<32} -> {r.upstream.describe()}", flush=True)
             if tls:
                 print(f"  {route_url(r, port, 'https'):<32} -> the same, over HTTPS", flush=True)
-        print(f"  {f'http://localhost:{port}/':<32} -> the dashboard", flush=True)
+        print(f"  {name_url(None, port, path='/'):<32} -> the dashboard", flush=True)
         if tls and router.certs is not None:
             print(
                 f"\nHTTPS uses devrouter's local CA ({router.certs.ca.paths.cert}); run "

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import logging
 import os
+import socket
 import ssl
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from ..config.reload import Reloader
 from ..core.errors import CommandError, StartupError
 from ..core.model import ListenAddr
 from ..core.state import Snapshot, State
+from ..core.urls import name_url
 from ..docker.watcher import DockerWatcher
 from ..fast.server import FastServer
 from ..http2.server import Http2Server
@@ -52,6 +54,20 @@ from .strictgate import EarlyGatedServer, GatedServer
 from .upstream import make_session
 
 log = logging.getLogger("devrouter")
+
+#: Ports below this need privilege to bind on Linux (unless the sysctl lowers it).
+PRIVILEGED_PORTS_BELOW = 1024
+
+
+def privileged_port_hint(addr: ListenAddr) -> str:
+    """The one line said when a low port is refused: the ways to get it without root."""
+    return (
+        f"port {addr.port} on {addr.host} needs privilege: run devrouter as a service that "
+        f"hands it the port (`devrouter service install --port {addr.port}`: systemd socket "
+        "activation), or give it CAP_NET_BIND_SERVICE, or lower "
+        f"net.ipv4.ip_unprivileged_port_start to {addr.port}; docs/service.md has each"
+    )
+
 
 #: On SIGINT/SIGTERM, in-flight requests get this long to finish, in seconds.
 SHUTDOWN_GRACE_S = 5.0
@@ -161,12 +177,16 @@ class Router:
         state_dir: Path | None = None,
         ca_dir: Path | None = None,
         docker: bool = False,
+        inherited: Sequence[tuple[socket.socket, ListenAddr]] = (),
     ) -> None:
         """`state_dir` holds the control socket and the local CA; `ca_dir` is where the CA
         is when there is no control socket (the demo's). `docker` watches the Docker Engine
-        (devrouter.docker) as the config's `docker:` section says."""
+        (devrouter.docker) as the config's `docker:` section says. `inherited` are sockets
+        already listening (socket activation, devrouter.server.activation), served instead
+        of binding `listen`."""
         self.state = state
-        self.listen = tuple(listen)
+        self.inherited = tuple(inherited)
+        self.listen = tuple(a for _, a in self.inherited) or tuple(listen)
         self.required = tuple(required)  # must bind; the rest may be skipped (no IPv6)
         self.config_path = config_path
         if fast_path is None:
@@ -231,7 +251,9 @@ class Router:
         self._runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE_S)
         await self._runner.setup()
         try:
-            for addr in self.listen:
+            for sock, addr in self.inherited:
+                await self._serve_on(sock, addr)
+            for addr in self.listen if not self.inherited else ():
                 await self._bind(addr)
             if not self.bound:
                 raise StartupError("could not listen on any address")
@@ -313,6 +335,14 @@ class Router:
             full=server.full,
         )
 
+    async def _serve_on(self, sock: socket.socket, addr: ListenAddr) -> None:
+        assert self._runner is not None
+        site = SniffingSite(
+            self._runner, addr.host, addr.port, self._door(), backlog=LISTEN_BACKLOG, sock=sock
+        )
+        await site.start()
+        self.bound.append(addr)
+
     async def _bind(self, addr: ListenAddr) -> None:
         assert self._runner is not None
         site = SniffingSite(
@@ -326,6 +356,8 @@ class Router:
                     f"port {addr.port} on {addr.host} is already in use (another devrouter? "
                     f"see `ss -ltnp 'sport = :{addr.port}'`, or use --listen with another port)"
                 ) from None
+            if exc.errno == errno.EACCES and addr.port < PRIVILEGED_PORTS_BELOW:
+                raise StartupError(privileged_port_hint(addr)) from None
             if addr not in self.required and exc.errno in (
                 errno.EADDRNOTAVAIL,
                 errno.EAFNOSUPPORT,
@@ -341,14 +373,15 @@ class Router:
     @property
     def url(self) -> str:
         port = self.bound[0].port if self.bound else 0
-        return f"http://localhost:{port}"
+        return name_url(None, port)
 
     @property
     def https_url(self) -> str | None:
         """The https:// URL of the router's own page, when the port answers TLS."""
         if self.certs is None or self.state.snapshot.config.https == "off":
             return None
-        return self.url.replace("http://", "https://", 1)
+        port = self.bound[0].port if self.bound else 0
+        return name_url(None, port, "https")
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -308,15 +308,24 @@ class SniffingSite(web.BaseSite):
     """aiohttp's site (so the runner's start and shutdown keep working) whose server is a
     Sniffer instead of the loop's own."""
 
-    __slots__ = ("_door", "_host", "_port")
+    __slots__ = ("_door", "_host", "_port", "_sock")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, door: Door, *, backlog: int
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        door: Door,
+        *,
+        backlog: int,
+        sock: socket.socket | None = None,
     ) -> None:
+        """`sock`: a socket already listening (socket activation); else one is made."""
         super().__init__(runner, backlog=backlog)
         self._host = host
         self._port = port
         self._door = door
+        self._sock = sock
 
     @property
     def name(self) -> str:
@@ -325,5 +334,5 @@ class SniffingSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        sock = listening_socket(self._host, self._port, self._backlog)
+        sock = self._sock or listening_socket(self._host, self._port, self._backlog)
         self._server = cast(asyncio.AbstractServer, Sniffer(sock, self._door))

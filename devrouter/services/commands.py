@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import EXIT_OK, CommandError, UsageError
+from ..core.urls import name_url
 from .autostart import ensure_router, listen_args, the_state_dir
 from .client import ControlError, RouterNotRunning, call, check_name, status
 from .control import ALIASES_NAME
@@ -131,7 +132,7 @@ def cmd_url(args: argparse.Namespace) -> int:
     # Found like every other command finds it: the control socket's router, else the
     # config's `listen:`, else $DEVROUTER_LISTEN, else the default; nothing is asked.
     found = locate(directory=the_state_dir(), probe=False)
-    print(f"http://{name}.localhost:{found.port}")
+    print(name_url(name, found.port))
     return EXIT_OK
 
 
@@ -177,7 +178,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
     for w in reply.get("warnings", []):
         say(f"warning: {w}")
     say(
-        f"http://{name}.localhost:{info['port']} -> port {args.port} "
+        f"{name_url(name, int(info['port']))} -> port {args.port} "
         f"(until `devrouter alias --remove {name}`)"
     )
     return EXIT_OK

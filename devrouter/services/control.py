@@ -39,6 +39,7 @@ from typing import Any
 from .. import __version__
 from ..core.model import DEFAULT_PORT, DEFAULT_TIMEOUT_S, ListenAddr, PathRoute, Route, Upstream
 from ..core.state import State
+from ..core.urls import name_url
 from ..docker.watcher import DockerReport
 from ..web.dashboard import container_json
 from .client import (
@@ -263,7 +264,7 @@ class ControlServer:
                 "version": __version__,
                 "listen": [str(a) for a in self.listen],
                 "port": self.port,
-                "url": f"http://localhost:{self.port}",
+                "url": name_url(None, self.port),
                 "state_dir": str(self.state_dir),
             }
         if op == "list":
@@ -478,7 +479,7 @@ class ControlServer:
                 }
             )
         return {
-            "router": {"pid": os.getpid(), "url": f"http://localhost:{self.port}"},
+            "router": {"pid": os.getpid(), "url": name_url(None, self.port)},
             "routes": out,
             "conflicts": list(snapshot.conflicts),
             "docker": self.docker.as_json() if self.docker is not None else None,
@@ -503,7 +504,7 @@ class ControlServer:
 
 
 def _url(name: str, port: int) -> str:
-    return f"http://{name}.localhost:{port}/"
+    return name_url(name, port, path="/")
 
 
 def _conflict_name(message: str) -> str:

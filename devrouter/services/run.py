@@ -39,6 +39,7 @@ from ..aio import sleep_or_stop
 from ..core.errors import CommandError, StartupError, UsageError
 from ..core.model import DEFAULT_PORT
 from ..core.names import to_label
+from ..core.urls import name_url
 from ..tls import trust
 from ..tls.ca import ca_paths, write_atomic
 from .autostart import ensure_router, listen_args, the_state_dir
@@ -66,7 +67,7 @@ READY_POLL_S = 0.2
 
 def browser_url(name: str, router_port: int) -> str:
     """The URL through the router: for browsers and for anything that resolves *.localhost."""
-    return f"http://{name}.localhost:{router_port}"
+    return name_url(name, router_port)
 
 
 def internal_url(port: int) -> str:
@@ -78,7 +79,7 @@ def internal_url(port: int) -> str:
 
 def https_url(name: str, router_port: int) -> str:
     """The URL through the router over HTTPS (the same port answers both)."""
-    return f"https://{name}.localhost:{router_port}"
+    return name_url(name, router_port, "https")
 
 
 def service_env(

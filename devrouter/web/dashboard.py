@@ -40,6 +40,7 @@ from aiohttp import hdrs, web
 from .. import __version__
 from ..core.model import ContainerRef, ListenAddr, Route, Upstream
 from ..core.state import State
+from ..core.urls import name_url
 from ..docker.watcher import DockerReport
 from ..observe import prometheus
 from ..observe.health import Health
@@ -375,7 +376,7 @@ def text_index(ctx: Context, port: int) -> str:
     if not snap.table.routes:
         lines.append("  (none yet: add routes to the config file)")
     lines.append(
-        f"Open http://localhost:{port}/ in a browser for the dashboard. "
+        f"Open {name_url(None, port, path='/')} in a browser for the dashboard. "
         "JSON: /api/status, /api/requests. Prometheus: /metrics."
     )
     return "\n".join(lines) + "\n"

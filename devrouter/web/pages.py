@@ -17,6 +17,7 @@ from aiohttp import web
 from .. import __version__
 from ..core.errors import NotFound, ProxyError, ServiceStarting
 from ..core.model import Route
+from ..core.urls import name_url, origin
 
 #: Lines of a `devrouter run` app's output shown on its error page.
 OUTPUT_TAIL_LINES = 20
@@ -41,7 +42,7 @@ def wants_html(accept: str) -> bool:
 
 def route_url(route: Route, port: int, scheme: str = "http") -> str:
     host = route.host.replace("*.", "x.", 1) if route.name.startswith("*.") else route.host
-    return f"{scheme}://{host}:{port}/"
+    return origin(host, port, scheme) + "/"
 
 
 def _page(title: str, body: str) -> str:
@@ -72,7 +73,7 @@ def _routes_text(routes: Iterable[Route], port: int, scheme: str = "http") -> st
 
 
 def dashboard_url(port: int, scheme: str = "http") -> str:
-    return f"{scheme}://localhost:{port}/"
+    return name_url(None, port, scheme, "/")
 
 
 def closest_name(typed: str, names: Iterable[str]) -> str | None:
@@ -97,7 +98,7 @@ def closest_name(typed: str, names: Iterable[str]) -> str | None:
 
 
 def _url(name: str, port: int, scheme: str = "http") -> str:
-    return f"{scheme}://{name}.localhost:{port}/" if port else f"{scheme}://{name}.localhost/"
+    return name_url(name, port, scheme, "/")
 
 
 def _how_to_add(name: str, config_source: str) -> list[tuple[str, str]]:

@@ -254,7 +254,7 @@ function renderRoutes(s) {
       "~/.config/devrouter/config.yaml) and start devrouter again:"
     : "Add one to " + s.config.source + "; devrouter reloads it when you save:";
   const port = s.listen.length ? s.listen[0].split(":").pop() : "7355";
-  $("empty-example").textContent = "routes:\n  api: 4001    # http://api.localhost:" + port +
+  $("empty-example").textContent = "routes:\n  api: 4001    # http://api.localhost" + (port === "80" ? "" : ":" + port) +
     " -> 127.0.0.1:4001";
   renderFilter(routes);
 }
