@@ -341,3 +341,42 @@ def cli(tmp_path: Path) -> Iterator[Callable[..., CliProcess]]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+# --- a real Docker Engine (tests/docker/) ----------------------------------------------------
+# Here rather than in tests/docker/conftest.py, which would shadow this module for the
+# `from conftest import ...` of the tests there. The harness, tests/docker/dockerd.py, is
+# imported when a fixture runs: pytest has put tests/docker on sys.path by then.
+
+
+@pytest.fixture(scope="session")
+def dockerd_available() -> None:
+    """Skips, with the reason, where a private dockerd cannot run (not root, a tool missing);
+    removes the directories that test runs killed before their teardown left behind."""
+    from dockerd import skip_reason, sweep_stale
+
+    reason = skip_reason(probe=False)
+    if reason:
+        pytest.skip(reason)
+    sweep_stale()
+
+
+@pytest.fixture(scope="module")
+def dockerd(dockerd_available: None) -> Iterator[Any]:
+    """A started private dockerd (tests/docker/dockerd.py's PrivateDockerd) with
+    `local/busybox` imported, torn down after the module whatever its tests did (processes,
+    mounts and directory gone). Module-scoped: a daemon starts in about a second, and a
+    module that kills or restarts it does not disturb the next one; a test that needs a
+    clean daemon calls `dockerd.remove_all()`."""
+    from dockerd import DockerdError, PrivateDockerd
+
+    daemon = PrivateDockerd()
+    try:
+        try:
+            daemon.start()
+            daemon.image()
+        except DockerdError as exc:
+            pytest.skip(f"dockerd failed to start: {exc}")
+        yield daemon
+    finally:
+        daemon.stop()
