@@ -64,7 +64,7 @@ def record_events(daemon: PrivateDockerd) -> None:
         )
         try:
             time.sleep(0.5)  # the stream is open before the first event
-            daemon.run("ev", labels={"dev.devrouter.name": "events"})
+            daemon.run("ev", labels={"devrouter.name": "events"})
             daemon.answer("ev")
             daemon.docker("stop", "ev")
             daemon.docker("start", "ev")
@@ -109,9 +109,9 @@ def record_containers(daemon: PrivateDockerd) -> None:
         "docs",
         publish=("127.0.0.1::80", "127.0.0.1::8080"),
         serve_ports=(80, 8080),
-        labels={"dev.devrouter.name": "docs,manual", "dev.devrouter.port": "8080"},
+        labels={"devrouter.name": "docs,manual", "devrouter.port": "8080"},
     )
-    daemon.run("hidden", labels={"dev.devrouter.enable": "false"})
+    daemon.run("hidden", labels={"devrouter.enable": "false"})
     daemon.run("old")
     daemon.answer("old")
     daemon.docker("stop", "old")
