@@ -55,11 +55,12 @@ class FakeEngine:
         self.ping_body = b"OK"
         self._streams: list[web.StreamResponse] = []
         self._closed = asyncio.Event()
+        self.calls: list[tuple[str, str]] = []  # (method, path) of every request
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         self._closed = asyncio.Event()
-        app = web.Application()
+        app = web.Application(middlewares=[self._record])
         app.router.add_get("/_ping", self._ping)
         app.router.add_get("/containers/json", self._list)
         app.router.add_get("/events", self._events)
@@ -76,6 +77,12 @@ class FakeEngine:
             await self._runner.cleanup()
             self._runner = None
         self.path.unlink(missing_ok=True)
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.calls.append((request.method, request.path))
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def event(self, action: str, name: str = "x") -> None:
         line = json.dumps({"Type": "container", "Action": action, "Actor": {"ID": name}})
@@ -245,3 +252,22 @@ async def test_no_socket_at_all(tmp_path: Path) -> None:
     assert w.report.detail == f"no Docker Engine socket at {tmp_path}/none.sock (from DOCKER_HOST)"
     stop.set()
     await asyncio.wait_for(task, WAIT_S)
+
+
+async def test_the_router_only_reads_from_the_engine(
+    engine: FakeEngine, watching: Callable[[State], DockerWatcher]
+) -> None:
+    """The Engine's socket is as good as root: devrouter sends it GETs of four paths and
+    nothing else, whatever happens (security catalog D1, docs/security.md)."""
+    engine.containers = [item("api", 32001, "shop")]
+    state = state_with("routes: {}\n")
+    w = watching(state)
+    await until(lambda: "api.shop" in names(state), "routed")
+    await engine.event("rename")
+    await engine.stop()
+    await until(lambda: w.report.state == "unreachable", "gone")
+    await engine.start()
+    await until(lambda: w.report.state == "connected", "back")
+    assert engine.calls
+    assert {m for m, _ in engine.calls} == {"GET"}
+    assert {p for _, p in engine.calls} <= {"/_ping", "/containers/json", "/events"}

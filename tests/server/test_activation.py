@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 
-from devrouter.server.activation import for_this_process
+from devrouter.server.activation import for_this_process, forget
 
 ACTIVATE = shutil.which("systemd-socket-activate")
 SETPRIV = shutil.which("setpriv")
@@ -46,6 +46,12 @@ START_S = 20.0
 )
 def test_for_this_process(env: dict[str, str], pid: int, count: int) -> None:
     assert for_this_process(env, pid) == count
+
+
+def test_forget_leaves_nothing_for_the_processes_the_router_starts() -> None:
+    env = {"LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a:b", "PATH": "/bin"}
+    forget(env)
+    assert env == {"PATH": "/bin"}
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
