@@ -15,6 +15,7 @@ from ..export import command as export
 from ..hosts import command as hosts
 from ..services import commands as services
 from ..services import stack
+from ..system import command as system
 from ..tls import command as tls
 from . import serve
 
@@ -31,4 +32,5 @@ COMMANDS: tuple[AddParser, ...] = (
     tls.add_parser,  # ca, trust, untrust
     export.add_parser,
     hosts.add_parser,  # hosts sync, hosts clean
+    system.add_parser,  # service install, uninstall, status
 )
