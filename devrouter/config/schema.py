@@ -42,6 +42,7 @@ _TOP_KEYS = (
     "max_websocket_message_mib",
     "https",
     "docker",
+    "hosts",
     "stack",
     "services",
 )
@@ -218,6 +219,34 @@ def _docker(w: Walker, node: Node) -> DockerSettings:
     )
 
 
+#: Where `hosts: sync` writes (devrouter.hosts.file.DEFAULT_HOSTS; config does not import it).
+DEFAULT_HOSTS_FILE = "/etc/hosts"
+
+
+def _hosts(w: Walker, node: Node) -> str | None:
+    """`hosts: sync` (the system's hosts file), `false`, or `{file: PATH}`."""
+    if is_null(node):
+        return None
+    if isinstance(node, ScalarNode):
+        value = w.scalar(node, "hosts")
+        if value is False:
+            return None
+        if value == "sync":
+            return DEFAULT_HOSTS_FILE
+        raise w.error(
+            node,
+            f"hosts must be sync (keep /etc/hosts' devrouter block current), false, or "
+            f"{{file: PATH}}; got {value!r}",
+        )
+    path: str | None = None
+    for _key, _knode, vnode in w.mapping(node, "hosts", ("file",)):
+        value = w.scalar(vnode, "hosts.file")
+        if not isinstance(value, str) or not value.strip().startswith(("/", "~")):
+            raise w.error(vnode, f"hosts.file must be an absolute path, got {value!r}")
+        path = value.strip()
+    return path
+
+
 def parse_config(
     text: str, source: str = "<config>", own_ports: Iterable[int] | None = None
 ) -> Config:
@@ -237,6 +266,7 @@ def parse_config(
     ws_mib = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
     https: HttpsMode = "on"
     docker = DockerSettings()
+    hosts_file: str | None = None
     for key, _knode, vnode in w.mapping(root, "the top level", _TOP_KEYS):
         if key == "listen":
             listen = _parse_listen_node(w, vnode)
@@ -254,6 +284,8 @@ def parse_config(
             https = _https_mode(w, vnode)
         elif key == "docker":
             docker = _docker(w, vnode)
+        elif key == "hosts":
+            hosts_file = _hosts(w, vnode)
         elif key == "routes":
             routes_node = vnode
         # `stack` and `services` belong to `devrouter up` (devrouter.services.stack), not the router
@@ -277,6 +309,7 @@ def parse_config(
         max_websocket_message_mib=ws_mib,
         https=https,
         docker=docker,
+        hosts_file=hosts_file,
     )
 
 

@@ -166,6 +166,9 @@ class Config:
     max_websocket_message_mib: int = DEFAULT_MAX_WEBSOCKET_MESSAGE_MIB
     https: HttpsMode = "on"
     docker: DockerSettings = DockerSettings()
+    #: `hosts: sync`: the hosts file whose devrouter block the router keeps current
+    #: (devrouter.hosts.keeper); None: the router leaves hosts files alone.
+    hosts_file: str | None = None
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 

@@ -85,9 +85,11 @@ def judge_resolver(
     hosts_line = " ".join(sources)
     fix = (
         "browsers resolve *.localhost themselves, and so does curl >= 7.85; for other "
-        f"programs, use http://127.0.0.1:{port} with a 'Host: NAME.localhost' header, list "
-        "the names in /etc/hosts, or add 'myhostname' to the hosts: line of "
-        "/etc/nsswitch.conf (package libnss-myhostname); see docs/localhost.md"
+        "programs (Node's fetch, Python, most CLI tools), write the names into /etc/hosts "
+        "with `sudo devrouter hosts sync` (docs/hosts.md; `hosts: sync` in the config keeps "
+        "them current), add 'myhostname' to the hosts: line of /etc/nsswitch.conf (package "
+        f"libnss-myhostname), or use http://127.0.0.1:{port} with a 'Host: NAME.localhost' "
+        "header; see docs/localhost.md"
     )
     data: dict[str, Any] = {"name": CHECK_NAME, "nsswitch_hosts": hosts_line}
     data["nameservers"] = list(servers)

@@ -27,68 +27,17 @@ import argparse
 import os
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.reload import find_config, read_config
 from ..core.errors import EXIT_OK
-from ..core.names import RESERVED_NAMES
 from ..services.locate import LISTEN_ENV, locate
 from ..services.ports import HOME_ENV, state_dir
-from .block import SUFFIX, Names, find_block, sort_names, with_block, without_block
-from .file import DEFAULT_HOSTS, NeedsPrivilege, decode, encode, read_hosts, write_hosts
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What `sync_file` or `clean_file` did to one file."""
-
-    path: Path
-    written: bool  # the file was rewritten
-    had_block: bool  # a block was there before
-    before: tuple[str, ...]  # the names the block held before (sorted)
-    after: tuple[str, ...]  # the names it holds now (sorted; empty when removed)
-
-    @property
-    def added(self) -> tuple[str, ...]:
-        return tuple(n for n in self.after if n not in self.before)
-
-    @property
-    def removed(self) -> tuple[str, ...]:
-        return tuple(n for n in self.before if n not in self.after)
-
-
-def names_to_write(route_names: Iterable[str]) -> Names:
-    """The route names sorted for the block, with the router's own name added."""
-    return sort_names([*route_names, *RESERVED_NAMES])
-
-
-def sync_file(path: Path, names: Names) -> Outcome:
-    """Make the file's block hold exactly `names.written`; written only when that changes
-    its bytes. DamagedBlock, HostsFileError or NeedsPrivilege when it cannot."""
-    source = str(path)
-    old = read_hosts(path)
-    text = decode(old)
-    block = find_block(text, source)
-    new = encode(with_block(text, names.written, source))
-    if new != old:
-        write_hosts(path, old, new)
-    before = block.names if block else ()
-    return Outcome(path, new != old, block is not None, before, names.written)
-
-
-def clean_file(path: Path) -> Outcome:
-    """Take the block out of the file (nothing is written when there is none)."""
-    source = str(path)
-    old = read_hosts(path)
-    text = decode(old)
-    block = find_block(text, source)
-    if block is None:
-        return Outcome(path, False, False, (), ())
-    write_hosts(path, old, encode(without_block(text, source)))
-    return Outcome(path, True, True, block.names, ())
-
+from .block import SUFFIX
+from .file import DEFAULT_HOSTS, NeedsPrivilege
+from .sync import clean_file, names_to_write, sync_file
 
 # --- the command --------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from ..core.state import Snapshot, State
 from ..core.urls import name_url
 from ..docker.watcher import DockerWatcher
 from ..fast.server import FastServer
+from ..hosts.keeper import HostsKeeper
 from ..http2.server import Http2Server
 from ..observe.accesslog import AccessLog
 from ..observe.health import Health
@@ -271,6 +272,8 @@ class Router:
         if self.config_path is not None:
             reloader = Reloader(self.state, self.config_path, {a.port for a in self.bound})
             self._tasks.append(asyncio.create_task(reloader.run(self._stop)))
+            # `hosts: sync` in the file: the hosts-file block follows the route names
+            self._tasks.append(asyncio.create_task(HostsKeeper(self.state).run(self._stop)))
         self._tasks.append(asyncio.create_task(self.health.run(self._stop)))
         if self.docker is not None:
             self._tasks.append(asyncio.create_task(self.docker.run(self._stop)))

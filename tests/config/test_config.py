@@ -855,3 +855,32 @@ def test_bad_docker_section(text: str, line: int, words: str) -> None:
     err = rejected(text)
     assert err.line == line, str(err)
     assert words in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("routes: {}\n", None),
+        ("hosts:\n", None),
+        ("hosts: false\n", None),
+        ("hosts: sync\n", "/etc/hosts"),
+        ("hosts: {file: /tmp/hosts}\n", "/tmp/hosts"),
+    ],
+)
+def test_hosts_setting(text: str, expected: str | None) -> None:
+    assert parse(text).hosts_file == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("hosts: true\n", 1, "hosts must be sync"),
+        ("hosts: always\n", 1, "hosts must be sync"),
+        ("hosts:\n  file: hosts\n", 2, "hosts.file must be an absolute path"),
+        ("hosts:\n  path: /x\n", 2, "path"),
+    ],
+)
+def test_bad_hosts_setting(text: str, line: int, words: str) -> None:
+    err = rejected(text)
+    assert err.line == line, str(err)
+    assert words in str(err)
