@@ -108,12 +108,14 @@ def _dry_run(plan: Plan, say: Callable[[str], None]) -> None:
 
 def _finish(plan: Plan, where: Places, say: Callable[[str], None]) -> None:
     if plan.privileged:
+        shown = False
         for step in plan.steps:
             if isinstance(step, Write) and step.path.parent == where.generated:
                 say(f"--- {step.path}")
                 say(step.data.decode().rstrip("\n"))
-        say("one privileged step is left; devrouter never runs sudo itself. Read the files")
-        say("above, then run:")
+                shown = True
+        read = " Read the files above, then run:" if shown else " Run:"
+        say(f"one privileged step is left; devrouter never runs sudo itself.{read}")
         say(f"  {plan.sudo_line()}")
     for note in plan.notes:
         say(note)
