@@ -132,6 +132,12 @@ def do_install(
     spec = make_spec(config, port, machine)
     where = machine.places()
     facts = machine.gather(machine.user, where)
+    invoker = machine.env.get("SUDO_USER", "")
+    if facts.root and invoker not in ("", "root"):
+        raise UsageError(
+            f"run `devrouter service install` as {invoker}, without sudo: it installs the "
+            "service of the user who runs it, and prints the one step that needs root"
+        )
     plan = install.plan_install(machine.platform, spec, where, facts, port, mode)
     if dry_run:
         _dry_run(plan, machine.say)

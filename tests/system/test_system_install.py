@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import CliProcess, free_port
 
-from devrouter.core.errors import CommandError, ConfigError
+from devrouter.core.errors import CommandError, ConfigError, UsageError
 from devrouter.system import install, status, units
 from devrouter.system.command import Machine, do_install, do_status, do_uninstall, program
 from devrouter.system.install import AlreadyInstalled, Done, Facts, Places, ServiceError
@@ -430,6 +430,14 @@ def test_as_root_port_80_runs_the_privileged_step_and_says_so(home: Home) -> Non
     assert [c[0] for c in home.runner.calls] == ["install", "systemctl", "systemctl"]
     assert any(line.startswith("ran as root: install -m 0644") for line in home.lines)
     assert not any(line.startswith("  sudo") for line in home.lines)
+
+
+def test_install_under_sudo_is_refused_it_would_be_roots_service(home: Home) -> None:
+    home.env["SUDO_USER"] = "ann"
+    with pytest.raises(UsageError, match="as ann, without sudo"):
+        do_install(home.machine(root=True), port=80)
+    assert home.runner.calls == []
+    assert not Path(home.env["DEVROUTER_HOME"]).exists()
 
 
 def test_dry_run_writes_and_runs_nothing(home: Home) -> None:
