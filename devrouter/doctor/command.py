@@ -42,6 +42,7 @@ from .listeners import Listener, read_listeners, with_owners
 from .render import render_text, use_colour
 from .report import Check, Report
 from .resolver import judge_resolver, nameservers, nss_hosts_sources
+from .service import gather_service, judge_service
 from .targets import (
     RouteTarget,
     probe_hosts,
@@ -161,6 +162,8 @@ async def diagnose(opts: Options) -> Report:
         report.checks.append(judge_port_range(span, listeners, ours))
     trust = await asyncio.to_thread(gather_trust, opts.state_dir or state_dir(opts.env), opts.env)
     report.checks.append(judge_trust(trust))
+    units = await asyncio.to_thread(gather_service, opts.env, opts.state_dir or state_dir(opts.env))
+    report.checks.append(judge_service(units))
     return report
 
 

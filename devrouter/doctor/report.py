@@ -17,7 +17,8 @@ _RANK: dict[str, int] = {"ok": 0, "info": 0, "warn": 1, "fail": 2}
 class Check:
     """One verdict: a line of output, and an object in `--json`."""
 
-    check: str  # "router", "resolver", "config", "route", "docker", "ports", "trust"
+    # "router", "resolver", "config", "route", "docker", "ports", "trust", "service"
+    check: str
     status: Status
     message: str
     fix: str | None = None

@@ -331,6 +331,7 @@ async def test_json_schema(tmp_path: Path, listening: Callable[[str], int]) -> N
         "route",
         "ports",
         "trust",
+        "service",
     ]
     for c in report["checks"]:
         assert set(c) == {"check", "status", "message", "fix", "data"}
