@@ -6,10 +6,13 @@ Everything listens on 127.0.0.1 or ::1 only, and every helper is bounded in time
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,6 +45,33 @@ def make_config(routes: dict[str, Any], **top: Any) -> Config:
 
 
 # --- backends -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def text_backend(body: bytes) -> Iterator[int]:
+    """A plain HTTP server on 127.0.0.1 in a thread, answering every GET with 200 and `body`:
+    for tests whose client is another process (curl, Node, a namespace) rather than this
+    event loop. Yields its port; stopped on exit."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
 
 
 @dataclass

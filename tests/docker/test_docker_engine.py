@@ -11,18 +11,16 @@ config route keep working, and the containers' routes come back when it returns.
 from __future__ import annotations
 
 import http.client
-import http.server
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CliProcess, cli_env
+from conftest import CliProcess, cli_env, text_backend
 from dockerd import PrivateDockerd, service
 
 #: Upper bound for a change in the Engine to show in the router, in seconds (it takes well
@@ -60,26 +58,11 @@ def answers(port: int, host: str, text: str) -> Callable[[], bool]:
     return lambda: get(port, host) == (200, text + "\n")
 
 
-class _Plain(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", "6")
-        self.end_headers()
-        self.wfile.write(b"plain\n")
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def backend_port() -> Iterator[int]:
     """A plain backend of the config's own route, on 127.0.0.1."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Plain)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with text_backend(b"plain\n") as port:
+        yield port
 
 
 def status(port: int) -> dict[str, Any]:

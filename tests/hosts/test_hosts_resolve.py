@@ -13,13 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, free_port
+from conftest import cli_env, free_port, text_backend
 
 from devrouter.hosts.block import BEGIN_MARKER
 
@@ -49,27 +47,11 @@ getent hosts api.localhost >/dev/null; echo "after $?"
 """
 
 
-class _Api(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(ANSWER)))
-        self.end_headers()
-        self.wfile.write(ANSWER)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def api() -> Iterator[int]:
     """A real HTTP backend on 127.0.0.1, in a thread."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    with text_backend(ANSWER) as port:
+        yield port
 
 
 def _need_namespace() -> None:
