@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..cli.boundary import guarded
 from ..core.errors import EXIT_FAILED, EXIT_OK, CommandError, UsageError
 from ..core.model import DEFAULT_PORT
+from ..core.numbers import digits
 from .options import parse_body, parse_duration, parse_header, parse_rate
 from .plan import DEFAULT_TIMEOUT_S, Plan, build_request
 from .report import compare, describe, format_compare, format_report, router_silence, silence_line
@@ -165,7 +166,7 @@ def _arg_type(fn: Callable[[str], Any], name: str) -> Callable[[str], Any]:
 
 
 def _positive(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
+    if not digits(text.strip()) or int(text) < 1:
         raise ValueError(f"{text!r} is not a positive whole number")
     return int(text)
 

@@ -17,7 +17,7 @@ from ..core.errors import UsageError
 from ..core.model import DEFAULT_PORT
 from ..core.names import LABEL
 
-_NAME_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*\.?$")  # a host name, a trailing dot allowed
+_NAME_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*\.?\Z")  # a host name, a trailing dot allowed
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,10 @@ from ..core.model import (
     Upstream,
 )
 from ..core.names import NAME_RE, RESERVED_NAMES, normalize_name
+from ..core.numbers import digits
 from .yamlwalk import Walker, compose, is_null
 
-_PREFIX_RE = re.compile(r"^/[^\s?#]*$")
+_PREFIX_RE = re.compile(r"^/[^\s?#]*\Z")
 _TOP_KEYS = (
     "listen",
     "routes",
@@ -69,7 +70,7 @@ class _ConfigWalker(Walker):
 
     def port(self, node: Node, route: str) -> int:
         value = self.scalar(node, "port", route)
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and digits(value.strip()):
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(node, f"port must be a number, got {value!r}", route)
@@ -139,7 +140,7 @@ class _ConfigWalker(Walker):
             if isinstance(value, int) and not isinstance(value, bool):
                 return Upstream(self.port(node, route))
             if isinstance(value, str):
-                if value.strip().isdigit():
+                if digits(value.strip()):
                     return Upstream(self.port(node, route))
                 try:
                     upstream = parse_target(value)
@@ -200,7 +201,7 @@ def _docker(w: Walker, node: Node) -> DockerSettings:
             if not isinstance(value, str) or not value.strip():
                 raise w.error(vnode, f"docker.socket must be a path, got {value!r}")
             text = value.strip().removeprefix("unix://")
-            if "://" in text or not text.startswith(("/", "~")):
+            if "://" in text or not text.startswith(("/", "~/")):
                 raise w.error(
                     vnode,
                     f"docker.socket must be the path of the Engine's unix socket (like "

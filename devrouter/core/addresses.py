@@ -8,6 +8,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from .model import DEFAULT_LOOPBACKS, ListenAddr, Upstream
+from .numbers import digits
 
 
 def parse_listen(value: str | int) -> ListenAddr | tuple[ListenAddr, ...]:
@@ -16,7 +17,7 @@ def parse_listen(value: str | int) -> ListenAddr | tuple[ListenAddr, ...]:
     Raises ValueError with a user-facing message.
     """
     text = str(value).strip()
-    if text.isdigit():
+    if digits(text):
         port = _port_or_raise(text)
         return tuple(ListenAddr(h, port) for h in DEFAULT_LOOPBACKS)
     if text.startswith("["):
@@ -39,7 +40,7 @@ def parse_listen(value: str | int) -> ListenAddr | tuple[ListenAddr, ...]:
 
 
 def _port_or_raise(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not digits(text) or not 1 <= int(text) <= 65535:
         raise ValueError(f"port {text!r} is not a number from 1 to 65535")
     return int(text)
 
@@ -78,7 +79,7 @@ def parse_target(text: str) -> Upstream:
         ) from None
     if isinstance(addr, tuple):
         hosts = tuple(a.host for a in addr)
-        if rest.isdigit():
+        if digits(rest):
             return Upstream(addr[0].port)
         return Upstream(addr[0].port, hosts)
     if not addr.is_loopback:

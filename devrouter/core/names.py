@@ -7,12 +7,14 @@ import re
 
 #: One DNS label (RFC 1035 §2.3.1, lowercase): letters, digits and inner hyphens, 1-63 long.
 LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# Each pattern ends in \Z, not $: `$` also matches before a final newline, and a name with
+# one could carry a second line into a hosts file or a generated config.
 #: A route name: one or more labels, optionally a wildcard "*." in front.
-NAME_RE = re.compile(rf"^(?:\*\.)?{LABEL}(?:\.{LABEL})*$")
+NAME_RE = re.compile(rf"^(?:\*\.)?{LABEL}(?:\.{LABEL})*\Z")
 #: Exactly one label (a stack's service name).
-LABEL_RE = re.compile(rf"^{LABEL}$")
+LABEL_RE = re.compile(rf"^{LABEL}\Z")
 #: One or more labels, no wildcard (a stack's name).
-DOTTED_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*$")
+DOTTED_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*\Z")
 #: Names that are the router's own pages.
 RESERVED_NAMES = frozenset({"devrouter"})
 

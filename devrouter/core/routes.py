@@ -20,9 +20,10 @@ from types import MappingProxyType
 from urllib.parse import unquote
 
 from .model import Route, Upstream
+from .numbers import digits
 
 OWN_HOSTS = frozenset({"localhost", "devrouter.localhost", "127.0.0.1", "::1"})
-_HOST_RE = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*$")
+_HOST_RE = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\Z")
 
 
 class HostError(ValueError):
@@ -69,7 +70,7 @@ def _valid_port_suffix(text: str) -> bool:
     return (
         text.startswith(":")
         and 1 < len(text) <= 6
-        and text[1:].isdigit()
+        and digits(text[1:])
         and (int(text[1:]) <= 65535)
     )
 

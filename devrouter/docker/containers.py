@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.numbers import digits
+
 #: Compose's labels (Compose v1 and v2 alike), and the one that marks `compose run` containers.
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
@@ -59,7 +61,7 @@ class Container:
     def number(self) -> int:
         """Compose's container number within its service (1 for the first), else 1."""
         text = self.labels.get(COMPOSE_NUMBER, "")
-        return int(text) if text.isdigit() else 1
+        return int(text) if digits(text) else 1
 
     @property
     def oneoff(self) -> bool:

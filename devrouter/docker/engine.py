@@ -1,7 +1,7 @@
-"""The Docker Engine API over its unix socket: the four calls devrouter needs.
+"""The Docker Engine API over its unix socket: the three calls devrouter needs.
 
 aiohttp's UnixConnector speaks HTTP over the socket, so no Docker client library is needed
-(docker-py blocks the event loop; aiodocker would be a dependency for four GETs). Paths are
+(docker-py blocks the event loop; aiodocker would be a dependency for three GETs). Paths are
 unversioned, so the Engine answers in its own current version; every field read is present
 from API v1.24 on, and in Podman's compatible API.
 """

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ..core.model import ContainerRef, DockerSettings, Route, Upstream
 from ..core.names import NAME_RE, RESERVED_NAMES, normalize_name, to_label
+from ..core.numbers import digits
 from .containers import Container, PublishedPort
 
 LABEL_NAME = "devrouter.name"
@@ -149,7 +150,7 @@ def names_of(c: Container) -> tuple[tuple[str, ...], str | None]:
                     f"has the label {LABEL_NAME}={label!r}, and {raw.strip()!r} is not a name "
                     "(DNS labels: letters, digits and hyphens, separated by dots)"
                 )
-            if name in RESERVED_NAMES or name.split(".")[-1] in RESERVED_NAMES:
+            if _reserved(name):
                 return (), f"asks for '{name}' (label {LABEL_NAME}), devrouter's own name"
             if name not in names:
                 names.append(name)
@@ -167,13 +168,19 @@ def names_of(c: Container) -> tuple[tuple[str, ...], str | None]:
             return (), f"has Compose names ({service!r}, {project!r}) that make no DNS name"
         if c.number > 1:
             svc = f"{svc}-{c.number}"
-        return (f"{svc}.{proj}",), None
-    name = _dotted(c.name)
-    if not name:
-        return (), f"has a name that makes no DNS name; give it a {LABEL_NAME} label"
-    if name in RESERVED_NAMES:
-        return (), f"is named like devrouter's own pages; give it a {LABEL_NAME} label"
+        name = f"{svc}.{proj}"
+    else:
+        name = _dotted(c.name)
+        if not name:
+            return (), f"has a name that makes no DNS name; give it a {LABEL_NAME} label"
+    if _reserved(name):
+        return (), f"is named like devrouter's own pages ({name}); give it a {LABEL_NAME} label"
     return (name,), None
+
+
+def _reserved(name: str) -> bool:
+    """`devrouter` and `*.devrouter` are the router's own (as in the config and `run`)."""
+    return name in RESERVED_NAMES or name.split(".")[-1] in RESERVED_NAMES
 
 
 def _dotted(text: str) -> str:
@@ -189,7 +196,7 @@ def target_of(
     wanted_text = c.labels.get(LABEL_PORT, "").strip()
     wanted: int | None = None
     if wanted_text:
-        if not wanted_text.isdigit() or not 1 <= int(wanted_text) <= 65535:
+        if not digits(wanted_text) or not 1 <= int(wanted_text) <= 65535:
             return None, f"has the label {LABEL_PORT}={wanted_text!r}, not a port number", None
         wanted = int(wanted_text)
     published = [p for p in c.ports if p.public is not None and p.protocol == "tcp"]

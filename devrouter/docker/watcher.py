@@ -84,12 +84,22 @@ def _placement_json(p: Placement) -> dict[str, Any]:
     }
 
 
+def _with_runtime_dir(env: Mapping[str, str]) -> Mapping[str, str]:
+    """`env`, with XDG_RUNTIME_DIR set to /run/user/UID where it is missing and that exists:
+    a router started by a system unit has no session, yet rootless Docker's and Podman's
+    sockets are there."""
+    if env.get("XDG_RUNTIME_DIR"):
+        return env
+    runtime = Path(f"/run/user/{os.getuid()}")
+    return {**env, "XDG_RUNTIME_DIR": str(runtime)} if runtime.is_dir() else env
+
+
 class DockerWatcher:
     def __init__(
         self, state: State, env: Mapping[str, str] | None = None, home: Path | None = None
     ) -> None:
         self.state = state
-        self.env = os.environ if env is None else env
+        self.env = _with_runtime_dir(os.environ) if env is None else env
         self.home = Path.home() if home is None else home
         self.report = DockerReport()
         self._plan = DockerPlan()
@@ -126,12 +136,14 @@ class DockerWatcher:
                 try:
                     async with Engine(path) as engine:
                         await engine.ping()
+                        delay_s = BACKOFF_MIN_S  # it answered: if it goes, try again soon
                         await self._follow(engine, settings)
                     self._lost(f"the Engine at {path} ended its event stream (it stopped)")
                 except EngineError as exc:
                     self._lost(str(exc))
-                else:
-                    delay_s = BACKOFF_MIN_S  # it was up: try again soon
+                except Exception as exc:  # a bug of ours must not end the watching for good
+                    log.exception("docker: watching the Engine at %s failed", path)
+                    self._lost(f"watching the Engine at {path} failed ({exc!r}); retrying")
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, BACKOFF_MAX_S)
 

@@ -24,6 +24,7 @@ from ..config.reload import find_config, read_config
 from ..core.access import TOKEN_HEADER, load_secrets
 from ..core.errors import ConfigError
 from ..core.model import DEFAULT_PORT, Config
+from ..core.numbers import digits
 from ..services.locate import locate
 from ..services.ports import state_dir
 from .containers import judge_docker
@@ -201,7 +202,7 @@ def _status_ports(status: Mapping[str, Any]) -> set[int]:
     listen = status.get("listen")
     for addr in listen if isinstance(listen, list) else ():
         _, _, port = str(addr).rpartition(":")
-        if port.isdigit():
+        if digits(port):
             out.add(int(port))
     return out
 
@@ -234,7 +235,7 @@ async def _reach_all(targets: Sequence[RouteTarget]) -> dict[tuple[str, int], Re
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not digits(text) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number from 1 to 65535")
     return int(text)
 

@@ -57,7 +57,8 @@ def judge_docker(report: Mapping[str, Any] | None) -> list[Check]:
         reason = c.get("reason")
         if not reason:
             continue
-        opted_out = "opted out" in str(reason) or "only_labelled" in str(reason)
+        # opting out, and publishing only a database port, are what the user meant
+        opted_out = any(w in str(reason) for w in ("opted out", "only_labelled", "not HTTP"))
         checks.append(
             Check(
                 "docker",

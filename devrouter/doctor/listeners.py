@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.model import is_loopback_host
+from ..core.numbers import digits
 
 #: A process's command line is shortened to this many characters.
 MAX_CMDLINE_CHARS = 80
@@ -116,7 +117,7 @@ def socket_pids(inodes: Iterable[int], proc: Path = Path("/proc")) -> dict[int, 
     if not wanted:
         return found
     try:
-        pids = sorted(int(p.name) for p in proc.iterdir() if p.name.isdigit())
+        pids = sorted(int(p.name) for p in proc.iterdir() if digits(p.name))
     except OSError:
         return found
     for pid in pids:

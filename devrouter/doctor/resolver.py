@@ -86,10 +86,10 @@ def judge_resolver(
     fix = (
         "browsers resolve *.localhost themselves, and so does curl >= 7.85; for other "
         "programs (Node's fetch, Python, most CLI tools), write the names into /etc/hosts "
-        "with `sudo devrouter hosts sync` (docs/hosts.md; `hosts: sync` in the config keeps "
-        "them current), add 'myhostname' to the hosts: line of /etc/nsswitch.conf (package "
-        f"libnss-myhostname), or use http://127.0.0.1:{port} with a 'Host: NAME.localhost' "
-        "header; see docs/localhost.md"
+        "with `devrouter hosts sync` (it prints the sudo line; `hosts: sync` in the config "
+        "keeps them current; docs/hosts.md), add 'myhostname' to the hosts: line of "
+        "/etc/nsswitch.conf (package libnss-myhostname), or use "
+        f"http://127.0.0.1:{port} with a 'Host: NAME.localhost' header; see docs/localhost.md"
     )
     data: dict[str, Any] = {"name": CHECK_NAME, "nsswitch_hosts": hosts_line}
     data["nameservers"] = list(servers)

@@ -23,7 +23,7 @@ def gather_service(env: Mapping[str, str], state_dir: Path) -> list[UnitState] |
     platform = this_platform()
     if platform is None:
         return None
-    with contextlib.suppress(CommandError, OSError, KeyError):
+    with contextlib.suppress(CommandError, OSError, KeyError, ValueError):
         user = pwd.getpwuid(os.getuid()).pw_name
         where = install.places(env, state_dir)
         return query(platform, where, install.gather(user, where), install.run_command)

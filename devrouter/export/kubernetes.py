@@ -27,14 +27,15 @@ from typing import Any
 import yaml
 
 from ..core.names import normalize_name
+from ..core.numbers import digits
 from .plan import Backend, ExportPlan, Gap, SitePlan, is_ip
 from .text import Rendered, access_gap, header
 
 NGINX = "nginx.ingress.kubernetes.io/"
 #: A Service name: a DNS-1035 label.
-SERVICE_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+SERVICE_RE = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?\Z")
 #: A named Service port (IANA_SVC_NAME).
-PORT_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+PORT_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +60,12 @@ def parse_service_map(items: Sequence[str]) -> dict[str, ServiceRef]:
             raise ValueError(f"{what}: expected NAME=SERVICE:PORT, like api=api-svc:8080")
         if not SERVICE_RE.match(service):
             raise ValueError(f"{what}: {service!r} is not a Service name (a DNS label)")
-        number: int | str = int(port) if port.isdigit() else port
+        number: int | str = int(port) if digits(port) else port
         if isinstance(number, int) and not 1 <= number <= 65535:
             raise ValueError(f"{what}: port {number} is outside 1-65535")
         if isinstance(number, str) and not PORT_NAME_RE.match(number):
             raise ValueError(f"{what}: {port!r} is not a port number or name")
-        k = key.strip() if key.strip().isdigit() else normalize_name(key)
+        k = key.strip() if digits(key.strip()) else normalize_name(key)
         out[k] = ServiceRef(service, number)
     return out
 

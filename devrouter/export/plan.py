@@ -36,9 +36,9 @@ from ..core.names import LABEL
 
 #: A path prefix is exported only when it is made of RFC 3986 `pchar`s and slashes: such a
 #: prefix is what a client sends unencoded, and it needs no escaping in any target's syntax.
-SAFE_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+SAFE_PREFIX_RE = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*\Z")
 #: A domain or upstream host name: DNS labels (checked lowercased).
-HOSTNAME_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*$")
+HOSTNAME_RE = re.compile(rf"^{LABEL}(?:\.{LABEL})*\Z")
 DEFAULT_DOMAIN = "localhost"
 DEFAULT_HTTP_PORT = 80
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..aio import sleep_or_stop
 from ..core.errors import CommandError
 from ..core.state import State
+from .block import DamagedBlock
 from .file import NeedsPrivilege
 from .sync import Outcome, names_to_write, sync_file
 
@@ -24,6 +25,8 @@ log = logging.getLogger("devrouter.hosts")
 
 #: How often the route names are looked at, in seconds; a change is written after two looks.
 CHECK_INTERVAL_S = 0.5
+#: After a write that failed for a passing reason (the file changed meanwhile), in seconds.
+RETRY_S = 5.0
 
 
 class HostsKeeper:
@@ -59,13 +62,18 @@ class HostsKeeper:
             except NeedsPrivilege:
                 refused = path
                 self._say(
-                    f"hosts: sync is on, but this router may not write {path}; run `sudo "
-                    "devrouter hosts sync` when names change, or turn the setting off"
+                    f"hosts: sync is on, but this router may not write {path}; run `devrouter "
+                    "hosts sync` (it prints the sudo line) when names change, or turn the "
+                    "setting off"
                 )
                 continue
-            except CommandError as exc:  # a damaged block, an unreadable file
+            except DamagedBlock as exc:  # the user's to mend: tried again when names change
                 self._say(f"hosts: sync: {exc}")
-                self.written = wanted  # said once; tried again when the names change
+                self.written = wanted
+                continue
+            except CommandError as exc:  # the file changed meanwhile, or cannot be read
+                self._say(f"hosts: sync: {exc}")
+                await sleep_or_stop(stop, RETRY_S)  # then the next look tries again
                 continue
             self.written, self.problem = wanted, None
             if outcome.written:

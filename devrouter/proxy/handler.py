@@ -44,6 +44,7 @@ from ..core.errors import (
     VersionNotSupported,
 )
 from ..core.model import AccessRule, Route, Upstream
+from ..core.numbers import digits
 from ..core.routes import (
     OWN_HOSTS,
     AmbiguousPath,
@@ -479,6 +480,6 @@ def _hops(values: list[str]) -> int:
     if len(values) > 1:  # which one counts would be a guess: the engines must not differ
         raise BadRequest(f"{len(values)} {HOPS_HEADER} headers; one at most")
     value = values[0]
-    if not value.isdigit() or len(value) > 3:
+    if not digits(value) or len(value) > 3:
         raise BadRequest(f"invalid {HOPS_HEADER} header {value!r}")
     return int(value)

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 
 from ..core.errors import StartupError
 from ..core.model import ListenAddr
+from ..core.numbers import digits
 
 #: The first inherited descriptor (sd_listen_fds: SD_LISTEN_FDS_START).
 FIRST_FD = 3
@@ -30,7 +31,7 @@ def for_this_process(env: Mapping[str, str], pid: int) -> int:
     if env.get("LISTEN_PID", "").strip() != str(pid):
         return 0
     count = env.get("LISTEN_FDS", "").strip()
-    if not count.isdigit() or not 0 < int(count) <= MAX_FDS:
+    if not digits(count) or not 0 < int(count) <= MAX_FDS:
         return 0
     return int(count)
 

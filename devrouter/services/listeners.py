@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from ..aio import sleep_or_stop
+from ..core.numbers import digits
 from ..doctor.listeners import read_listeners
 
 #: How often to look, in seconds, while the command is not ready.
@@ -78,7 +79,7 @@ def process_table(proc: Path = _PROC) -> dict[int, tuple[int, int]]:
     """pid -> (parent pid, process group) for every process /proc shows."""
     out: dict[int, tuple[int, int]] = {}
     try:
-        names = [p.name for p in proc.iterdir() if p.name.isdigit()]
+        names = [p.name for p in proc.iterdir() if digits(p.name)]
     except OSError:
         return out
     for name in names:
@@ -87,7 +88,7 @@ def process_table(proc: Path = _PROC) -> dict[int, tuple[int, int]]:
         except OSError:  # it exited meanwhile
             continue
         fields = text[text.rfind(")") + 2 :].split()  # the command name may contain spaces
-        if len(fields) > 2 and fields[1].isdigit() and fields[2].isdigit():
+        if len(fields) > 2 and digits(fields[1]) and digits(fields[2]):
             out[int(name)] = (int(fields[1]), int(fields[2]))
     return out
 

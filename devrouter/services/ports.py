@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import StartupError
+from ..core.numbers import digits
 
 DEFAULT_RANGE = (17000, 17999)
 RANGE_ENV = "DEVROUTER_PORTS"
@@ -162,7 +163,7 @@ def locked(directory: Path, name: str = LOCK_FILE) -> Iterator[None]:
 def parse_range(text: str) -> tuple[int, int]:
     """`17000-17999` -> (17000, 17999). Raises PortError with a user-facing message."""
     low, sep, high = text.strip().partition("-")
-    if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+    if not sep or not digits(low.strip()) or not digits(high.strip()):
         raise PortError(f"{RANGE_ENV}={text!r}: expected LOW-HIGH, for example 17000-17999")
     lo, hi = int(low), int(high)
     if not 1024 <= lo <= hi <= 65535:

@@ -18,8 +18,8 @@ from ..core.names import DOTTED_RE, LABEL_RE, to_label
 
 STACK_FILE = "devrouter.yaml"
 _SERVICE_KEYS = ("run", "port", "paths", "env", "cwd")
-_PREFIX_RE = re.compile(r"^/[^\s?#]*$")
-_VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PREFIX_RE = re.compile(r"^/[^\s?#]*\Z")
+_VARIABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,13 +128,18 @@ def gather(user: str, where: Places) -> Facts:
     start = units.PRIVILEGED_BELOW
     with contextlib.suppress(OSError, ValueError):
         start = int(SYSCTL_PROC.read_text().strip())
+    try:
+        system_unit = where.system_unit(user).is_file()
+        system_socket = where.system_socket(user).is_file()
+    except units.UnitNameError:  # no system unit can have been installed for this name
+        system_unit = system_socket = False
     return Facts(
         user=user,
         uid=os.getuid(),
         root=os.geteuid() == 0,
         user_unit=where.user_unit.is_file(),
-        system_unit=where.system_unit(user).is_file(),
-        system_socket=where.system_socket(user).is_file(),
+        system_unit=system_unit,
+        system_socket=system_socket,
         sysctl_file=where.sysctl_file.is_file(),
         launch_agent=where.launch_agent.is_file(),
         unprivileged_port_start=start,
@@ -339,8 +344,11 @@ def plan_uninstall(platform: Platform, where: Places, facts: Facts) -> Plan:
             Run(_systemctl_user("daemon-reload")),
             Run(_systemctl_user("reset-failed", USER_UNIT), may_fail=True),
         ]
-    service, socket = units.system_units(facts.user)
-    generated = [where.generated / n for n in (service, socket, SYSCTL_FILE)]
+    try:
+        service, socket = units.system_units(facts.user)
+    except units.UnitNameError:  # no system unit was ever written for such a name
+        service = socket = ""
+    generated = [where.generated / n for n in (service, socket, SYSCTL_FILE) if n]
     steps += [Remove(p) for p in generated]
     privileged: list[tuple[str, ...]] = []
     if facts.system_unit or facts.system_socket:

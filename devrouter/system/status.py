@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.numbers import digits
 from . import units
 from .install import Facts, Places, Platform, Runner, first_line
 from .units import LAUNCHD_LABEL, USER_UNIT
@@ -71,7 +72,7 @@ def parse_launchctl_print(text: str) -> tuple[str | None, int | None]:
             continue
         if key == "state" and state is None:
             state = value.strip()
-        elif key == "pid" and pid is None and value.strip().isdigit():
+        elif key == "pid" and pid is None and digits(value.strip()):
             pid = int(value.strip())
     return state, pid
 
@@ -85,7 +86,7 @@ def _systemd_state(name: str, scope: str, path: Path, runner: Runner) -> UnitSta
         return UnitState(name, scope, path, error=said or f"exit status {done.returncode}")
     shown = parse_show(done.stdout)
     pid_text = shown.get("MainPID", "0")
-    pid = int(pid_text) if pid_text.isdigit() and int(pid_text) > 0 else None
+    pid = int(pid_text) if digits(pid_text) and int(pid_text) > 0 else None
     return UnitState(
         name,
         scope,
@@ -113,6 +114,8 @@ def query(platform: Platform, where: Places, facts: Facts, runner: Runner) -> li
         return found
     if facts.user_unit:
         found.append(_systemd_state(USER_UNIT, "user", where.user_unit, runner))
+    if not (facts.system_socket or facts.system_unit):
+        return found
     service, socket = units.system_units(facts.user)
     if facts.system_socket:
         found.append(_systemd_state(socket, "system", where.system_socket(facts.user), runner))

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..core.errors import CommandError
+
 #: The systemd user unit's name (`systemctl --user status devrouter`).
 USER_UNIT = "devrouter.service"
 #: The launchd agent's label and the name of its plist in ~/Library/LaunchAgents.
@@ -94,10 +96,16 @@ def serve_argv(spec: Spec) -> tuple[str, ...]:
     return tuple(argv)
 
 
+class UnitNameError(CommandError, ValueError):
+    """A user name that cannot be part of a system unit's name (`ann@corp.example`, common
+    with SSSD and Active Directory): only a system unit needs one, so only planning one
+    fails; the user unit and the launchd agent do not."""
+
+
 def check_user(name: str) -> str:
-    """`name`, when a system unit can be named after it; ValueError otherwise."""
+    """`name`, when a system unit can be named after it; UnitNameError otherwise."""
     if not _USER_NAME.fullmatch(name):
-        raise ValueError(
+        raise UnitNameError(
             f"the user name {name!r} cannot be part of a unit name (letters, digits, '_', "
             "'.' and '-', at most 32)"
         )

@@ -124,6 +124,34 @@ NAMES = [
     ),
     pytest.param(box("devrouter", (pub(80, 2),)), (), None, "own pages", id="reserved name"),
     pytest.param(
+        box("x.devrouter", (pub(80, 2),)), (), None, "own pages", id="under the reserved name"
+    ),
+    pytest.param(
+        box("devrouter_web_1", (pub(80, 2),), compose("devrouter", "web")),
+        (),
+        None,
+        "own pages",
+        id="a compose project named devrouter",
+    ),
+    pytest.param(
+        box("a", (pub(80, 2),), {"devrouter.port": "\u00b2"}),
+        ("a",),
+        None,
+        "not a port number",
+        id="a port label of a superscript digit",
+    ),
+    pytest.param(
+        box(
+            "shop_api_1",
+            (pub(80, 2),),
+            compose("shop", "api", **{"com.docker.compose.container-number": "\u00b9"}),
+        ),
+        ("api.shop",),
+        Upstream(2, V4),
+        None,
+        id="a container number that is not ASCII counts as the first",
+    ),
+    pytest.param(
         box("a", (pub(80, 2),), {"devrouter.enable": "false"}), (), None, "opted out", id="opt out"
     ),
     pytest.param(

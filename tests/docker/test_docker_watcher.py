@@ -271,3 +271,26 @@ async def test_the_router_only_reads_from_the_engine(
     assert engine.calls
     assert {m for m, _ in engine.calls} == {"GET"}
     assert {p for _, p in engine.calls} <= {"/_ping", "/containers/json", "/events"}
+
+
+async def test_a_failure_of_its_own_is_reported_and_watching_goes_on(
+    engine: FakeEngine,
+    watching: Callable[[State], DockerWatcher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in devrouter's own code (here: planning raises) must not end the watching for
+    the router's life: it is said, with the reason, and the next cycle tries again."""
+    real = watcher_mod.plan
+    failures = [RuntimeError("boom")]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(watcher_mod, "plan", flaky)
+    engine.containers = [item("api", 32001, "shop")]
+    state = state_with("routes: {}\n")
+    w = watching(state)
+    await until(lambda: "api.shop" in names(state), "routed after the failure")
+    assert w.report.state == "connected" and not failures

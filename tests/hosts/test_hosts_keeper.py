@@ -78,6 +78,6 @@ async def test_a_file_it_may_not_write_is_said_once_and_not_retried(
     assert calls == [("api",)]
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == [
-        "hosts: sync is on, but this router may not write /etc/hosts; run `sudo devrouter "
-        "hosts sync` when names change, or turn the setting off"
+        "hosts: sync is on, but this router may not write /etc/hosts; run `devrouter hosts "
+        "sync` (it prints the sudo line) when names change, or turn the setting off"
     ]

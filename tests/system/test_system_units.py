@@ -194,7 +194,7 @@ def test_user_names_that_can_name_a_unit(name: str, ok: bool) -> None:
     if ok:
         assert units.system_units(name) == (f"devrouter-{name}.service", f"devrouter-{name}.socket")
     else:
-        with pytest.raises(ValueError, match="cannot be part of a unit name"):
+        with pytest.raises(units.UnitNameError, match="cannot be part of a unit name"):
             units.system_units(name)
 
 
