@@ -236,28 +236,29 @@ def _mkstate(path: Path) -> Path:
     return path
 
 
+#: Runs a command as nobody, through setpriv: subprocess's own `user=` fails with EACCES to
+#: exec this machine's interpreter (pyenv's, under /root), which setpriv runs as nobody fine.
+SETPRIV = shutil.which("setpriv")
+AS_NOBODY = [SETPRIV or "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
 @pytest.fixture
 def nobody_dir() -> Iterator[Path]:
     """A directory the `nobody` user owns, when the tests run as root and Python can run as
     nobody; else skip."""
     if os.geteuid() != 0:
         pytest.skip("only root can run the CLI as another user")
-    try:
-        probe = subprocess.run(
-            [sys.executable, "-c", "import devrouter"],
-            user=65534,
-            group=65534,
-            extra_groups=[],
-            capture_output=True,
-            timeout=RUN_TIMEOUT_S,
-            check=False,
-            cwd="/",
-        )
-        runs = probe.returncode == 0
-    except PermissionError:
-        runs = False
-    if not runs:
-        pytest.skip("this Python cannot run as nobody (it is under a directory nobody reads)")
+    if SETPRIV is None:
+        pytest.skip("setpriv is not installed (package util-linux)")
+    probe = subprocess.run(
+        [*AS_NOBODY, sys.executable, "-c", "import devrouter"],
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+        cwd="/",
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"this Python cannot run as nobody: {probe.stderr.decode().strip()}")
     d = Path(tempfile.mkdtemp(prefix="devrouter-trust-"))
     os.chown(d, 65534, 65534)
     yield d
@@ -269,10 +270,7 @@ def test_trust_as_a_user_in_a_subprocess(nobody_dir: Path, tmp_path: Path) -> No
     env = cli_env(HOME=str(nobody_dir), DEVROUTER_HOME=str(nobody_dir / "state"))
     env["DEVROUTER_TRUST_ROOT"] = str(root)
     proc = subprocess.run(
-        [sys.executable, "-m", "devrouter", "trust", "--system-only"],
-        user=65534,
-        group=65534,
-        extra_groups=[],
+        [*AS_NOBODY, sys.executable, "-m", "devrouter", "trust", "--system-only"],
         env=env,
         cwd=nobody_dir,
         capture_output=True,
