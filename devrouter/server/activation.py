@@ -55,7 +55,7 @@ def adopt(count: int, allow_remote: bool = False) -> list[tuple[socket.socket, L
                 raise StartupError(
                     f"socket activation: descriptor {fd} is not a socket ({exc.strerror})"
                 ) from None
-            out.append((sock, _address(sock, fd, allow_remote)))
+            out.append((sock, inherited_address(sock, fd, allow_remote)))
     except BaseException:
         for sock, _ in out:
             sock.detach()  # not ours to close: the error is reported, the fds stay as given
@@ -65,16 +65,15 @@ def adopt(count: int, allow_remote: bool = False) -> list[tuple[socket.socket, L
     return out
 
 
-def _address(sock: socket.socket, fd: int, allow_remote: bool) -> ListenAddr:
+def inherited_address(sock: socket.socket, fd: int, allow_remote: bool) -> ListenAddr:
+    """The address of an inherited socket; StartupError (the socket detached, its
+    descriptor left as given) when it is not a listening TCP socket on loopback."""
     if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
         sock.detach()
         raise StartupError(
             f"socket activation: descriptor {fd} is not a TCP socket (use ListenStream= with "
             "an address and port)"
         )
-    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-        sock.detach()
-        raise StartupError(f"socket activation: descriptor {fd} is not listening")
     host, port = sock.getsockname()[:2]
     addr = ListenAddr(host, port)
     if not allow_remote and not _loopback(host):
@@ -83,6 +82,9 @@ def _address(sock: socket.socket, fd: int, allow_remote: bool) -> ListenAddr:
             f"socket activation: refusing {addr}: other machines can reach it, which would "
             "expose every routed service; listen on 127.0.0.1 and ::1 (or pass --allow-remote)"
         )
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise StartupError(f"socket activation: descriptor {fd} is not listening")
     return addr
 
 
