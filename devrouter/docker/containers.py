@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.model import ContainerRef
 from ..core.numbers import digits
 
 #: Compose's labels (Compose v1 and v2 alike), and the one that marks `compose run` containers.
@@ -48,6 +49,11 @@ class Container:
     addresses: tuple[str, ...] = ()  # its IPv4 address on each network it is attached to
     health: str | None = None  # Docker's healthcheck: "healthy", "unhealthy", "starting"
     created: int = 0  # seconds since the epoch
+
+    @property
+    def ref(self) -> ContainerRef:
+        """What a route keeps of this container."""
+        return ContainerRef(self.id, self.name, self.image, self.project, self.service, self.health)
 
     @property
     def project(self) -> str | None:

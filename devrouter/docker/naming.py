@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from ..core.model import ContainerRef, DockerSettings, Route, Upstream
+from ..core.model import DockerSettings, Route, Upstream
 from ..core.names import NAME_RE, RESERVED_NAMES, normalize_name, to_label
 from ..core.numbers import digits
 from .containers import Container, PublishedPort
@@ -64,6 +65,9 @@ class Placement:
     upstream: Upstream | None = None
     reason: str | None = None
     note: str | None = None
+    #: It has no route because it is meant to have none: opted out, unlabelled under
+    #: docker.only_labelled, or publishing only a port that is surely not HTTP.
+    deliberate: bool = False
 
     @property
     def routed(self) -> bool:
@@ -109,9 +113,8 @@ def plan(containers: Iterable[Container], settings: DockerSettings, timeout_s: f
 def _route(name: str, p: Placement, timeout_s: float) -> Route:
     c = p.container
     assert p.upstream is not None
-    ref = ContainerRef(c.id, c.name, c.image, c.project, c.service, c.health)
     return Route(
-        name, p.upstream, timeout_s=timeout_s, source="docker", stack=c.project, container=ref
+        name, p.upstream, timeout_s=timeout_s, source="docker", stack=c.project, container=c.ref
     )
 
 
@@ -119,21 +122,22 @@ def place(c: Container, settings: DockerSettings) -> Placement:
     """One container's names and target, or why it has none."""
     labels = c.labels
     if labels.get(LABEL_ENABLE, "").strip().lower() in ("false", "no", "0", "off"):
-        return Placement(c, reason=f"opted out (label {LABEL_ENABLE}=false)")
+        return Placement(c, reason=f"opted out (label {LABEL_ENABLE}=false)", deliberate=True)
     if settings.only_labelled and not any(k.startswith(LABEL_PREFIX) for k in labels):
         return Placement(
             c,
             reason=f"has no {LABEL_PREFIX}* label, and docker.only_labelled is on in the config",
+            deliberate=True,
         )
     names, why = names_of(c)
     if why is not None:
         return Placement(c, reason=why)
     if c.state == "paused":
         return Placement(c, names, reason="is paused")
-    upstream, why, note = target_of(c, settings)
-    if upstream is None:
-        return Placement(c, names, reason=why)
-    return Placement(c, names, upstream, note=note)
+    target = target_of(c, settings)
+    if target.upstream is None:
+        return Placement(c, names, reason=target.reason, deliberate=target.deliberate)
+    return Placement(c, names, target.upstream, note=target.note)
 
 
 def names_of(c: Container) -> tuple[tuple[str, ...], str | None]:
@@ -189,73 +193,71 @@ def _dotted(text: str) -> str:
     return ".".join(labels) if all(labels) else ""
 
 
-def target_of(
-    c: Container, settings: DockerSettings
-) -> tuple[Upstream | None, str | None, str | None]:
-    """(upstream, None, note) or (None, why not, None)."""
+class Target(NamedTuple):
+    """Where a container's route goes, or why it has none (`deliberate`: the container is
+    meant to have none, as a database publishing only its own port)."""
+
+    upstream: Upstream | None
+    reason: str | None = None
+    note: str | None = None
+    deliberate: bool = False
+
+
+def target_of(c: Container, settings: DockerSettings) -> Target:
+    """The container's target: its HTTP port as published, or the reason there is none."""
     wanted_text = c.labels.get(LABEL_PORT, "").strip()
     wanted: int | None = None
     if wanted_text:
         if not digits(wanted_text) or not 1 <= int(wanted_text) <= 65535:
-            return None, f"has the label {LABEL_PORT}={wanted_text!r}, not a port number", None
+            return Target(None, f"has the label {LABEL_PORT}={wanted_text!r}, not a port number")
         wanted = int(wanted_text)
     published = [p for p in c.ports if p.public is not None and p.protocol == "tcp"]
     reachable = [p for p in published if p.ip in _V4 or p.ip in _V6]
     if wanted is not None:
         mine = [p for p in reachable if p.private == wanted]
         if mine:
-            return _upstream(mine), None, None
+            return Target(_upstream(mine))
         inside = _inside(c, wanted, settings)
         if inside is not None:
-            return inside, None, f"reached at its own address (port {wanted} is not published)"
-        return (
+            return Target(
+                inside, note=f"reached at its own address (port {wanted} is not published)"
+            )
+        return Target(
             None,
-            (
-                f"does not publish port {wanted}, which its label {LABEL_PORT} names (publish "
-                f"it: `-p 127.0.0.1::{wanted}`)"
-            ),
-            None,
+            f"does not publish port {wanted}, which its label {LABEL_PORT} names (publish it: "
+            f"`-p 127.0.0.1::{wanted}`)",
         )
     if not reachable:
         exposed = sorted({p.private for p in c.ports if p.protocol == "tcp"})
         inside = _inside(c, exposed[0], settings) if len(exposed) == 1 else None
         if inside is not None:
-            return inside, None, "reached at its own address (it publishes no port)"
+            return Target(inside, note="reached at its own address (it publishes no port)")
         if settings.container_addresses and c.addresses and len(exposed) != 1:
-            return (
+            return Target(
                 None,
-                (
-                    f"publishes no port and exposes {len(exposed) or 'no'} ports; set the label "
-                    f"{LABEL_PORT} to say which to reach at its own address"
-                ),
-                None,
+                f"publishes no port and exposes {len(exposed) or 'no'} ports; set the label "
+                f"{LABEL_PORT} to say which to reach at its own address",
             )
         if published:
             where = ", ".join(sorted({f"{p.ip}:{p.public}" for p in published}))
-            return (
+            return Target(
                 None,
-                (
-                    f"publishes its ports only on {where}, not on a loopback or wildcard "
-                    "address; publish on 127.0.0.1"
-                ),
-                None,
+                f"publishes its ports only on {where}, not on a loopback or wildcard address; "
+                "publish on 127.0.0.1",
             )
-        return (
+        return Target(
             None,
-            (
-                "publishes no port; publish its HTTP port (`-p 127.0.0.1::80`, or `ports: "
-                '["127.0.0.1::80"]` in Compose)' + _address_hint(c, settings)
-            ),
-            None,
+            "publishes no port; publish its HTTP port (`-p 127.0.0.1::80`, or `ports: "
+            '["127.0.0.1::80"]` in Compose)' + _address_hint(c, settings),
         )
     by_port = sorted({p.private for p in reachable})
     http = [port for port in by_port if port not in NOT_HTTP]
     if not http:
         what = ", ".join(f"{port} ({NOT_HTTP[port]})" for port in by_port)
-        return (
+        return Target(
             None,
-            (f"publishes only {what}, not HTTP; set the label {LABEL_PORT} to route it anyway"),
-            None,
+            f"publishes only {what}, not HTTP; set the label {LABEL_PORT} to route it anyway",
+            deliberate=True,
         )
     chosen = next((port for port in PREFERRED_PORTS if port in http), http[0])
     note = None
@@ -264,7 +266,7 @@ def target_of(
             f"publishes {', '.join(str(p) for p in by_port)}; using {chosen} (the label "
             f"{LABEL_PORT} chooses)"
         )
-    return _upstream([p for p in reachable if p.private == chosen]), None, note
+    return Target(_upstream([p for p in reachable if p.private == chosen]), note=note)
 
 
 def _upstream(ports: Sequence[PublishedPort]) -> Upstream:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..aio import sleep_or_stop
-from ..core.model import DockerSettings
+from ..core.model import ContainerRef, DockerSettings
 from ..core.state import State
 from .containers import event_matters
 from .engine import Engine, EngineError
@@ -49,10 +49,12 @@ SETTINGS_CHECK_S = 0.5
 class DockerReport:
     """What the watcher knows, for the dashboard, `ls` and `doctor`."""
 
-    state: str = "starting"  # "off", "connected", "unreachable", "starting"
+    # "starting"; "connected"; "absent": no Engine socket on this machine (most have none);
+    # "unreachable": a socket that does not answer as an Engine; "off": `docker: false`
+    state: str = "starting"
     socket: str | None = None
     api_version: str | None = None
-    detail: str | None = None  # why it is unreachable or off
+    detail: str | None = None  # why it is absent, unreachable or off
     since: float = field(default_factory=time.time)
     placements: tuple[Placement, ...] = ()
 
@@ -67,19 +69,29 @@ class DockerReport:
         }
 
 
+def container_json(ref: ContainerRef | None) -> dict[str, Any] | None:
+    """A container as /api/status, `ls` and `doctor` show it (a route's, or a running one)."""
+    if ref is None:
+        return None
+    return {
+        "id": ref.short_id,
+        "name": ref.name,
+        "image": ref.image,
+        "project": ref.project,
+        "service": ref.service,
+        "health": ref.health,
+    }
+
+
 def _placement_json(p: Placement) -> dict[str, Any]:
     c = p.container
     return {
-        "id": c.id[:12],
-        "name": c.name,
-        "image": c.image,
-        "project": c.project,
-        "service": c.service,
+        **(container_json(c.ref) or {}),
         "state": c.state,
-        "health": c.health,
         "names": list(p.names) if p.routed else [],
         "target": p.upstream.describe() if p.upstream is not None else None,
         "reason": p.reason,
+        "deliberate": p.deliberate,
         "note": p.note,
     }
 
@@ -131,7 +143,8 @@ class DockerWatcher:
         while True:
             path = find_socket(found) if found.problem is None else None
             if path is None:
-                self._lost(found.problem or f"no Docker Engine socket at {describe(found)}")
+                absent = found.problem is None
+                self._lost(found.problem or f"no Docker Engine socket at {describe(found)}", absent)
             else:
                 try:
                     async with Engine(path) as engine:
@@ -191,12 +204,13 @@ class DockerWatcher:
                 log.info("docker: %s.localhost is gone", name)
         self._plan = new
 
-    def _lost(self, detail: str) -> None:
+    def _lost(self, detail: str, absent: bool = False) -> None:
         self._apply(DockerPlan())
-        if self.report.state == "unreachable" and self.report.detail == detail:
+        state = "absent" if absent else "unreachable"
+        if self.report.state == state and self.report.detail == detail:
             return
         was_connected = self.report.state == "connected"
-        self._set("unreachable", self.report.socket if was_connected else None, detail=detail)
+        self._set(state, self.report.socket if was_connected else None, detail=detail)
         # Most machines have no Docker at all: only a change worth knowing is logged above
         # debug (an Engine that went away, or one that is there but refuses us).
         level = logging.WARNING if was_connected or "permission" in detail else logging.DEBUG

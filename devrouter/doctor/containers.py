@@ -8,9 +8,6 @@ from typing import Any
 
 from .report import Check
 
-#: The reason text of a machine with no Engine socket at all (devrouter.docker.watcher).
-_NO_SOCKET = "no Docker Engine socket"
-
 
 def judge_docker(report: Mapping[str, Any] | None) -> list[Check]:
     """Nothing when the router does not watch Docker (or none runs); otherwise the Engine's
@@ -26,9 +23,9 @@ def judge_docker(report: Mapping[str, Any] | None) -> list[Check]:
         return [
             Check("docker", "info", "the router is still looking for a Docker Engine", None, data)
         ]
+    if state == "absent":
+        return [Check("docker", "info", f"no Docker Engine here ({detail})", None, data)]
     if state != "connected":
-        if detail.startswith(_NO_SOCKET):
-            return [Check("docker", "info", f"no Docker Engine here ({detail})", None, data)]
         return [
             Check(
                 "docker",
@@ -57,15 +54,14 @@ def judge_docker(report: Mapping[str, Any] | None) -> list[Check]:
         reason = c.get("reason")
         if not reason:
             continue
-        # opting out, and publishing only a database port, are what the user meant
-        opted_out = any(w in str(reason) for w in ("opted out", "only_labelled", "not HTTP"))
+        deliberate = bool(c.get("deliberate"))  # opted out, or a database's port only
         checks.append(
             Check(
                 "docker",
-                "info" if opted_out else "warn",
+                "info" if deliberate else "warn",
                 f"container {c.get('name')} has no route: it {reason}",
                 None
-                if opted_out
+                if deliberate
                 else "see docs/docker.md (labels: devrouter.name, "
                 "devrouter.port, devrouter.enable)",
                 {"container": c.get("id"), "name": c.get("name"), "image": c.get("image")},

@@ -108,14 +108,12 @@ def format_routes(
 def format_docker(report: Mapping[str, Any] | None) -> str:
     """The Docker lines under `devrouter ls`: the Engine watched, and each running container
     that has no name, with the reason. Nothing on a machine without Docker."""
-    if not report or report.get("state") == "starting":
+    if not report or report.get("state") in ("starting", "absent"):
         return ""
     state, detail = report.get("state"), report.get("detail") or ""
     if state == "off":
         return f"docker: off ({detail})"
     if state != "connected":
-        if detail.startswith("no Docker Engine socket"):
-            return ""
         return f"docker: {detail}"
     lines = [f"docker: watching the Engine at {report.get('socket')}"]
     for c in report.get("containers") or []:

@@ -40,8 +40,7 @@ from .. import __version__
 from ..core.model import DEFAULT_PORT, DEFAULT_TIMEOUT_S, ListenAddr, PathRoute, Route, Upstream
 from ..core.state import State
 from ..core.urls import name_url
-from ..docker.watcher import DockerReport
-from ..web.dashboard import container_json
+from ..docker.watcher import DockerReport, container_json
 from .client import (
     MAX_MESSAGE_BYTES,
     Channel,

@@ -38,10 +38,10 @@ from urllib.parse import parse_qs
 from aiohttp import hdrs, web
 
 from .. import __version__
-from ..core.model import ContainerRef, ListenAddr, Route, Upstream
+from ..core.model import ListenAddr, Route, Upstream
 from ..core.state import State
 from ..core.urls import name_url
-from ..docker.watcher import DockerReport
+from ..docker.watcher import DockerReport, container_json
 from ..observe import prometheus
 from ..observe.health import Health
 from ..observe.histogram import Histogram
@@ -191,20 +191,6 @@ def route_status(ctx: Context, route: Route, port: int, now: float) -> dict[str,
 
 
 _EMPTY = Histogram()
-
-
-def container_json(ref: ContainerRef | None) -> dict[str, Any] | None:
-    """A Docker route's container, as /api/status and `ls` show it."""
-    if ref is None:
-        return None
-    return {
-        "id": ref.short_id,
-        "name": ref.name,
-        "image": ref.image,
-        "project": ref.project,
-        "service": ref.service,
-        "health": ref.health,
-    }
 
 
 def _health(health: Health, upstream: Upstream) -> dict[str, Any]:

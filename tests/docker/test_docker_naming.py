@@ -311,3 +311,19 @@ def test_plan_carries_the_compose_project_as_the_stack() -> None:
     assert route.container is not None
     assert (route.container.project, route.container.service) == ("shop", "api")
     assert route.container.short_id == "shop_api_10123456789abcdef"[:12]
+
+
+def test_deliberate_says_which_containers_are_meant_to_have_no_route() -> None:
+    only = DockerSettings(only_labelled=True)
+    meant = [
+        place(box("a", (pub(80, 1),), {"devrouter.enable": "false"}), DEFAULT),
+        place(box("a", (pub(80, 1),)), only),
+        place(box("db", (pub(5432, 5433),)), DEFAULT),
+    ]
+    assert all(p.deliberate and not p.routed for p in meant)
+    unmeant = [
+        place(box("quiet"), DEFAULT),
+        place(box("a", (pub(80, 1),), {"devrouter.port": "3000"}), DEFAULT),
+        place(box("a", (pub(80, 1),)), DEFAULT),
+    ]
+    assert not any(p.deliberate for p in unmeant)

@@ -247,7 +247,7 @@ async def test_no_socket_at_all(tmp_path: Path) -> None:
     w = DockerWatcher(state, env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}, home=tmp_path)
     stop = asyncio.Event()
     task = asyncio.create_task(w.run(stop))
-    await until(lambda: w.report.state == "unreachable", "looked")
+    await until(lambda: w.report.state == "absent", "looked")
     assert w.report.detail is not None
     assert w.report.detail == f"no Docker Engine socket at {tmp_path}/none.sock (from DOCKER_HOST)"
     stop.set()

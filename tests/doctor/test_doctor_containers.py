@@ -20,8 +20,17 @@ def report(state: str, detail: str | None = None, containers: list[Any] | None =
     }
 
 
-def box(name: str, names: list[str], reason: str | None = None) -> dict[str, Any]:
-    return {"id": "0123456789ab", "name": name, "image": "img", "names": names, "reason": reason}
+def box(
+    name: str, names: list[str], reason: str | None = None, deliberate: bool = False
+) -> dict[str, Any]:
+    return {
+        "id": "0123456789ab",
+        "name": name,
+        "image": "img",
+        "names": names,
+        "reason": reason,
+        "deliberate": deliberate,
+    }
 
 
 @pytest.mark.parametrize(
@@ -31,7 +40,7 @@ def box(name: str, names: list[str], reason: str | None = None) -> dict[str, Any
         (report("off", "docker: false in the config"), [("info", "are not named: docker: false")]),
         (report("starting"), [("info", "still looking")]),
         (
-            report("unreachable", "no Docker Engine socket at /var/run/docker.sock"),
+            report("absent", "no Docker Engine socket at /var/run/docker.sock"),
             [("info", "no Docker Engine here")],
         ),
         (
@@ -44,7 +53,7 @@ def box(name: str, names: list[str], reason: str | None = None) -> dict[str, Any
                 containers=[
                     box("shop_api_1", ["api.shop"]),
                     box("shop-db-1", [], "publishes no port; publish its HTTP port"),
-                    box("hidden", [], "opted out (label devrouter.enable=false)"),
+                    box("hidden", [], "opted out (label devrouter.enable=false)", deliberate=True),
                 ],
             ),
             [

@@ -8,7 +8,7 @@ from devrouter.services.commands import format_docker, format_routes
 def test_nothing_on_a_machine_without_docker() -> None:
     assert format_docker(None) == ""
     assert format_docker({"state": "starting"}) == ""
-    assert format_docker({"state": "unreachable", "detail": "no Docker Engine socket at /x"}) == ""
+    assert format_docker({"state": "absent", "detail": "no Docker Engine socket at /x"}) == ""
 
 
 def test_an_unreachable_engine_and_containers_without_a_route_are_said() -> None:

@@ -719,7 +719,7 @@ async def test_dashboard_shows_docker_routes_and_containers_without_one(
 
     report.state, report.detail = "unreachable", "the Engine is not reachable at /x.sock"
     await browser.wait_for(text_of("#docker-state") + ".includes('not reachable at /x.sock')")
-    report.detail = "no Docker Engine socket at /var/run/docker.sock"
+    report.state, report.detail = "absent", "no Docker Engine socket at /var/run/docker.sock"
     await browser.wait_for("document.getElementById('docker').hidden")
     assert browser.errors() == []
 

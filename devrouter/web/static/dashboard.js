@@ -261,8 +261,7 @@ function renderRoutes(s) {
 function renderDocker(d) {
   // Nothing on a machine without Docker; otherwise the Engine and every running container
   // that has no route, with the reason in the router's words.
-  const quiet = !d || d.state === "starting" ||
-    (d.state === "unreachable" && (d.detail || "").startsWith("no Docker Engine socket"));
+  const quiet = !d || d.state === "starting" || d.state === "absent";
   const key = quiet ? "" : JSON.stringify([d.state, d.socket, d.detail, d.containers]);
   if (key === ui.dockerKey) return;
   ui.dockerKey = key;
