@@ -319,6 +319,17 @@ class CliProcess:
         raise AssertionError(f"no line with {needle!r} within {timeout_s}s; got {self.lines!r}")
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `timeout_s`: a process a test started ends with it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -361,13 +372,7 @@ def cli(tmp_path: Path) -> Iterator[Callable[..., CliProcess]]:
 
     yield start
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()

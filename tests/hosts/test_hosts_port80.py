@@ -11,7 +11,6 @@ import http.client
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, text_backend
+from conftest import cli_env, stop_process, text_backend
 
 ANSWER = b"the shop's api"
 START_S = 20.0
@@ -122,11 +121,6 @@ def test_node_fetches_a_route_by_name_with_no_port_after_hosts_sync(api: int) ->
         assert f"fetch 200 {ANSWER.decode()}" in done.stdout, done.stdout + done.stderr
         assert b"api.shop.localhost" in hosts.read_bytes()
     finally:
-        router.send_signal(signal.SIGTERM)
-        try:
-            router.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            router.kill()
-            router.wait(timeout=10)
+        stop_process(router, 10.0)
         router.communicate(timeout=10)
         shutil.rmtree(home, ignore_errors=True)
